@@ -1,0 +1,38 @@
+// Element types of stored weights: plain floats and ggml-compatible quantized blocks.
+// A quantized type packs `block_elems` weights into `block_bytes` bytes along a row.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace rwkv {
+
+enum class DType : uint8_t { F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 };
+
+struct DTypeInfo {
+  std::string_view name;
+  int64_t block_elems;  // 1 for plain types, 32 for ggml blocks
+  int64_t block_bytes;
+};
+
+const DTypeInfo& dtype_info(DType t);
+inline std::string_view dtype_name(DType t) { return dtype_info(t).name; }
+std::optional<DType> dtype_from_name(std::string_view name);
+inline bool is_quantized(DType t) { return dtype_info(t).block_elems > 1; }
+
+// Bytes taken by `n` elements, or nullopt if `n` is not a whole number of blocks.
+std::optional<uint64_t> dtype_bytes(DType t, uint64_t n);
+
+float fp16_to_fp32(uint16_t h);
+uint16_t fp32_to_fp16(float f);
+inline float bf16_to_fp32(uint16_t b) {
+  uint32_t u = uint32_t(b) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+uint16_t fp32_to_bf16(float f);  // round to nearest even, as torch does
+
+}  // namespace rwkv

@@ -1,0 +1,34 @@
+// A non-owning view of one stored tensor: element type, PyTorch-order shape and its bytes.
+// Matrices are row-major with shape (rows, cols); quantized blocks run along a row.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace rwkv {
+
+struct Tensor {
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;  // PyTorch order, outermost first
+  const uint8_t* data = nullptr;
+  uint64_t nbytes = 0;
+
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+  // The last axis is the row; everything before it counts rows.
+  int64_t cols() const { return shape.empty() ? 1 : shape.back(); }
+  int64_t rows() const { return cols() == 0 ? 0 : numel() / cols(); }
+  uint64_t row_bytes() const { return *dtype_bytes(dtype, uint64_t(cols())); }
+  const uint8_t* row(int64_t r) const { return data + uint64_t(r) * row_bytes(); }
+};
+
+std::string shape_string(const std::vector<int64_t>& shape);  // "(3, 4)"
+
+}  // namespace rwkv

@@ -1,0 +1,85 @@
+#include "io/tensor_map.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/quant.h"
+#include "io/readers.h"
+#include "rwkv/error.h"
+
+namespace rwkv {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+void TensorMap::add(const std::string& name, Tensor t) {
+  if (tensors_.count(name)) throw Error(path + ": duplicate tensor " + name);
+  names_.push_back(name);
+  tensors_.emplace(name, std::move(t));
+}
+
+Tensor& TensorMap::add_owned(const std::string& name, DType dtype, std::vector<int64_t> shape) {
+  Tensor t;
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  auto bytes = dtype_bytes(dtype, uint64_t(t.numel()));
+  if (!bytes) throw Error(path + ": tensor " + name + " is not a whole number of blocks");
+  buffers_.emplace_back(*bytes, 0);
+  t.data = buffers_.back().data();
+  t.nbytes = *bytes;
+  if (tensors_.count(name)) {
+    tensors_[name] = std::move(t);
+  } else {
+    add(name, std::move(t));
+  }
+  return tensors_[name];
+}
+
+float* TensorMap::replace_with_f32(const std::string& name, std::vector<int64_t> shape) {
+  std::vector<float> values = to_f32(at(name));
+  Tensor& t = add_owned(name, DType::F32, std::move(shape));
+  if (size_t(t.numel()) != values.size())
+    throw Error(path + ": tensor " + name + " cannot take shape " + shape_string(t.shape));
+  float* dst = reinterpret_cast<float*>(const_cast<uint8_t*>(t.data));
+  std::memcpy(dst, values.data(), values.size() * 4);
+  return dst;
+}
+
+void TensorMap::erase(const std::string& name) {
+  if (tensors_.erase(name)) names_.erase(std::find(names_.begin(), names_.end(), name));
+}
+
+const Tensor* TensorMap::find(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+const Tensor& TensorMap::at(const std::string& name) const {
+  const Tensor* t = find(name);
+  if (!t) throw Error(path + ": missing tensor " + name);
+  return *t;
+}
+
+std::vector<float> to_f32(const Tensor& t) {
+  std::vector<float> out(size_t(t.numel()));
+  dequantize(t.dtype, t.data, t.numel(), out.data());
+  return out;
+}
+
+TensorMap read_tensor_map(const std::string& path) {
+  Bytes file = map_file(path);
+  auto d = file.data;
+  if (d.size() >= 4 && d[0] == 'P' && d[1] == 'K' && d[2] == 3 && d[3] == 4)
+    return read_pth(file, path);
+  if (d.size() >= 4 && d[0] == 0x66 && d[1] == 0x6d && d[2] == 0x67 && d[3] == 0x67)
+    return read_rwkv_cpp_bin(file, path);
+  // safetensors starts with a little-endian u64 header length followed by '{'.
+  if (d.size() >= 9 && d[8] == '{') return read_safetensors(file, path);
+  throw Error(path + ": unknown file format (expected a PyTorch .pth zip, safetensors or an "
+                     "rwkv.cpp .bin)");
+}
+
+}  // namespace rwkv

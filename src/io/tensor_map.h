@@ -1,0 +1,55 @@
+// The canonical tensor map every reader produces: official PyTorch checkpoint names and shapes
+// (e.g. `blocks.0.att.time_decay` with shape (n_embd,)), whatever file format they came from.
+// Tensors point into the mapped file where the stored layout is already canonical; tensors a
+// writer transformed are rebuilt into buffers the map owns.
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/mapped_file.h"
+#include "core/tensor.h"
+
+namespace rwkv {
+
+class TensorMap {
+ public:
+  std::string path;    // for error messages
+  std::string format;  // "pth", "safetensors", "rwkv.cpp bin v101", ...
+  std::map<std::string, std::string> metadata;
+
+  // Adds a tensor whose bytes live in the source file (kept alive by `keep_alive`).
+  void add(const std::string& name, Tensor t);
+  // Adds a tensor with a fresh zeroed buffer owned by the map and returns it for filling.
+  Tensor& add_owned(const std::string& name, DType dtype, std::vector<int64_t> shape);
+  // Replaces a tensor by a float32 copy with `shape` (same element count) and returns its data.
+  float* replace_with_f32(const std::string& name, std::vector<int64_t> shape);
+  void erase(const std::string& name);
+
+  bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
+  const Tensor* find(const std::string& name) const;
+  // Throws rwkv::Error "<path>: missing tensor <name>".
+  const Tensor& at(const std::string& name) const;
+  const std::vector<std::string>& names() const { return names_; }  // file order
+  size_t size() const { return names_.size(); }
+
+  void keep_alive(std::shared_ptr<const void> owner) { owners_.push_back(std::move(owner)); }
+
+ private:
+  std::vector<std::string> names_;
+  std::unordered_map<std::string, Tensor> tensors_;
+  std::deque<std::vector<uint8_t>> buffers_;
+  std::vector<std::shared_ptr<const void>> owners_;
+};
+
+// Dequantizes/upcasts any tensor to float32 (element count numel()).
+std::vector<float> to_f32(const Tensor& t);
+
+// Opens a model file of any supported format, chosen by its leading bytes.
+TensorMap read_tensor_map(const std::string& path);
+
+}  // namespace rwkv

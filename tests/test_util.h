@@ -1,0 +1,69 @@
+// Shared helpers for tests: locating ../shared test data, reading reference outputs, temp files.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace rwkv::test {
+
+// ../shared beside the repository root (RWKV_SHARED set by CMake), or empty if absent.
+inline std::filesystem::path shared_dir() {
+  const char* env = std::getenv("RWKV_SHARED");
+  std::filesystem::path p = env ? env : "../shared";
+  return std::filesystem::exists(p / "testdata") ? p : std::filesystem::path();
+}
+
+// Skips the current test loudly when the shared test data is missing.
+#define RWKV_REQUIRE_SHARED()                                                              \
+  do {                                                                                     \
+    if (::rwkv::test::shared_dir().empty())                                                \
+      GTEST_SKIP() << "SKIPPED: ../shared/testdata not found (set RWKV_SHARED to its path)"; \
+  } while (0)
+
+inline std::vector<uint8_t> read_bytes(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+inline void write_bytes(const std::filesystem::path& p, const std::vector<uint8_t>& b) {
+  std::ofstream f(p, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+}
+
+inline std::vector<float> read_f32(const std::filesystem::path& p) {
+  std::vector<uint8_t> b = read_bytes(p);
+  std::vector<float> out(b.size() / 4);
+  std::memcpy(out.data(), b.data(), out.size() * 4);
+  return out;
+}
+
+inline std::vector<int> read_tokens(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  std::vector<int> out;
+  for (int t; f >> t;) out.push_back(t);
+  return out;
+}
+
+// A fresh directory under the system temp dir, unique per test.
+inline std::filesystem::path temp_dir() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::filesystem::path p = std::filesystem::temp_directory_path() /
+                            ("rwkv-test-" + std::to_string(::getpid()) + "-" +
+                             info->test_suite_name() + "-" + info->name());
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+}  // namespace rwkv::test

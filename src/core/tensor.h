@@ -32,3 +32,17 @@ struct Tensor {
 std::string shape_string(const std::vector<int64_t>& shape);  // "(3, 4)"
 
 }  // namespace rwkv
+
+namespace rwkv {
+
+// Rows [begin, begin + count) of a tensor viewed as (rows, cols), as a (count, cols) tensor.
+inline Tensor slice_rows(const Tensor& t, int64_t begin, int64_t count) {
+  Tensor out;
+  out.dtype = t.dtype;
+  out.shape = {count, t.cols()};
+  out.data = t.row(begin);
+  out.nbytes = uint64_t(count) * t.row_bytes();
+  return out;
+}
+
+}  // namespace rwkv

@@ -1,0 +1,101 @@
+// `rwkv logits MODEL --tokens "34 105 110"`: feeds tokens one by one from the initial state and
+// reports the logits. This interface is how the engine is checked against references: keep it
+// stable. `--out` writes raw little-endian float32, n_vocab values per reported position.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <numeric>
+#include <sstream>
+
+#include "cli.h"
+#include "core/atomic_file.h"
+
+namespace rwkv::cli {
+
+namespace {
+
+struct LogitsOptions {
+  ModelOptions model;
+  std::string tokens;
+  bool all = false;
+  std::string out;
+  int top = 0;
+};
+
+std::vector<int> parse_tokens(const std::string& text) {
+  std::vector<int> ids;
+  std::string cleaned = text;
+  std::replace(cleaned.begin(), cleaned.end(), ',', ' ');
+  std::istringstream in(cleaned);
+  for (std::string word; in >> word;) {
+    size_t used = 0;
+    long value = -1;
+    try {
+      value = std::stol(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size() || value < 0 || value > INT32_MAX)
+      throw Error("--tokens: '" + word + "' is not a token id (a non-negative integer)");
+    ids.push_back(int(value));
+  }
+  if (ids.empty()) throw Error("--tokens: no token ids given");
+  return ids;
+}
+
+void print_top(const float* logits, int n_vocab, int k, size_t position) {
+  std::vector<int> order(static_cast<size_t>(n_vocab));
+  std::iota(order.begin(), order.end(), 0);
+  k = std::min(k, n_vocab);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                    [&](int a, int b) { return logits[a] > logits[b]; });
+  fmt::print("position {}:", position);
+  for (int i = 0; i < k; ++i) fmt::print(" {}:{:.6f}", order[size_t(i)], logits[order[size_t(i)]]);
+  fmt::print("\n");
+}
+
+void run(const LogitsOptions& o) {
+  const std::vector<int> tokens = parse_tokens(o.tokens);
+  auto model = o.model.load();
+  const int V = model->info().n_vocab;
+  for (int t : tokens)
+    if (t >= V)
+      throw Error("--tokens: token " + std::to_string(t) + " is outside the vocabulary [0, " +
+                  std::to_string(V) + ")");
+  std::vector<float> state(model->state_size());
+  model->init_state(state);
+  Scratch scratch;
+  std::vector<float> logits(static_cast<size_t>(V));
+  std::vector<float> kept;  // every position with --all, else the last one
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    model->forward(tokens[i], state, logits, scratch);
+    const bool report = o.all || i + 1 == tokens.size();
+    if (!report) continue;
+    if (!o.out.empty()) kept.insert(kept.end(), logits.begin(), logits.end());
+    if (o.top > 0) print_top(logits.data(), V, o.top, i);
+  }
+  if (!o.out.empty())
+    write_file_atomic(o.out, [&](int fd) { write_all(fd, kept.data(), kept.size() * 4, o.out); });
+}
+
+}  // namespace
+
+void add_logits_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "logits", "Feed tokens one by one from the initial state and report the logits");
+  auto o = std::make_shared<LogitsOptions>();
+  o->model.add_to(*cmd);
+  cmd->add_option("--tokens", o->tokens, "Token ids, separated by spaces or commas")->required();
+  cmd->add_flag("--all", o->all, "Report every position, not only the last");
+  cmd->add_option("--out", o->out,
+                  "Write raw little-endian float32 logits (n_vocab per reported position)");
+  cmd->add_option("--top", o->top, "Print the K largest logits with their token ids")
+      ->check(CLI::PositiveNumber);
+  cmd->callback([o] {
+    LogitsOptions run_options = *o;
+    if (run_options.out.empty() && run_options.top == 0) run_options.top = 10;
+    run(run_options);
+  });
+}
+
+}  // namespace rwkv::cli

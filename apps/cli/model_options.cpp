@@ -1,0 +1,29 @@
+#include <cstdio>
+
+#include "cli.h"
+
+namespace rwkv::cli {
+
+void ModelOptions::add_to(CLI::App& cmd) {
+  cmd.add_option("model", path, "Model file: .pth, .safetensors or rwkv.cpp .bin")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd.add_option("--arch", arch, "Architecture to assume instead of detecting it")
+      ->check(CLI::IsMember({"4", "5", "5.0", "5.1", "5.2", "6", "7", "v4", "v5", "v6", "v7"}));
+  cmd.add_option("--ln-x-eps", ln_x_eps,
+                 "GroupNorm eps of RWKV-5/6/7 (default: the file's convention, 64e-5 for "
+                 "official checkpoints, 1e-5 for rwkv.cpp v5 .bin files)")
+      ->check(CLI::PositiveNumber);
+}
+
+std::unique_ptr<Model> ModelOptions::load() const {
+  LoadOptions options;
+  options.version = !arch.empty() && arch[0] == 'v' ? arch.substr(1) : arch;
+  if (ln_x_eps > 0) options.ln_x_eps = ln_x_eps;
+  auto model = Model::load(path, options);
+  for (const std::string& w : model->info().warnings)
+    std::fprintf(stderr, "warning: %s: %s\n", path.c_str(), w.c_str());
+  return model;
+}
+
+}  // namespace rwkv::cli

@@ -1,0 +1,103 @@
+#include "model/registry.h"
+
+#include <cstdlib>
+
+#include "model/weights.h"
+
+namespace rwkv {
+
+namespace {
+
+struct VersionEntry {
+  char major;
+  ModelBuilder build;
+};
+
+constexpr VersionEntry kVersions[] = {
+    {'4', build_v4},
+    {'5', build_v5},
+    {'6', build_v6},
+    {'7', build_v7},
+};
+
+int count_layers(const TensorMap& map) {
+  int n = 0;
+  while (map.contains(layer_prefix(n) + "ln1.weight")) ++n;
+  return n;
+}
+
+float parse_eps(const std::string& path, const std::string& text) {
+  char* end = nullptr;
+  float v = std::strtof(text.c_str(), &end);
+  if (end == text.c_str() || *end != '\0' || !(v > 0))
+    throw Error(path + ": invalid ln_x_eps metadata '" + text + "'");
+  return v;
+}
+
+}  // namespace
+
+std::string detect_version(const TensorMap& map) {
+  const std::string att = "blocks.0.att.";
+  if (map.contains(att + "r_k")) return "7.0";
+  if (map.contains(att + "time_maa_x")) return "6.0";
+  if (map.contains(att + "ln_x.weight")) {
+    const Tensor* decay = map.find(att + "time_decay");
+    if (decay && decay->shape.size() > 1 && decay->shape[1] > 1) return "5.2";
+    return map.contains(att + "gate.weight") ? "5.1" : "5.0";
+  }
+  return "4";
+}
+
+std::unique_ptr<Model> build_model(std::shared_ptr<const TensorMap> map,
+                                   const LoadOptions& options) {
+  ModelInfo info;
+  info.path = map->path;
+  info.format = map->format;
+  info.version = options.version.empty() ? detect_version(*map) : options.version;
+  if (info.version == "6" || info.version == "7") info.version += ".0";
+  if (info.version == "5") info.version = detect_version(*map);
+  const char major = info.version[0];
+  const bool known = info.version == "4" || info.version == "5.0" || info.version == "5.1" ||
+                     info.version == "5.2" || info.version == "6.0" || info.version == "7.0";
+  if (!known)
+    throw Error("unknown RWKV version '" + options.version +
+                "' (expected 4, 5.0, 5.1, 5.2, 6 or 7)");
+
+  const Tensor& emb = map->at("emb.weight");
+  if (emb.shape.size() != 2)
+    throw Error(map->path + ": tensor emb.weight should be a matrix, has shape " +
+                shape_string(emb.shape));
+  info.n_vocab = int(emb.shape[0]);
+  info.n_embd = int(emb.shape[1]);
+  info.n_layer = count_layers(*map);
+  if (info.n_layer == 0) throw Error(map->path + ": missing tensor blocks.0.ln1.weight");
+  if (major != '4') {
+    auto it = map->metadata.find("ln_x_eps");
+    info.ln_x_eps = options.ln_x_eps   ? *options.ln_x_eps
+                    : it != map->metadata.end() ? parse_eps(map->path, it->second)
+                                                : 64e-5f;
+  }
+  for (const std::string& name : map->names()) {
+    const Tensor& t = map->at(name);
+    info.tensors.push_back({name, std::string(dtype_name(t.dtype)), t.shape});
+    info.n_params += t.numel();
+  }
+  for (const VersionEntry& entry : kVersions)
+    if (entry.major == major) return entry.build(std::move(map), std::move(info));
+  throw Error("no builder for RWKV version " + info.version);
+}
+
+void Model::check_buffers(std::span<const float> state, std::span<const float> logits) const {
+  if (state.size() != state_size())
+    throw Error("state has " + std::to_string(state.size()) + " floats, the model needs " +
+                std::to_string(state_size()));
+  if (logits.size() != size_t(info_.n_vocab))
+    throw Error("logits buffer has " + std::to_string(logits.size()) + " floats, the model needs " +
+                std::to_string(info_.n_vocab));
+}
+
+std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
+  return build_model(std::make_shared<const TensorMap>(read_tensor_map(path)), options);
+}
+
+}  // namespace rwkv

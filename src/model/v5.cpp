@@ -1,0 +1,175 @@
+// RWKV-5 "Eagle": matrix-valued state per head with a static decay. Covers all three layouts the
+// official code distinguishes: 5.0 (no gate, per-head decay), 5.1 (gate, per-head decay) and 5.2
+// (gate, per-channel decay `time_decay` (H, N) and bonus `time_faaaa`).
+// Follows BlinkDL/ChatRWKV rwkv_pip_package/src/rwkv/model.py and RWKV_v5_demo.py.
+//
+// State per layer, 2C + H*N*N floats: att_xx (C), att_kv (H, N, N) with S[h][i][j] accumulating
+// k_i * v_j, ffn_xx (C).
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/kernels.h"
+#include "kernels/wkv.h"
+#include "model/registry.h"
+#include "model/weights.h"
+
+namespace rwkv {
+
+namespace {
+
+struct V5Layer {
+  std::vector<float> ln1_weight, ln1_bias, ln2_weight, ln2_bias;
+  std::vector<float> att_time_mix_k, att_time_mix_v, att_time_mix_r, att_time_mix_g;
+  std::vector<float> att_w;  // exp(-exp(time_decay)), broadcast to every channel
+  std::vector<float> att_u;  // exp(time_first) or time_faaaa, broadcast to every channel
+  Tensor att_key, att_value, att_receptance, att_output;  // (C, C)
+  Tensor att_gate;                                        // (C, C), absent in 5.0
+  std::vector<float> ln_x_weight, ln_x_bias;
+  std::vector<float> ffn_time_mix_k, ffn_time_mix_r;
+  ChannelMix ffn;
+};
+
+// Reads a per-head (H,) or per-channel (H, N) tensor as C per-channel values.
+std::vector<float> per_channel(WeightLoader& w, const std::string& name, int64_t H, int64_t N) {
+  const Tensor& t = w.map().at(name);
+  std::vector<float> v = w.f32(name, t.numel() == H ? std::vector<int64_t>{H}
+                                                    : std::vector<int64_t>{H, N});
+  if (int64_t(v.size()) == H * N) return v;
+  std::vector<float> out(static_cast<size_t>(H * N));
+  for (int64_t h = 0; h < H; ++h) std::fill_n(out.begin() + h * N, N, v[size_t(h)]);
+  return out;
+}
+
+class ModelV5 final : public Model {
+ public:
+  ModelV5(std::shared_ptr<const TensorMap> map, ModelInfo info) : map_(std::move(map)) {
+    info_ = std::move(info);
+    const int64_t C = info_.n_embd;
+    WeightLoader w(*map_);
+    io_.load(w, info_.n_vocab, C);
+    const Tensor& decay0 = map_->at("blocks.0.att.time_decay");
+    const int64_t H = decay0.shape.empty() ? 1 : decay0.shape[0];
+    if (H <= 0 || C % H != 0)
+      throw Error(map_->path + ": time_decay shape " + shape_string(decay0.shape) +
+                  " does not divide n_embd=" + std::to_string(C) + " into heads");
+    const int64_t N = C / H;
+    info_.n_head = int(H);
+    info_.head_size = int(N);
+    info_.ffn_dim = int(map_->at("blocks.0.ffn.key.weight").shape[0]);
+    const int64_t F = info_.ffn_dim;
+    gated_ = info_.version != "5.0";
+    for (int i = 0; i < info_.n_layer; ++i) {
+      const std::string p = layer_prefix(i);
+      V5Layer L;
+      L.ln1_weight = w.f32(p + "ln1.weight", {C});
+      L.ln1_bias = w.f32(p + "ln1.bias", {C});
+      L.ln2_weight = w.f32(p + "ln2.weight", {C});
+      L.ln2_bias = w.f32(p + "ln2.bias", {C});
+      L.att_time_mix_k = w.f32(p + "att.time_mix_k", {C});
+      L.att_time_mix_v = w.f32(p + "att.time_mix_v", {C});
+      L.att_time_mix_r = w.f32(p + "att.time_mix_r", {C});
+      L.att_w = per_channel(w, p + "att.time_decay", H, N);
+      for (float& x : L.att_w) x = std::exp(-std::exp(x));
+      if (w.has(p + "att.time_first")) {
+        // The first layout stores the bonus as its logarithm.
+        L.att_u = per_channel(w, p + "att.time_first", H, N);
+        for (float& x : L.att_u) x = std::exp(x);
+      } else {
+        L.att_u = per_channel(w, p + "att.time_faaaa", H, N);
+      }
+      L.att_key = w.tensor(p + "att.key.weight", {C, C});
+      L.att_value = w.tensor(p + "att.value.weight", {C, C});
+      L.att_receptance = w.tensor(p + "att.receptance.weight", {C, C});
+      L.att_output = w.tensor(p + "att.output.weight", {C, C});
+      if (gated_) {
+        L.att_time_mix_g = w.f32(p + "att.time_mix_g", {C});
+        L.att_gate = w.tensor(p + "att.gate.weight", {C, C});
+      }
+      L.ln_x_weight = w.f32(p + "att.ln_x.weight", {C});
+      L.ln_x_bias = w.f32(p + "att.ln_x.bias", {C});
+      L.ffn_time_mix_k = w.f32(p + "ffn.time_mix_k", {C});
+      L.ffn_time_mix_r = w.f32(p + "ffn.time_mix_r", {C});
+      L.ffn.load(w, p + "ffn.", C, F);
+      layers_.push_back(std::move(L));
+    }
+    for (const std::string& name : w.unused()) info_.warnings.push_back("unused tensor " + name);
+  }
+
+  size_t state_size() const override {
+    const size_t C = info_.n_embd, N = info_.head_size;
+    return size_t(info_.n_layer) * (2 * C + C * N);
+  }
+
+  void init_state(std::span<float> state) const override {
+    std::fill(state.begin(), state.end(), 0.0f);
+  }
+
+  void forward(int token, std::span<float> state, std::span<float> logits,
+               Scratch& scratch) const override {
+    check_buffers(state, logits);
+    const int64_t C = info_.n_embd, H = info_.n_head, N = info_.head_size;
+    float* x = scratch.get(size_t(13 * C + info_.ffn_dim));
+    float* xx = x + C;
+    float* xk = xx + C;
+    float* xv = xk + C;
+    float* xr = xv + C;
+    float* xg = xr + C;
+    float* r = xg + C;
+    float* k = r + C;
+    float* v = k + C;
+    float* g = v + C;
+    float* y = g + C;
+    float* tmp = y + C;  // 2C + F
+    io_.embed(token, x);
+    const size_t layer_size = size_t(2 * C + C * N);
+    for (int i = 0; i < info_.n_layer; ++i) {
+      const V5Layer& L = layers_[size_t(i)];
+      float* att_xx = state.data() + i * layer_size;
+      float* att_kv = att_xx + C;
+      float* ffn_xx = att_kv + C * N;
+
+      kernels::layer_norm(x, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps, xx);
+      for (int64_t c = 0; c < C; ++c) {
+        xk[c] = xx[c] * L.att_time_mix_k[c] + att_xx[c] * (1 - L.att_time_mix_k[c]);
+        xv[c] = xx[c] * L.att_time_mix_v[c] + att_xx[c] * (1 - L.att_time_mix_v[c]);
+        xr[c] = xx[c] * L.att_time_mix_r[c] + att_xx[c] * (1 - L.att_time_mix_r[c]);
+        if (gated_) xg[c] = xx[c] * L.att_time_mix_g[c] + att_xx[c] * (1 - L.att_time_mix_g[c]);
+        att_xx[c] = xx[c];
+      }
+      kernels::matvec(L.att_receptance, xr, r);
+      kernels::matvec(L.att_key, xk, k);
+      kernels::matvec(L.att_value, xv, v);
+      kernels::wkv5(r, k, v, L.att_w.data(), L.att_u.data(), H, N, att_kv, y);
+      kernels::group_norm(y, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N, info_.ln_x_eps, y);
+      if (gated_) {
+        kernels::matvec(L.att_gate, xg, g);
+        for (int64_t c = 0; c < C; ++c) y[c] *= g[c] * kernels::sigmoid(g[c]);  // silu
+      }
+      kernels::matvec(L.att_output, y, v);
+      for (int64_t c = 0; c < C; ++c) x[c] += v[c];
+
+      kernels::layer_norm(x, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps, xx);
+      for (int64_t c = 0; c < C; ++c) {
+        xk[c] = xx[c] * L.ffn_time_mix_k[c] + ffn_xx[c] * (1 - L.ffn_time_mix_k[c]);
+        xr[c] = xx[c] * L.ffn_time_mix_r[c] + ffn_xx[c] * (1 - L.ffn_time_mix_r[c]);
+        ffn_xx[c] = xx[c];
+      }
+      L.ffn.add_to(xk, xr, tmp, x);
+    }
+    io_.output(x, xx, logits.data());
+  }
+
+ private:
+  std::shared_ptr<const TensorMap> map_;
+  EmbeddingHead io_;
+  std::vector<V5Layer> layers_;
+  bool gated_ = true;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> build_v5(std::shared_ptr<const TensorMap> map, ModelInfo info) {
+  return std::make_unique<ModelV5>(std::move(map), std::move(info));
+}
+
+}  // namespace rwkv

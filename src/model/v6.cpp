@@ -1,0 +1,185 @@
+// RWKV-6 "Finch" (x060): RWKV-5.2's matrix state with data-dependent token shift (a LoRA per
+// mixed input) and a per-token decay from its own LoRA.
+// Follows BlinkDL/ChatRWKV rwkv_pip_package/src/rwkv/model.py and RWKV_v6_demo.py.
+//
+// State per layer, 2C + H*N*N floats: att_xx (C), att_kv (H, N, N) with S[h][i][j] accumulating
+// k_i * v_j, ffn_xx (C).
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/kernels.h"
+#include "kernels/wkv.h"
+#include "model/registry.h"
+#include "model/weights.h"
+
+namespace rwkv {
+
+namespace {
+
+// The five token-shift branches, in the order of the rows of time_maa_w1's output.
+enum Branch { kW, kK, kV, kR, kG, kBranches };
+
+struct V6Layer {
+  std::vector<float> ln1_weight, ln1_bias, ln2_weight, ln2_bias;
+  std::vector<float> att_time_maa_x;
+  std::vector<float> att_time_maa[kBranches];  // time_maa_w, _k, _v, _r, _g
+  Tensor att_time_maa_w1;                      // (C, 5 * D_mix)
+  Tensor att_time_maa_w2[kBranches];           // each (D_mix, C), slices of (5, D_mix, C)
+  std::vector<float> att_time_decay;           // (C,)
+  Tensor att_time_decay_w1;                    // (C, D_decay)
+  Tensor att_time_decay_w2;                    // (D_decay, C)
+  std::vector<float> att_u;                    // time_faaaa (H, N)
+  Tensor att_key, att_value, att_receptance, att_output, att_gate;  // (C, C)
+  std::vector<float> ln_x_weight, ln_x_bias;
+  std::vector<float> ffn_time_maa_k, ffn_time_maa_r;
+  ChannelMix ffn;
+};
+
+class ModelV6 final : public Model {
+ public:
+  ModelV6(std::shared_ptr<const TensorMap> map, ModelInfo info) : map_(std::move(map)) {
+    info_ = std::move(info);
+    const int64_t C = info_.n_embd;
+    WeightLoader w(*map_);
+    io_.load(w, info_.n_vocab, C);
+    const Tensor& faaaa = map_->at("blocks.0.att.time_faaaa");
+    const Tensor& maa_w1 = map_->at("blocks.0.att.time_maa_w1");
+    const Tensor& decay_w1 = map_->at("blocks.0.att.time_decay_w1");
+    if (faaaa.shape.size() != 2 || faaaa.shape[0] * faaaa.shape[1] != C)
+      throw Error(map_->path + ": tensor blocks.0.att.time_faaaa has shape " +
+                  shape_string(faaaa.shape) + ", expected (n_head, head_size) covering n_embd=" +
+                  std::to_string(C));
+    if (maa_w1.shape.size() != 2 || maa_w1.shape[1] % kBranches != 0 || decay_w1.shape.size() != 2)
+      throw Error(map_->path + ": time_maa_w1 " + shape_string(maa_w1.shape) +
+                  " or time_decay_w1 " + shape_string(decay_w1.shape) + " has an invalid shape");
+    const int64_t H = faaaa.shape[0], N = faaaa.shape[1];
+    const int64_t D_mix = maa_w1.shape[1] / kBranches, D_decay = decay_w1.shape[1];
+    info_.n_head = int(H);
+    info_.head_size = int(N);
+    info_.lora = {{"time_maa", int(D_mix)}, {"time_decay", int(D_decay)}};
+    info_.ffn_dim = int(map_->at("blocks.0.ffn.key.weight").shape[0]);
+    const int64_t F = info_.ffn_dim;
+    const char* names[kBranches] = {"w", "k", "v", "r", "g"};
+    for (int i = 0; i < info_.n_layer; ++i) {
+      const std::string p = layer_prefix(i);
+      V6Layer L;
+      L.ln1_weight = w.f32(p + "ln1.weight", {C});
+      L.ln1_bias = w.f32(p + "ln1.bias", {C});
+      L.ln2_weight = w.f32(p + "ln2.weight", {C});
+      L.ln2_bias = w.f32(p + "ln2.bias", {C});
+      L.att_time_maa_x = w.f32(p + "att.time_maa_x", {C});
+      for (int b = 0; b < kBranches; ++b)
+        L.att_time_maa[b] = w.f32(p + "att.time_maa_" + names[b], {C});
+      L.att_time_maa_w1 = w.tensor(p + "att.time_maa_w1", {C, kBranches * D_mix});
+      const Tensor& w2 = w.tensor(p + "att.time_maa_w2", {kBranches, D_mix, C});
+      for (int b = 0; b < kBranches; ++b) L.att_time_maa_w2[b] = slice_rows(w2, b * D_mix, D_mix);
+      L.att_time_decay = w.f32(p + "att.time_decay", {C});
+      L.att_time_decay_w1 = w.tensor(p + "att.time_decay_w1", {C, D_decay});
+      L.att_time_decay_w2 = w.tensor(p + "att.time_decay_w2", {D_decay, C});
+      L.att_u = w.f32(p + "att.time_faaaa", {H, N});
+      L.att_key = w.tensor(p + "att.key.weight", {C, C});
+      L.att_value = w.tensor(p + "att.value.weight", {C, C});
+      L.att_receptance = w.tensor(p + "att.receptance.weight", {C, C});
+      L.att_output = w.tensor(p + "att.output.weight", {C, C});
+      L.att_gate = w.tensor(p + "att.gate.weight", {C, C});
+      L.ln_x_weight = w.f32(p + "att.ln_x.weight", {C});
+      L.ln_x_bias = w.f32(p + "att.ln_x.bias", {C});
+      L.ffn_time_maa_k = w.f32(p + "ffn.time_maa_k", {C});
+      L.ffn_time_maa_r = w.f32(p + "ffn.time_maa_r", {C});
+      L.ffn.load(w, p + "ffn.", C, F);
+      layers_.push_back(std::move(L));
+    }
+    for (const std::string& name : w.unused()) info_.warnings.push_back("unused tensor " + name);
+  }
+
+  size_t state_size() const override {
+    const size_t C = info_.n_embd, N = info_.head_size;
+    return size_t(info_.n_layer) * (2 * C + C * N);
+  }
+
+  void init_state(std::span<float> state) const override {
+    std::fill(state.begin(), state.end(), 0.0f);
+  }
+
+  void forward(int token, std::span<float> state, std::span<float> logits,
+               Scratch& scratch) const override {
+    check_buffers(state, logits);
+    const int64_t C = info_.n_embd, H = info_.n_head, N = info_.head_size;
+    const int64_t D_mix = info_.lora.at("time_maa"), D_decay = info_.lora.at("time_decay");
+    float* x = scratch.get(size_t(19 * C + info_.ffn_dim + kBranches * D_mix + D_decay));
+    float* xx = x + C;
+    float* sx = xx + C;
+    float* xb[kBranches];  // mixed inputs per branch
+    xb[0] = sx + C;
+    for (int b = 1; b < kBranches; ++b) xb[b] = xb[b - 1] + C;
+    float* m = xb[kBranches - 1] + C;  // C: one branch's LoRA output
+    float* r = m + C;
+    float* k = r + C;
+    float* v = k + C;
+    float* g = v + C;
+    float* decay = g + C;
+    float* y = decay + C;
+    float* tmp = y + C;                    // 2C + F
+    float* lora = tmp + 2 * C + info_.ffn_dim;  // 5 * D_mix
+    float* lora_decay = lora + kBranches * D_mix;
+    io_.embed(token, x);
+    const size_t layer_size = size_t(2 * C + C * N);
+    for (int i = 0; i < info_.n_layer; ++i) {
+      const V6Layer& L = layers_[size_t(i)];
+      float* att_xx = state.data() + i * layer_size;
+      float* att_kv = att_xx + C;
+      float* ffn_xx = att_kv + C * N;
+
+      kernels::layer_norm(x, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps, xx);
+      for (int64_t c = 0; c < C; ++c) {
+        sx[c] = att_xx[c] - xx[c];
+        att_xx[c] = xx[c];
+        m[c] = xx[c] + sx[c] * L.att_time_maa_x[c];
+      }
+      kernels::vecmat(m, L.att_time_maa_w1, lora);
+      for (int64_t j = 0; j < kBranches * D_mix; ++j) lora[j] = std::tanh(lora[j]);
+      for (int b = 0; b < kBranches; ++b) {
+        kernels::vecmat(lora + b * D_mix, L.att_time_maa_w2[b], m);
+        for (int64_t c = 0; c < C; ++c) xb[b][c] = xx[c] + sx[c] * (L.att_time_maa[b][c] + m[c]);
+      }
+      kernels::matvec(L.att_receptance, xb[kR], r);
+      kernels::matvec(L.att_key, xb[kK], k);
+      kernels::matvec(L.att_value, xb[kV], v);
+      kernels::matvec(L.att_gate, xb[kG], g);
+      kernels::vecmat(xb[kW], L.att_time_decay_w1, lora_decay);
+      for (int64_t j = 0; j < D_decay; ++j) lora_decay[j] = std::tanh(lora_decay[j]);
+      kernels::vecmat(lora_decay, L.att_time_decay_w2, decay);
+      for (int64_t c = 0; c < C; ++c) decay[c] = std::exp(-std::exp(L.att_time_decay[c] + decay[c]));
+      kernels::wkv5(r, k, v, decay, L.att_u.data(), H, N, att_kv, y);
+      kernels::group_norm(y, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N, info_.ln_x_eps, y);
+      for (int64_t c = 0; c < C; ++c) y[c] *= g[c] * kernels::sigmoid(g[c]);  // silu gate
+      kernels::matvec(L.att_output, y, v);
+      for (int64_t c = 0; c < C; ++c) x[c] += v[c];
+
+      kernels::layer_norm(x, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps, xx);
+      float* xk = xb[kK];
+      float* xr = xb[kR];
+      for (int64_t c = 0; c < C; ++c) {
+        const float s = ffn_xx[c] - xx[c];
+        xk[c] = xx[c] + s * L.ffn_time_maa_k[c];
+        xr[c] = xx[c] + s * L.ffn_time_maa_r[c];
+        ffn_xx[c] = xx[c];
+      }
+      L.ffn.add_to(xk, xr, tmp, x);
+    }
+    io_.output(x, xx, logits.data());
+  }
+
+ private:
+  std::shared_ptr<const TensorMap> map_;
+  EmbeddingHead io_;
+  std::vector<V6Layer> layers_;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> build_v6(std::shared_ptr<const TensorMap> map, ModelInfo info) {
+  return std::make_unique<ModelV6>(std::move(map), std::move(info));
+}
+
+}  // namespace rwkv

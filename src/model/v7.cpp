@@ -1,0 +1,229 @@
+// RWKV-7 "Goose" (x070): a generalised delta-rule state update with per-token decay, an
+// in-context learning rate and a value residual from layer 0.
+// Follows BlinkDL/RWKV-LM RWKV-v7/rwkv_v7_demo.py and the official `rwkv` pip package.
+//
+// State per layer, 2C + H*N*N floats: att_x_prev (C), att_kv (H, N, N) with S[h][i][j]
+// accumulating v_i * k_j (transposed relative to RWKV-5/6), ffn_x_prev (C).
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/kernels.h"
+#include "kernels/wkv.h"
+#include "model/registry.h"
+#include "model/weights.h"
+
+namespace rwkv {
+
+namespace {
+
+// The six token-shift mixes, in the order of the official x_r, x_w, x_k, x_v, x_a, x_g.
+enum Mix { kR, kW, kK, kV, kA, kG, kMixes };
+
+struct V7Layer {
+  std::vector<float> ln1_weight, ln1_bias, ln2_weight, ln2_bias;
+  std::vector<float> att_x[kMixes];
+  std::vector<float> att_w0, att_a0, att_v0;  // (C,)
+  Tensor att_w1, att_a1, att_v1, att_g1;      // (C, D)
+  Tensor att_w2, att_a2, att_v2, att_g2;      // (D, C)
+  std::vector<float> att_k_k, att_k_a;        // (C,)
+  std::vector<float> att_r_k;                 // (H, N)
+  Tensor att_key, att_value, att_receptance, att_output;  // (C, C)
+  std::vector<float> ln_x_weight, ln_x_bias;
+  std::vector<float> ffn_x_k;
+  Tensor ffn_key;    // (F, C)
+  Tensor ffn_value;  // (C, F)
+};
+
+class ModelV7 final : public Model {
+ public:
+  ModelV7(std::shared_ptr<const TensorMap> map, ModelInfo info) : map_(std::move(map)) {
+    info_ = std::move(info);
+    const int64_t C = info_.n_embd;
+    WeightLoader w(*map_);
+    io_.load(w, info_.n_vocab, C);
+    const Tensor& r_k = map_->at("blocks.0.att.r_k");
+    if (r_k.shape.size() != 2 || r_k.shape[0] * r_k.shape[1] != C)
+      throw Error(map_->path + ": tensor blocks.0.att.r_k has shape " + shape_string(r_k.shape) +
+                  ", expected (n_head, head_size) covering n_embd=" + std::to_string(C));
+    const int64_t H = r_k.shape[0], N = r_k.shape[1];
+    info_.n_head = int(H);
+    info_.head_size = int(N);
+    auto rank = [&](const std::string& name) {
+      const Tensor& t = map_->at(name);
+      if (t.shape.size() != 2) throw Error(map_->path + ": tensor " + name + " should be a matrix");
+      return t.shape[1];
+    };
+    const int64_t Dw = rank("blocks.0.att.w1"), Da = rank("blocks.0.att.a1"),
+                  Dg = rank("blocks.0.att.g1");
+    const int64_t Dv = info_.n_layer > 1 ? rank("blocks.1.att.v1") : 0;
+    info_.lora = {{"w", int(Dw)}, {"a", int(Da)}, {"v", int(Dv)}, {"g", int(Dg)}};
+    info_.ffn_dim = int(map_->at("blocks.0.ffn.key.weight").shape[0]);
+    const int64_t F = info_.ffn_dim;
+    const char* mix_names[kMixes] = {"x_r", "x_w", "x_k", "x_v", "x_a", "x_g"};
+    for (int i = 0; i < info_.n_layer; ++i) {
+      const std::string p = layer_prefix(i);
+      V7Layer L;
+      L.ln1_weight = w.f32(p + "ln1.weight", {C});
+      L.ln1_bias = w.f32(p + "ln1.bias", {C});
+      L.ln2_weight = w.f32(p + "ln2.weight", {C});
+      L.ln2_bias = w.f32(p + "ln2.bias", {C});
+      for (int b = 0; b < kMixes; ++b) L.att_x[b] = w.f32(p + "att." + mix_names[b], {C});
+      L.att_w0 = w.f32(p + "att.w0", {C});
+      L.att_w1 = w.tensor(p + "att.w1", {C, Dw});
+      L.att_w2 = w.tensor(p + "att.w2", {Dw, C});
+      L.att_a0 = w.f32(p + "att.a0", {C});
+      L.att_a1 = w.tensor(p + "att.a1", {C, Da});
+      L.att_a2 = w.tensor(p + "att.a2", {Da, C});
+      if (i > 0) {
+        L.att_v0 = w.f32(p + "att.v0", {C});
+        L.att_v1 = w.tensor(p + "att.v1", {C, Dv});
+        L.att_v2 = w.tensor(p + "att.v2", {Dv, C});
+      } else {
+        // Layer 0 defines the value residual, so the reference ignores its v0/v1/v2.
+        for (const char* name : {"att.v0", "att.v1", "att.v2"}) w.ignore(p + name);
+      }
+      L.att_g1 = w.tensor(p + "att.g1", {C, Dg});
+      L.att_g2 = w.tensor(p + "att.g2", {Dg, C});
+      L.att_k_k = w.f32(p + "att.k_k", {C});
+      L.att_k_a = w.f32(p + "att.k_a", {C});
+      L.att_r_k = w.f32(p + "att.r_k", {H, N});
+      L.att_key = w.tensor(p + "att.key.weight", {C, C});
+      L.att_value = w.tensor(p + "att.value.weight", {C, C});
+      L.att_receptance = w.tensor(p + "att.receptance.weight", {C, C});
+      L.att_output = w.tensor(p + "att.output.weight", {C, C});
+      L.ln_x_weight = w.f32(p + "att.ln_x.weight", {C});
+      L.ln_x_bias = w.f32(p + "att.ln_x.bias", {C});
+      L.ffn_x_k = w.f32(p + "ffn.x_k", {C});
+      L.ffn_key = w.tensor(p + "ffn.key.weight", {F, C});
+      L.ffn_value = w.tensor(p + "ffn.value.weight", {C, F});
+      layers_.push_back(std::move(L));
+    }
+    for (const std::string& name : w.unused()) info_.warnings.push_back("unused tensor " + name);
+  }
+
+  size_t state_size() const override {
+    const size_t C = info_.n_embd, N = info_.head_size;
+    return size_t(info_.n_layer) * (2 * C + C * N);
+  }
+
+  void init_state(std::span<float> state) const override {
+    std::fill(state.begin(), state.end(), 0.0f);
+  }
+
+  void forward(int token, std::span<float> state, std::span<float> logits,
+               Scratch& scratch) const override {
+    check_buffers(state, logits);
+    const int64_t C = info_.n_embd, H = info_.n_head, N = info_.head_size;
+    int64_t D = info_.ffn_dim;
+    for (const auto& [name, rank] : info_.lora) D = std::max<int64_t>(D, rank);
+    float* x = scratch.get(size_t(19 * C + D));
+    float* xx = x + C;
+    float* sx = xx + C;
+    float* xm[kMixes];
+    xm[0] = sx + C;
+    for (int b = 1; b < kMixes; ++b) xm[b] = xm[b - 1] + C;
+    float* r = xm[kMixes - 1] + C;
+    float* w = r + C;
+    float* k = w + C;
+    float* v = k + C;
+    float* a = v + C;
+    float* g = a + C;
+    float* kk = g + C;
+    float* v_first = kk + C;
+    float* y = v_first + C;
+    float* hidden = y + C;  // max(LoRA rank, F)
+    io_.embed(token, x);
+    const size_t layer_size = size_t(2 * C + C * N);
+    const float decay_scale = std::exp(-0.5f);
+    for (int i = 0; i < info_.n_layer; ++i) {
+      const V7Layer& L = layers_[size_t(i)];
+      float* att_x_prev = state.data() + i * layer_size;
+      float* att_kv = att_x_prev + C;
+      float* ffn_x_prev = att_kv + C * N;
+
+      kernels::layer_norm(x, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps, xx);
+      for (int64_t c = 0; c < C; ++c) {
+        sx[c] = att_x_prev[c] - xx[c];
+        att_x_prev[c] = xx[c];
+      }
+      for (int b = 0; b < kMixes; ++b)
+        for (int64_t c = 0; c < C; ++c) xm[b][c] = xx[c] + sx[c] * L.att_x[b][c];
+
+      kernels::matvec(L.att_receptance, xm[kR], r);
+      kernels::matvec(L.att_key, xm[kK], k);
+      kernels::matvec(L.att_value, xm[kV], v);
+      // w = exp(-e^-0.5 * sigmoid(w0 + tanh(xw @ w1) @ w2)), i.e. the reference's
+      // exp(-exp(-softplus(-z) - 0.5)), in float32.
+      lora(L.att_w1, L.att_w2, xm[kW], hidden, w, [](float h) { return std::tanh(h); });
+      for (int64_t c = 0; c < C; ++c)
+        w[c] = std::exp(-decay_scale * kernels::sigmoid(L.att_w0[c] + w[c]));
+      lora(L.att_a1, L.att_a2, xm[kA], hidden, a, [](float h) { return h; });
+      for (int64_t c = 0; c < C; ++c) a[c] = kernels::sigmoid(L.att_a0[c] + a[c]);
+      lora(L.att_g1, L.att_g2, xm[kG], hidden, g, [](float h) { return kernels::sigmoid(h); });
+
+      // kk = per-head L2-normalised k * k_k (F.normalize, eps 1e-12), from k before k_a.
+      for (int64_t c = 0; c < C; ++c) kk[c] = k[c] * L.att_k_k[c];
+      for (int64_t h = 0; h < H; ++h) {
+        float ss = 0;
+        for (int64_t j = 0; j < N; ++j) ss += kk[h * N + j] * kk[h * N + j];
+        const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
+        for (int64_t j = 0; j < N; ++j) kk[h * N + j] *= inv;
+      }
+      for (int64_t c = 0; c < C; ++c) k[c] *= 1 + (a[c] - 1) * L.att_k_a[c];
+      if (i == 0) {
+        std::copy_n(v, C, v_first);
+      } else {
+        lora(L.att_v1, L.att_v2, xm[kV], hidden, y, [](float h) { return h; });
+        for (int64_t c = 0; c < C; ++c)
+          v[c] += (v_first[c] - v[c]) * kernels::sigmoid(L.att_v0[c] + y[c]);
+      }
+
+      kernels::wkv7(r, w, k, v, kk, a, H, N, att_kv, y);
+      kernels::group_norm(y, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N, info_.ln_x_eps, y);
+      // Bonus: per head, (sum_j r_j k_j r_k[h][j]) * v.
+      for (int64_t h = 0; h < H; ++h) {
+        float s = 0;
+        for (int64_t j = 0; j < N; ++j) s += r[h * N + j] * k[h * N + j] * L.att_r_k[h * N + j];
+        for (int64_t j = 0; j < N; ++j) y[h * N + j] += s * v[h * N + j];
+      }
+      for (int64_t c = 0; c < C; ++c) y[c] *= g[c];
+      kernels::matvec(L.att_output, y, v);
+      for (int64_t c = 0; c < C; ++c) x[c] += v[c];
+
+      kernels::layer_norm(x, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps, xx);
+      float* xk = xm[kK];
+      for (int64_t c = 0; c < C; ++c) {
+        xk[c] = xx[c] + (ffn_x_prev[c] - xx[c]) * L.ffn_x_k[c];
+        ffn_x_prev[c] = xx[c];
+      }
+      kernels::matvec(L.ffn_key, xk, hidden);
+      for (int64_t j = 0; j < info_.ffn_dim; ++j)
+        hidden[j] = hidden[j] > 0 ? hidden[j] * hidden[j] : 0.0f;
+      kernels::matvec(L.ffn_value, hidden, v);
+      for (int64_t c = 0; c < C; ++c) x[c] += v[c];
+    }
+    io_.output(x, xx, logits.data());
+  }
+
+ private:
+  // out = act(x @ w1) @ w2, the shape of every RWKV-7 LoRA.
+  template <typename Act>
+  static void lora(const Tensor& w1, const Tensor& w2, const float* x, float* hidden, float* out,
+                   Act act) {
+    kernels::vecmat(x, w1, hidden);
+    for (int64_t j = 0; j < w1.cols(); ++j) hidden[j] = act(hidden[j]);
+    kernels::vecmat(hidden, w2, out);
+  }
+
+  std::shared_ptr<const TensorMap> map_;
+  EmbeddingHead io_;
+  std::vector<V7Layer> layers_;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> build_v7(std::shared_ptr<const TensorMap> map, ModelInfo info) {
+  return std::make_unique<ModelV7>(std::move(map), std::move(info));
+}
+
+}  // namespace rwkv

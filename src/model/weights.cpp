@@ -1,0 +1,83 @@
+#include "model/weights.h"
+
+#include "core/quant.h"
+#include "kernels/kernels.h"
+#include "rwkv/error.h"
+
+namespace rwkv {
+
+namespace {
+std::vector<int64_t> without_unit_axes(const std::vector<int64_t>& shape) {
+  std::vector<int64_t> out;
+  for (int64_t d : shape)
+    if (d != 1) out.push_back(d);
+  return out;
+}
+}  // namespace
+
+const Tensor& WeightLoader::tensor(const std::string& name, const std::vector<int64_t>& shape) {
+  const Tensor& t = map_.at(name);
+  if (without_unit_axes(t.shape) != without_unit_axes(shape))
+    throw Error(map_.path + ": tensor " + name + " has shape " + shape_string(t.shape) +
+                ", expected " + shape_string(shape));
+  used_.insert(name);
+  return t;
+}
+
+std::vector<float> WeightLoader::f32(const std::string& name, const std::vector<int64_t>& shape) {
+  return to_f32(tensor(name, shape));
+}
+
+std::vector<std::string> WeightLoader::unused() const {
+  std::vector<std::string> out;
+  for (const std::string& name : map_.names())
+    if (!used_.count(name)) out.push_back(name);
+  return out;
+}
+
+std::string layer_prefix(int layer) { return "blocks." + std::to_string(layer) + "."; }
+
+void EmbeddingHead::load(WeightLoader& w, int64_t n_vocab, int64_t n_embd) {
+  emb = w.tensor("emb.weight", {n_vocab, n_embd});
+  ln0_weight = w.f32("blocks.0.ln0.weight", {n_embd});
+  ln0_bias = w.f32("blocks.0.ln0.bias", {n_embd});
+  ln_out_weight = w.f32("ln_out.weight", {n_embd});
+  ln_out_bias = w.f32("ln_out.bias", {n_embd});
+  head = w.tensor("head.weight", {n_vocab, n_embd});
+}
+
+void EmbeddingHead::embed(int token, float* x) const {
+  if (token < 0 || token >= emb.rows())
+    throw Error("token " + std::to_string(token) + " is outside the vocabulary [0, " +
+                std::to_string(emb.rows()) + ")");
+  const int64_t n = emb.cols();
+  dequantize(emb.dtype, emb.row(token), n, x);
+  kernels::layer_norm(x, ln0_weight.data(), ln0_bias.data(), n, kLayerNormEps, x);
+}
+
+void EmbeddingHead::output(const float* x, float* tmp, float* logits) const {
+  kernels::layer_norm(x, ln_out_weight.data(), ln_out_bias.data(), emb.cols(), kLayerNormEps, tmp);
+  kernels::matvec(head, tmp, logits);
+}
+
+void ChannelMix::load(WeightLoader& w, const std::string& prefix, int64_t n_embd,
+                      int64_t ffn_dim) {
+  key = w.tensor(prefix + "key.weight", {ffn_dim, n_embd});
+  value = w.tensor(prefix + "value.weight", {n_embd, ffn_dim});
+  receptance = w.tensor(prefix + "receptance.weight", {n_embd, n_embd});
+}
+
+void ChannelMix::add_to(const float* xk, const float* xr, float* tmp, float* x) const {
+  const int64_t C = receptance.rows(), F = key.rows();
+  float* r = tmp;
+  float* k = tmp + C;
+  kernels::matvec(key, xk, k);
+  for (int64_t j = 0; j < F; ++j) k[j] = k[j] > 0 ? k[j] * k[j] : 0.0f;
+  kernels::matvec(receptance, xr, r);
+  for (int64_t c = 0; c < C; ++c) r[c] = kernels::sigmoid(r[c]);
+  float* out = k + F;
+  kernels::matvec(value, k, out);
+  for (int64_t c = 0; c < C; ++c) x[c] += r[c] * out[c];
+}
+
+}  // namespace rwkv

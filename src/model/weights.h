@@ -1,0 +1,62 @@
+// Building typed weights from the canonical tensor map: fetch by official name, check the shape,
+// and keep track of which tensors the model used so the rest can be reported.
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "io/tensor_map.h"
+#include "rwkv/model.h"
+
+namespace rwkv {
+
+class WeightLoader {
+ public:
+  explicit WeightLoader(const TensorMap& map) : map_(map) {}
+
+  bool has(const std::string& name) const { return map_.contains(name); }
+  // A tensor used in place (any dtype), checked against `shape` ignoring unit axes.
+  const Tensor& tensor(const std::string& name, const std::vector<int64_t>& shape);
+  // A float32 copy, checked against `shape` ignoring unit axes.
+  std::vector<float> f32(const std::string& name, const std::vector<int64_t>& shape);
+  // Marks a tensor the reference ignores as known.
+  void ignore(const std::string& name) { used_.insert(name); }
+  // Names present in the file that no builder asked for.
+  std::vector<std::string> unused() const;
+  const TensorMap& map() const { return map_; }
+
+ private:
+  const TensorMap& map_;
+  std::set<std::string> used_;
+};
+
+// The part every version shares: the embedding with its ln0, and the output norm and head.
+struct EmbeddingHead {
+  Tensor emb;  // (n_vocab, n_embd)
+  std::vector<float> ln0_weight, ln0_bias, ln_out_weight, ln_out_bias;
+  Tensor head;  // (n_vocab, n_embd)
+
+  void load(WeightLoader& w, int64_t n_vocab, int64_t n_embd);
+  // x = ln0(emb[token]). Throws rwkv::Error for a token outside the vocabulary.
+  void embed(int token, float* x) const;
+  // logits = head(ln_out(x)); `tmp` holds n_embd floats.
+  void output(const float* x, float* tmp, float* logits) const;
+};
+
+// The RWKV-4/5/6 feed-forward after its token-shift mix: sigmoid(Wr xr) * (Wv relu(Wk xk)^2).
+struct ChannelMix {
+  Tensor key;         // (F, C)
+  Tensor value;       // (C, F)
+  Tensor receptance;  // (C, C)
+
+  void load(WeightLoader& w, const std::string& prefix, int64_t n_embd, int64_t ffn_dim);
+  // x += the block's output; `tmp` holds 2 * n_embd + ffn_dim floats.
+  void add_to(const float* xk, const float* xr, float* tmp, float* x) const;
+};
+
+constexpr float kLayerNormEps = 1e-5f;
+
+std::string layer_prefix(int layer);  // "blocks.<layer>."
+
+}  // namespace rwkv

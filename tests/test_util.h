@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <cstdlib>
 #include <filesystem>
@@ -64,6 +66,58 @@ inline std::filesystem::path temp_dir() {
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p;
+}
+
+}  // namespace rwkv::test
+
+#include "rwkv/model.h"
+
+namespace rwkv::test {
+
+// Logits after every token (row-major, tokens.size() x n_vocab) and the final state, feeding
+// `tokens` one by one from the initial state.
+struct RunResult {
+  std::vector<float> logits;
+  std::vector<float> state;
+};
+
+inline RunResult run_tokens(const Model& model, const std::vector<int>& tokens) {
+  RunResult out;
+  out.state.resize(model.state_size());
+  model.init_state(out.state);
+  std::vector<float> logits(static_cast<size_t>(model.info().n_vocab));
+  Scratch scratch;
+  for (int t : tokens) {
+    model.forward(t, out.state, logits, scratch);
+    out.logits.insert(out.logits.end(), logits.begin(), logits.end());
+  }
+  return out;
+}
+
+struct DiffStats {
+  double max_abs = 0;
+  double mean_abs = 0;
+  double sum = 0;
+};
+
+inline DiffStats diff(const float* a, const float* b, size_t n) {
+  DiffStats s;
+  for (size_t i = 0; i < n; ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    s.max_abs = std::max(s.max_abs, std::abs(d));
+    s.mean_abs += std::abs(d);
+    s.sum += d;
+  }
+  if (n) s.mean_abs /= double(n);
+  return s;
+}
+
+// Largest |a - b| / max(1, |b|): the reference README's state tolerance is 1e-3 of this.
+inline double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double m = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    m = std::max(m, std::abs(double(a[i]) - b[i]) / std::max(1.0, std::abs(double(b[i]))));
+  return m;
 }
 
 }  // namespace rwkv::test

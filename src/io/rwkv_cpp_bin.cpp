@@ -274,6 +274,7 @@ TensorMap read_rwkv_cpp_bin(const Bytes& file, const std::string& path) {
     map.add(name, std::move(t));
   }
 
+  if (map.size() == 0) throw Error(path + ": truncated file: no tensors after the header");
   const Tensor& emb = map.at("emb.weight");
   if (emb.shape != std::vector<int64_t>{n_vocab, n_embd})
     throw Error(path + ": tensor emb.weight has shape " + shape_string(emb.shape) +

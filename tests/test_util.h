@@ -22,7 +22,7 @@ namespace rwkv::test {
 // ../shared beside the repository root (RWKV_SHARED set by CMake), or empty if absent.
 inline std::filesystem::path shared_dir() {
   const char* env = std::getenv("RWKV_SHARED");
-  std::filesystem::path p = env ? env : "../shared";
+  std::filesystem::path p = env ? env : RWKV_DEFAULT_SHARED;
   return std::filesystem::exists(p / "testdata") ? p : std::filesystem::path();
 }
 
@@ -55,6 +55,12 @@ inline std::vector<int> read_tokens(const std::filesystem::path& p) {
   std::vector<int> out;
   for (int t; f >> t;) out.push_back(t);
   return out;
+}
+
+// The `rwkv` binary under test.
+inline std::string cli_path() {
+  const char* env = std::getenv("RWKV_CLI");
+  return env ? env : RWKV_DEFAULT_CLI;
 }
 
 // A fresh directory under the system temp dir, unique per test.

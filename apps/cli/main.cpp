@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "rwkv 0.1.0");
   rwkv::cli::add_info_command(app);
   rwkv::cli::add_logits_command(app);
+  rwkv::cli::add_convert_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

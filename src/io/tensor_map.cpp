@@ -69,6 +69,29 @@ std::vector<float> to_f32(const Tensor& t) {
   return out;
 }
 
+TensorMap cast_tensor_map(const TensorMap& map, DType dtype) {
+  if (is_quantized(dtype))
+    throw Error("casting to " + std::string(dtype_name(dtype)) + " is not supported");
+  TensorMap out;
+  out.path = map.path;
+  out.format = map.format;
+  out.metadata = map.metadata;
+  for (const std::string& name : map.names()) {
+    std::vector<float> v = to_f32(map.at(name));
+    Tensor& t = out.add_owned(name, dtype, map.at(name).shape);
+    uint8_t* dst = const_cast<uint8_t*>(t.data);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (dtype == DType::F32) {
+        std::memcpy(dst + 4 * i, &v[i], 4);
+      } else {
+        const uint16_t h = dtype == DType::F16 ? fp32_to_fp16(v[i]) : fp32_to_bf16(v[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+    }
+  }
+  return out;
+}
+
 TensorMap read_tensor_map(const std::string& path) {
   Bytes file = map_file(path);
   auto d = file.data;

@@ -53,3 +53,11 @@ std::vector<float> to_f32(const Tensor& t);
 TensorMap read_tensor_map(const std::string& path);
 
 }  // namespace rwkv
+
+namespace rwkv {
+
+// A copy of `map` with every tensor stored as `dtype` (F32, F16 or BF16); quantized tensors
+// are decoded first. Metadata, names and order are kept.
+TensorMap cast_tensor_map(const TensorMap& map, DType dtype);
+
+}  // namespace rwkv

@@ -132,7 +132,9 @@ TEST_F(Cli, ConvertKeepsLnXEpsConvention) {
   auto info = nlohmann::json::parse(run("info --json " + st.string()).out);
   EXPECT_FLOAT_EQ(info["ln_x_eps"].get<float>(), 1e-5f);
   for (const auto& t : info["tensors"]) {
-    if (t["name"] == "blocks.0.att.key.weight") EXPECT_EQ(t["dtype"], "Q5_1");
+    if (t["name"] == "blocks.0.att.key.weight") {
+      EXPECT_EQ(t["dtype"], "Q5_1");
+    }
   }
   auto flag = nlohmann::json::parse(run("info --json --ln-x-eps 64e-5 " + st.string()).out);
   EXPECT_FLOAT_EQ(flag["ln_x_eps"].get<float>(), 64e-5f);

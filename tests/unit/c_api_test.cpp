@@ -1,0 +1,38 @@
+// The C API gives the same logits as the C++ API and reports errors through rwkv_last_error.
+#include "rwkv/rwkv.h"
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace rwkv::test {
+namespace {
+
+TEST(CApi, ForwardMatchesExpectedLogits) {
+  RWKV_REQUIRE_SHARED();
+  const auto dir = shared_dir() / "testdata/tiny-rwkv";
+  rwkv_model* m = rwkv_model_load((dir / "tiny-rwkv-5v2-730K-FP32.bin").c_str(), nullptr, 0);
+  ASSERT_NE(m, nullptr) << rwkv_last_error();
+  EXPECT_STREQ(rwkv_model_version(m), "5.2");
+  EXPECT_EQ(rwkv_model_n_layer(m), 12);
+  EXPECT_EQ(rwkv_model_n_embd(m), 64);
+  ASSERT_EQ(rwkv_model_n_vocab(m), 256);
+  std::vector<float> state(rwkv_model_state_size(m)), logits(256);
+  rwkv_model_init_state(m, state.data());
+  for (int t : {34, 105, 110}) ASSERT_EQ(rwkv_model_forward(m, t, state.data(), logits.data()), 0);
+  auto want = read_f32(dir / "expected-logits-5v2-730K.bin");
+  EXPECT_LE(diff(logits.data(), want.data(), 256).max_abs, 1e-4);
+  EXPECT_EQ(rwkv_model_forward(m, 256, state.data(), logits.data()), -1);
+  EXPECT_NE(std::string(rwkv_last_error()).find("outside the vocabulary"), std::string::npos);
+  rwkv_model_free(m);
+}
+
+TEST(CApi, LoadErrors) {
+  EXPECT_EQ(rwkv_model_load("/nonexistent.pth", nullptr, 0), nullptr);
+  EXPECT_NE(std::string(rwkv_last_error()).find("/nonexistent.pth"), std::string::npos);
+  EXPECT_EQ(rwkv_model_load(nullptr, nullptr, 0), nullptr);
+  EXPECT_NE(std::string(rwkv_last_error()).find("NULL"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace rwkv::test

@@ -1,6 +1,7 @@
 #include "core/quant.h"
 
 #include <cstring>
+#include <vector>
 
 namespace rwkv {
 
@@ -80,9 +81,16 @@ void dequantize(DType dtype, const uint8_t* src, int64_t n, float* dst) {
     case DType::F32:
       std::memcpy(dst, src, size_t(n) * 4);
       return;
-    case DType::F16:
-      for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(load_u16(src + 2 * i));
+    case DType::F16: {
+      // Every half has a float32 twin; a 256 KiB table beats the bit manipulation per element.
+      static const std::vector<float> table = [] {
+        std::vector<float> t(65536);
+        for (uint32_t h = 0; h < 65536; ++h) t[h] = fp16_to_fp32(uint16_t(h));
+        return t;
+      }();
+      for (int64_t i = 0; i < n; ++i) dst[i] = table[load_u16(src + 2 * i)];
       return;
+    }
     case DType::BF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(load_u16(src + 2 * i));
       return;

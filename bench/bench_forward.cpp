@@ -1,0 +1,82 @@
+// Micro-benchmarks of the scalar reference path: one-token forward of real models, and the
+// matrix-vector kernel for every stored type. Run: build/rwkv_bench --benchmark_repetitions=5
+// --benchmark_report_aggregates_only=true (medians go to docs/BENCHMARKS.md).
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+
+#include "core/dtype.h"
+#include "io/tensor_map.h"
+#include "kernels/kernels.h"
+#include "rwkv/model.h"
+
+namespace {
+
+std::filesystem::path shared_dir() {
+  const char* env = std::getenv("RWKV_SHARED");
+  return env ? env : RWKV_DEFAULT_SHARED;
+}
+
+void BM_Forward(benchmark::State& st, const std::string& rel_path) {
+  const auto path = shared_dir() / rel_path;
+  if (!std::filesystem::exists(path)) {
+    st.SkipWithError(("missing " + path.string()).c_str());
+    return;
+  }
+  auto model = rwkv::Model::load(path.string());
+  std::vector<float> state(model->state_size()), logits(size_t(model->info().n_vocab));
+  model->init_state(state);
+  rwkv::Scratch scratch;
+  int token = 0;
+  for (auto _ : st) {
+    model->forward(token, state, logits, scratch);
+    token = (token + 7) % model->info().n_vocab;
+  }
+  st.SetItemsProcessed(st.iterations());  // tokens
+}
+
+// A rows x cols matrix of `dtype` filled with random bytes that decode to finite values.
+rwkv::TensorMap random_matrix(rwkv::DType dtype, int64_t rows, int64_t cols) {
+  rwkv::TensorMap map;
+  rwkv::Tensor& t = map.add_owned("w", dtype, {rows, cols});
+  std::mt19937 rng(42);
+  auto* p = const_cast<uint8_t*>(t.data);
+  for (uint64_t i = 0; i < t.nbytes; ++i) p[i] = uint8_t(rng());
+  // Make every 16-bit value (fp16/bf16 elements, block scales) a small finite number.
+  if (dtype != rwkv::DType::F32)
+    for (uint64_t i = 1; i < t.nbytes; i += 2) p[i] &= 0x3b;
+  else
+    for (uint64_t i = 3; i < t.nbytes; i += 4) p[i] &= 0x3b;
+  return map;
+}
+
+void BM_Matvec(benchmark::State& st, rwkv::DType dtype) {
+  const int64_t n = st.range(0);
+  rwkv::TensorMap map = random_matrix(dtype, n, n);
+  const rwkv::Tensor& w = map.at("w");
+  std::vector<float> x(static_cast<size_t>(n), 0.5f), y(static_cast<size_t>(n));
+  for (auto _ : st) {
+    rwkv::kernels::matvec(w, x.data(), y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(w.nbytes));
+}
+
+}  // namespace
+
+BENCHMARK_CAPTURE(BM_Forward, rwkv4_ref_fp32, "testdata/reference/models/rwkv4-ref-fp32.pth");
+BENCHMARK_CAPTURE(BM_Forward, rwkv5v2_ref_fp32, "testdata/reference/models/rwkv5v2-ref-fp32.pth");
+BENCHMARK_CAPTURE(BM_Forward, rwkv6_ref_fp32, "testdata/reference/models/rwkv6-ref-fp32.pth");
+BENCHMARK_CAPTURE(BM_Forward, rwkv7_ref_fp32, "testdata/reference/models/rwkv7-ref-fp32.pth");
+BENCHMARK_CAPTURE(BM_Forward, rwkv7_ref_bf16, "testdata/reference/models/rwkv7-ref-bf16.pth");
+BENCHMARK_CAPTURE(BM_Forward, tiny_6v0_3m_Q5_1, "testdata/tiny-rwkv/tiny-rwkv-6v0-3m-Q5_1.bin");
+BENCHMARK_CAPTURE(BM_Matvec, F32, rwkv::DType::F32)->Arg(1024);
+BENCHMARK_CAPTURE(BM_Matvec, F16, rwkv::DType::F16)->Arg(1024);
+BENCHMARK_CAPTURE(BM_Matvec, BF16, rwkv::DType::BF16)->Arg(1024);
+BENCHMARK_CAPTURE(BM_Matvec, Q8_0, rwkv::DType::Q8_0)->Arg(1024);
+BENCHMARK_CAPTURE(BM_Matvec, Q5_1, rwkv::DType::Q5_1)->Arg(1024);
+BENCHMARK_CAPTURE(BM_Matvec, Q4_0, rwkv::DType::Q4_0)->Arg(1024);
+
+BENCHMARK_MAIN();

@@ -36,6 +36,14 @@ void write_file_atomic(const std::string& path, const std::function<void(int fd)
     fd = -1;
     if (std::rename(tmp.c_str(), path.c_str()) != 0)
       throw Error(path + ": cannot replace file: " + std::strerror(errno));
+    // Make the rename itself durable; best effort, as some filesystems refuse directory fsync.
+    const auto slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
   } catch (...) {
     if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());

@@ -17,7 +17,8 @@ TensorMap read_safetensors(const Bytes& file, const std::string& path);
 // rwkv.cpp's ggml-based `.bin` (file versions 100 and 101); undoes its converter's transforms.
 TensorMap read_rwkv_cpp_bin(const Bytes& file, const std::string& path);
 
-// Writes the tensors of `map` (F32, F16 or BF16 only) as safetensors, atomically.
+// Writes the tensors of `map` (any dtype; quantized ones under our type names) as safetensors,
+// atomically.
 void write_safetensors(const TensorMap& map, const std::string& path);
 
 }  // namespace rwkv

@@ -1,9 +1,6 @@
 // Hugging Face safetensors: a little-endian u64 header length, a JSON header naming each tensor's
 // dtype, shape and byte range, then the raw data. The reader checks every field against the file
 // and hands out tensors that point into the mapped file; the writer replaces its target atomically.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -14,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/atomic_file.h"
 #include "io/readers.h"
 #include "rwkv/error.h"
 
@@ -25,10 +23,11 @@ namespace {
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
 // Names and parser messages come from the file: keep error messages on one printable line.
-std::string printable(std::string_view s) {
+// Names are valid UTF-8 (the JSON parser checks); parser messages may quote any raw byte.
+std::string printable(std::string_view s, bool ascii_only = false) {
   std::string out;
   for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) {
+    if (c < 0x20 || c == 0x7f || (ascii_only && c >= 0x80)) {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\x%02x", c);
       out += buf;
@@ -99,7 +98,8 @@ class HeaderReader {
     }
     const std::string shape = shape_string(e.tensor.shape);
     if (info_t.block_elems > 1 && e.tensor.cols() % info_t.block_elems != 0)
-      fail(name, "shape " + shape + " of " + dtype_str + " has rows that are not a whole number of " +
+      fail(name, "shape " + shape + " of " + dtype_str +
+                     " has rows that are not a whole number of " +
                      std::to_string(info_t.block_elems) + "-element blocks");
     uint64_t need;
     if (__builtin_mul_overflow(uint64_t(numel) / uint64_t(info_t.block_elems),
@@ -131,19 +131,6 @@ void put_u64_le(std::string& out, uint64_t v) {
 }
 
 // Writes all of `data`, retrying short writes and EINTR. Returns false with errno set.
-bool write_all(int fd, const uint8_t* data, uint64_t n) {
-  while (n > 0) {
-    size_t chunk = size_t(std::min<uint64_t>(n, 1u << 30));
-    ssize_t w = ::write(fd, data, chunk);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += w;
-    n -= uint64_t(w);
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -165,7 +152,7 @@ TensorMap read_safetensors(const Bytes& file, const std::string& path) {
   try {
     header = nlohmann::json::parse(d.begin() + 8, d.begin() + 8 + ptrdiff_t(n));
   } catch (const nlohmann::json::exception& e) {
-    throw Error(path + ": invalid JSON header: " + printable(e.what()));
+    throw Error(path + ": invalid JSON header: " + printable(e.what(), true));
   }
   if (!header.is_object()) throw Error(path + ": header is not a JSON object");
 
@@ -240,36 +227,13 @@ void write_safetensors(const TensorMap& map, const std::string& path) {
   put_u64_le(prefix, json.size());
   prefix += json;
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    throw Error(path + ": cannot create temporary file " + tmp + ": " + std::strerror(errno));
-  auto fail = [&](const char* step) {
-    int err = errno;
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw Error(path + ": cannot write (" + step + "): " + std::strerror(err));
-  };
-  if (!write_all(fd, reinterpret_cast<const uint8_t*>(prefix.data()), prefix.size()))
-    fail("header");
-  for (const std::string& name : map.names()) {
-    const Tensor& t = map.at(name);
-    if (!write_all(fd, t.data, t.nbytes)) fail("data");
-  }
-  if (::fsync(fd) != 0) fail("fsync");
-  int rc = ::close(fd);
-  fd = -1;
-  if (rc != 0) fail("close");
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename");
-
-  // Make the rename itself durable; best effort, as some filesystems refuse directory fsync.
-  auto slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  write_file_atomic(path, [&](int fd) {
+    write_all(fd, prefix.data(), prefix.size(), path);
+    for (const std::string& name : map.names()) {
+      const Tensor& t = map.at(name);
+      write_all(fd, t.data, t.nbytes, path);
+    }
+  });
 }
 
 }  // namespace rwkv

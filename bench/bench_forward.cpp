@@ -58,7 +58,7 @@ void BM_Matvec(benchmark::State& st, rwkv::DType dtype) {
   const rwkv::Tensor& w = map.at("w");
   std::vector<float> x(static_cast<size_t>(n), 0.5f), y(static_cast<size_t>(n));
   for (auto _ : st) {
-    rwkv::kernels::matvec(w, x.data(), y.data());
+    rwkv::kernels::linear(w, x.data(), 1, y.data());
     benchmark::DoNotOptimize(y.data());
   }
   st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(w.nbytes));

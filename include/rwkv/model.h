@@ -52,16 +52,33 @@ struct ModelInfo {
   std::vector<std::string> warnings; // e.g. tensors the model does not use
 };
 
-// Reusable buffers for forward(); keeps the per-token path free of allocations.
+// Reusable buffers for the forward passes; keeps the per-token path free of allocations.
+// Each slot is an independent region (the driver and the layers use different slots).
 class Scratch {
  public:
-  float* get(size_t n) {
-    if (buf_.size() < n) buf_.resize(n);
-    return buf_.data();
+  float* get(size_t n, int slot = 0) {
+    std::vector<float>& buf = bufs_[slot];
+    if (buf.size() < n) buf.resize(n);
+    return buf.data();
   }
 
  private:
-  std::vector<float> buf_;
+  std::vector<float> bufs_[2];
+};
+
+// One sequence of a batch: its tokens, its state (updated in place) and where its logits go:
+// n_vocab floats for the last token, or tokens.size() x n_vocab with all_logits.
+struct Sequence {
+  std::span<const int> tokens;
+  std::span<float> state;
+  std::span<float> logits;
+  bool all_logits = false;
+};
+
+struct EvalOptions {
+  // Tokens of one sequence processed together per step. Bounds memory (it does not grow with
+  // the sequence length) and does not change results.
+  int64_t chunk = 64;
 };
 
 class Model {
@@ -75,18 +92,30 @@ class Model {
   virtual size_t state_size() const = 0;
   // Writes the initial state (zeros, and -1e30 for RWKV-4's running maximum).
   virtual void init_state(std::span<float> state) const = 0;
-  // Feeds one token: updates `state` in place and writes n_vocab logits.
-  virtual void forward(int token, std::span<float> state, std::span<float> logits,
-                       Scratch& scratch) const = 0;
+  // Feeds B independent sequences of any lengths (>= 1 token each) in one call: projections run
+  // as matrix products over all their tokens, each sequence keeps its own state. Throws
+  // rwkv::Error on a token outside the vocabulary or buffers of the wrong size (before any
+  // state is changed).
+  virtual void forward_batch(std::span<const Sequence> batch, Scratch& scratch,
+                             const EvalOptions& options = {}) const = 0;
+  // One sequence: the state after `tokens`, and the logits of the last token (n_vocab floats)
+  // or of every token (tokens.size() x n_vocab) with all_logits.
+  void forward_seq(std::span<const int> tokens, std::span<float> state, std::span<float> logits,
+                   bool all_logits, Scratch& scratch, const EvalOptions& options = {}) const {
+    const Sequence seq{tokens, state, logits, all_logits};
+    forward_batch({&seq, 1}, scratch, options);
+  }
+  // One token (RNN mode).
+  void forward(int token, std::span<float> state, std::span<float> logits,
+               Scratch& scratch) const {
+    forward_seq({&token, 1}, state, logits, false, scratch);
+  }
   void forward(int token, std::span<float> state, std::span<float> logits) const {
     Scratch scratch;
     forward(token, state, logits, scratch);
   }
 
  protected:
-  // Throws rwkv::Error unless the spans have state_size() and n_vocab floats.
-  void check_buffers(std::span<const float> state, std::span<const float> logits) const;
-
   ModelInfo info_;
 };
 

@@ -9,10 +9,13 @@
 
 namespace rwkv::kernels {
 
-// y[r] = sum_c w[r][c] * x[c] for w of shape (R, C): a Linear layer's `W x`. Any stored dtype.
-void matvec(const Tensor& w, const float* x, float* y);
-// y[c] = sum_r x[r] * w[r][c] for w of shape (R, C): the reference's `x @ W` for LoRA matrices.
-void vecmat(const float* x, const Tensor& w, float* y);
+// A Linear layer over T rows: y[t][o] = sum_i w[o][i] * x[t][i] for w of shape (O, I), x (T, I),
+// y (T, O). Each weight row is decoded once per call, whatever its stored dtype, and every
+// output is the same dot product whatever T is, so one token and a sequence agree exactly.
+void linear(const Tensor& w, const float* x, int64_t T, float* y);
+// The reference's `x @ W` over T rows, for LoRA matrices stored (I, O): y[t][o] =
+// sum_i x[t][i] * w[i][o], x (T, I), y (T, O).
+void matmul(const float* x, int64_t T, const Tensor& w, float* y);
 
 // LayerNorm over n values (population variance), then the affine `weight`, `bias`.
 void layer_norm(const float* x, const float* weight, const float* bias, int64_t n, float eps,

@@ -32,19 +32,26 @@ const float* row_f32(const Tensor& w, int64_t r, std::vector<float>& buf) {
 
 }  // namespace
 
-void matvec(const Tensor& w, const float* x, float* y) {
+void linear(const Tensor& w, const float* x, int64_t T, float* y) {
   thread_local std::vector<float> buf;
   const int64_t rows = w.rows(), cols = w.cols();
-  for (int64_t r = 0; r < rows; ++r) y[r] = dot(row_f32(w, r, buf), x, cols);
-}
-
-void vecmat(const float* x, const Tensor& w, float* y) {
-  thread_local std::vector<float> buf;
-  const int64_t rows = w.rows(), cols = w.cols();
-  for (int64_t c = 0; c < cols; ++c) y[c] = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = row_f32(w, r, buf);
-    for (int64_t c = 0; c < cols; ++c) y[c] += x[r] * row[c];
+    for (int64_t t = 0; t < T; ++t) y[t * rows + r] = dot(row, x + t * cols, cols);
+  }
+}
+
+void matmul(const float* x, int64_t T, const Tensor& w, float* y) {
+  thread_local std::vector<float> buf;
+  const int64_t rows = w.rows(), cols = w.cols();
+  for (int64_t i = 0; i < T * cols; ++i) y[i] = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = row_f32(w, r, buf);
+    for (int64_t t = 0; t < T; ++t) {
+      const float xr = x[t * rows + r];
+      float* yt = y + t * cols;
+      for (int64_t c = 0; c < cols; ++c) yt[c] += xr * row[c];
+    }
   }
 }
 

@@ -87,15 +87,6 @@ std::unique_ptr<Model> build_model(std::shared_ptr<const TensorMap> map,
   throw Error("no builder for RWKV version " + info.version);
 }
 
-void Model::check_buffers(std::span<const float> state, std::span<const float> logits) const {
-  if (state.size() != state_size())
-    throw Error("state has " + std::to_string(state.size()) + " floats, the model needs " +
-                std::to_string(state_size()));
-  if (logits.size() != size_t(info_.n_vocab))
-    throw Error("logits buffer has " + std::to_string(logits.size()) + " floats, the model needs " +
-                std::to_string(info_.n_vocab));
-}
-
 std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
   return build_model(std::make_shared<const TensorMap>(read_tensor_map(path)), options);
 }

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "kernels/kernels.h"
+#include "model/model_base.h"
 #include "model/registry.h"
 #include "model/weights.h"
 
@@ -25,14 +26,14 @@ struct V4Layer {
   ChannelMix ffn;
 };
 
-class ModelV4 final : public Model {
+class ModelV4 final : public ModelBase {
  public:
-  ModelV4(std::shared_ptr<const TensorMap> map, ModelInfo info) : map_(std::move(map)) {
-    info_ = std::move(info);
+  ModelV4(std::shared_ptr<const TensorMap> map, ModelInfo info)
+      : ModelBase(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
     WeightLoader w(*map_);
     io_.load(w, info_.n_vocab, C);
-    info_.ffn_dim = int(w.map().at("blocks.0.ffn.key.weight").shape[0]);
+    info_.ffn_dim = int(map_->at("blocks.0.ffn.key.weight").shape[0]);
     const int64_t F = info_.ffn_dim;
     for (int i = 0; i < info_.n_layer; ++i) {
       const std::string p = layer_prefix(i);
@@ -56,7 +57,7 @@ class ModelV4 final : public Model {
       L.ffn.load(w, p + "ffn.", C, F);
       layers_.push_back(std::move(L));
     }
-    for (const std::string& name : w.unused()) info_.warnings.push_back("unused tensor " + name);
+    report_unused(w);
   }
 
   size_t state_size() const override { return size_t(info_.n_layer) * 5 * info_.n_embd; }
@@ -68,69 +69,75 @@ class ModelV4 final : public Model {
       std::fill_n(state.begin() + i * 5 * C + 3 * C, C, -1e30f);
   }
 
-  void forward(int token, std::span<float> state, std::span<float> logits,
-               Scratch& scratch) const override {
-    check_buffers(state, logits);
+ protected:
+  void run_layers(float* x, int64_t T, std::span<const Segment> segments,
+                  Scratch& scratch) const override {
     const int64_t C = info_.n_embd, F = info_.ffn_dim;
-    float* x = scratch.get(size_t(10 * C + F));
-    float* xx = x + C;
-    float* xk = xx + C;
-    float* xv = xk + C;
-    float* xr = xv + C;
-    float* r = xr + C;
-    float* k = r + C;
-    float* v = k + C;
-    float* tmp = v + C;  // 2C + F for the channel mix
-    io_.embed(token, x);
+    float* xx = scratch.get(size_t(T * (10 * C + F)), 1);
+    float* prev = xx + T * C;
+    float* xk = prev + T * C;
+    float* xv = xk + T * C;
+    float* xr = xv + T * C;
+    float* r = xr + T * C;
+    float* k = r + T * C;
+    float* v = k + T * C;
+    float* tmp = v + T * C;  // T x (2C + F) for the channel mix
     for (int i = 0; i < info_.n_layer; ++i) {
       const V4Layer& L = layers_[size_t(i)];
-      float* att_xx = state.data() + i * 5 * C;
-      float* aa = att_xx + C;
-      float* bb = aa + C;
-      float* pp = bb + C;
-      float* ffn_xx = pp + C;
+      const size_t base = size_t(i) * 5 * C;  // att_xx, aa, bb, pp, ffn_xx
 
-      kernels::layer_norm(x, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps, xx);
-      for (int64_t c = 0; c < C; ++c) {
-        xk[c] = xx[c] * L.att_time_mix_k[c] + att_xx[c] * (1 - L.att_time_mix_k[c]);
-        xv[c] = xx[c] * L.att_time_mix_v[c] + att_xx[c] * (1 - L.att_time_mix_v[c]);
-        xr[c] = xx[c] * L.att_time_mix_r[c] + att_xx[c] * (1 - L.att_time_mix_r[c]);
-        att_xx[c] = xx[c];
+      for (int64_t t = 0; t < T; ++t)
+        kernels::layer_norm(x + t * C, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps,
+                            xx + t * C);
+      token_shift(xx, C, segments, base, prev);
+      for (int64_t j = 0; j < T * C; ++j) {
+        const int64_t c = j % C;
+        xk[j] = xx[j] * L.att_time_mix_k[c] + prev[j] * (1 - L.att_time_mix_k[c]);
+        xv[j] = xx[j] * L.att_time_mix_v[c] + prev[j] * (1 - L.att_time_mix_v[c]);
+        xr[j] = xx[j] * L.att_time_mix_r[c] + prev[j] * (1 - L.att_time_mix_r[c]);
       }
-      kernels::matvec(L.att_receptance, xr, r);
-      kernels::matvec(L.att_key, xk, k);
-      kernels::matvec(L.att_value, xv, v);
-      for (int64_t c = 0; c < C; ++c) {
-        float ww = L.att_u[c] + k[c];
-        float p = std::max(pp[c], ww);
-        float e1 = std::exp(pp[c] - p), e2 = std::exp(ww - p);
-        const float wkv = (e1 * aa[c] + e2 * v[c]) / (e1 * bb[c] + e2);
-        ww = L.att_w[c] + pp[c];
-        p = std::max(ww, k[c]);
-        e1 = std::exp(ww - p);
-        e2 = std::exp(k[c] - p);
-        aa[c] = e1 * aa[c] + e2 * v[c];
-        bb[c] = e1 * bb[c] + e2;
-        pp[c] = p;
-        xr[c] = kernels::sigmoid(r[c]) * wkv;
+      kernels::linear(L.att_receptance, xr, T, r);
+      kernels::linear(L.att_key, xk, T, k);
+      kernels::linear(L.att_value, xv, T, v);
+      for (const Segment& s : segments) {
+        float* aa = s.state + base + C;
+        float* bb = aa + C;
+        float* pp = bb + C;
+        for (int64_t t = s.begin; t < s.begin + s.len; ++t) {
+          for (int64_t c = 0; c < C; ++c) {
+            const float kt = k[t * C + c], vt = v[t * C + c];
+            float ww = L.att_u[c] + kt;
+            float p = std::max(pp[c], ww);
+            float e1 = std::exp(pp[c] - p), e2 = std::exp(ww - p);
+            const float wkv = (e1 * aa[c] + e2 * vt) / (e1 * bb[c] + e2);
+            ww = L.att_w[c] + pp[c];
+            p = std::max(ww, kt);
+            e1 = std::exp(ww - p);
+            e2 = std::exp(kt - p);
+            aa[c] = e1 * aa[c] + e2 * vt;
+            bb[c] = e1 * bb[c] + e2;
+            pp[c] = p;
+            xr[t * C + c] = kernels::sigmoid(r[t * C + c]) * wkv;
+          }
+        }
       }
-      kernels::matvec(L.att_output, xr, v);
-      for (int64_t c = 0; c < C; ++c) x[c] += v[c];
+      kernels::linear(L.att_output, xr, T, v);
+      for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
 
-      kernels::layer_norm(x, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps, xx);
-      for (int64_t c = 0; c < C; ++c) {
-        xk[c] = xx[c] * L.ffn_time_mix_k[c] + ffn_xx[c] * (1 - L.ffn_time_mix_k[c]);
-        xr[c] = xx[c] * L.ffn_time_mix_r[c] + ffn_xx[c] * (1 - L.ffn_time_mix_r[c]);
-        ffn_xx[c] = xx[c];
+      for (int64_t t = 0; t < T; ++t)
+        kernels::layer_norm(x + t * C, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps,
+                            xx + t * C);
+      token_shift(xx, C, segments, base + 4 * C, prev);
+      for (int64_t j = 0; j < T * C; ++j) {
+        const int64_t c = j % C;
+        xk[j] = xx[j] * L.ffn_time_mix_k[c] + prev[j] * (1 - L.ffn_time_mix_k[c]);
+        xr[j] = xx[j] * L.ffn_time_mix_r[c] + prev[j] * (1 - L.ffn_time_mix_r[c]);
       }
-      L.ffn.add_to(xk, xr, tmp, x);
+      L.ffn.add_to(xk, xr, T, tmp, x);
     }
-    io_.output(x, xx, logits.data());
   }
 
  private:
-  std::shared_ptr<const TensorMap> map_;
-  EmbeddingHead io_;
   std::vector<V4Layer> layers_;
 };
 

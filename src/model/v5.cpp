@@ -10,6 +10,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/wkv.h"
+#include "model/model_base.h"
 #include "model/registry.h"
 #include "model/weights.h"
 
@@ -40,10 +41,10 @@ std::vector<float> per_channel(WeightLoader& w, const std::string& name, int64_t
   return out;
 }
 
-class ModelV5 final : public Model {
+class ModelV5 final : public ModelBase {
  public:
-  ModelV5(std::shared_ptr<const TensorMap> map, ModelInfo info) : map_(std::move(map)) {
-    info_ = std::move(info);
+  ModelV5(std::shared_ptr<const TensorMap> map, ModelInfo info)
+      : ModelBase(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
     WeightLoader w(*map_);
     io_.load(w, info_.n_vocab, C);
@@ -92,7 +93,7 @@ class ModelV5 final : public Model {
       L.ffn.load(w, p + "ffn.", C, F);
       layers_.push_back(std::move(L));
     }
-    for (const std::string& name : w.unused()) info_.warnings.push_back("unused tensor " + name);
+    report_unused(w);
   }
 
   size_t state_size() const override {
@@ -104,64 +105,69 @@ class ModelV5 final : public Model {
     std::fill(state.begin(), state.end(), 0.0f);
   }
 
-  void forward(int token, std::span<float> state, std::span<float> logits,
-               Scratch& scratch) const override {
-    check_buffers(state, logits);
+ protected:
+  void run_layers(float* x, int64_t T, std::span<const Segment> segments,
+                  Scratch& scratch) const override {
     const int64_t C = info_.n_embd, H = info_.n_head, N = info_.head_size;
-    float* x = scratch.get(size_t(13 * C + info_.ffn_dim));
-    float* xx = x + C;
-    float* xk = xx + C;
-    float* xv = xk + C;
-    float* xr = xv + C;
-    float* xg = xr + C;
-    float* r = xg + C;
-    float* k = r + C;
-    float* v = k + C;
-    float* g = v + C;
-    float* y = g + C;
-    float* tmp = y + C;  // 2C + F
-    io_.embed(token, x);
+    float* xx = scratch.get(size_t(T * (14 * C + info_.ffn_dim)), 1);
+    float* prev = xx + T * C;
+    float* xk = prev + T * C;
+    float* xv = xk + T * C;
+    float* xr = xv + T * C;
+    float* xg = xr + T * C;
+    float* r = xg + T * C;
+    float* k = r + T * C;
+    float* v = k + T * C;
+    float* g = v + T * C;
+    float* y = g + T * C;
+    float* tmp = y + T * C;  // T x (2C + F)
     const size_t layer_size = size_t(2 * C + C * N);
     for (int i = 0; i < info_.n_layer; ++i) {
       const V5Layer& L = layers_[size_t(i)];
-      float* att_xx = state.data() + i * layer_size;
-      float* att_kv = att_xx + C;
-      float* ffn_xx = att_kv + C * N;
+      const size_t att_xx = size_t(i) * layer_size, att_kv = att_xx + C, ffn_xx = att_kv + C * N;
 
-      kernels::layer_norm(x, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps, xx);
-      for (int64_t c = 0; c < C; ++c) {
-        xk[c] = xx[c] * L.att_time_mix_k[c] + att_xx[c] * (1 - L.att_time_mix_k[c]);
-        xv[c] = xx[c] * L.att_time_mix_v[c] + att_xx[c] * (1 - L.att_time_mix_v[c]);
-        xr[c] = xx[c] * L.att_time_mix_r[c] + att_xx[c] * (1 - L.att_time_mix_r[c]);
-        if (gated_) xg[c] = xx[c] * L.att_time_mix_g[c] + att_xx[c] * (1 - L.att_time_mix_g[c]);
-        att_xx[c] = xx[c];
+      for (int64_t t = 0; t < T; ++t)
+        kernels::layer_norm(x + t * C, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps,
+                            xx + t * C);
+      token_shift(xx, C, segments, att_xx, prev);
+      for (int64_t j = 0; j < T * C; ++j) {
+        const int64_t c = j % C;
+        xk[j] = xx[j] * L.att_time_mix_k[c] + prev[j] * (1 - L.att_time_mix_k[c]);
+        xv[j] = xx[j] * L.att_time_mix_v[c] + prev[j] * (1 - L.att_time_mix_v[c]);
+        xr[j] = xx[j] * L.att_time_mix_r[c] + prev[j] * (1 - L.att_time_mix_r[c]);
+        if (gated_) xg[j] = xx[j] * L.att_time_mix_g[c] + prev[j] * (1 - L.att_time_mix_g[c]);
       }
-      kernels::matvec(L.att_receptance, xr, r);
-      kernels::matvec(L.att_key, xk, k);
-      kernels::matvec(L.att_value, xv, v);
-      kernels::wkv5(r, k, v, L.att_w.data(), L.att_u.data(), H, N, att_kv, y);
-      kernels::group_norm(y, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N, info_.ln_x_eps, y);
+      kernels::linear(L.att_receptance, xr, T, r);
+      kernels::linear(L.att_key, xk, T, k);
+      kernels::linear(L.att_value, xv, T, v);
+      for (const Segment& s : segments)
+        for (int64_t t = s.begin; t < s.begin + s.len; ++t)
+          kernels::wkv5(r + t * C, k + t * C, v + t * C, L.att_w.data(), L.att_u.data(), H, N,
+                        s.state + att_kv, y + t * C);
+      for (int64_t t = 0; t < T; ++t)
+        kernels::group_norm(y + t * C, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N,
+                            info_.ln_x_eps, y + t * C);
       if (gated_) {
-        kernels::matvec(L.att_gate, xg, g);
-        for (int64_t c = 0; c < C; ++c) y[c] *= g[c] * kernels::sigmoid(g[c]);  // silu
+        kernels::linear(L.att_gate, xg, T, g);
+        for (int64_t j = 0; j < T * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu
       }
-      kernels::matvec(L.att_output, y, v);
-      for (int64_t c = 0; c < C; ++c) x[c] += v[c];
+      kernels::linear(L.att_output, y, T, v);
+      for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
 
-      kernels::layer_norm(x, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps, xx);
-      for (int64_t c = 0; c < C; ++c) {
-        xk[c] = xx[c] * L.ffn_time_mix_k[c] + ffn_xx[c] * (1 - L.ffn_time_mix_k[c]);
-        xr[c] = xx[c] * L.ffn_time_mix_r[c] + ffn_xx[c] * (1 - L.ffn_time_mix_r[c]);
-        ffn_xx[c] = xx[c];
+      for (int64_t t = 0; t < T; ++t)
+        kernels::layer_norm(x + t * C, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps,
+                            xx + t * C);
+      token_shift(xx, C, segments, ffn_xx, prev);
+      for (int64_t j = 0; j < T * C; ++j) {
+        const int64_t c = j % C;
+        xk[j] = xx[j] * L.ffn_time_mix_k[c] + prev[j] * (1 - L.ffn_time_mix_k[c]);
+        xr[j] = xx[j] * L.ffn_time_mix_r[c] + prev[j] * (1 - L.ffn_time_mix_r[c]);
       }
-      L.ffn.add_to(xk, xr, tmp, x);
+      L.ffn.add_to(xk, xr, T, tmp, x);
     }
-    io_.output(x, xx, logits.data());
   }
 
  private:
-  std::shared_ptr<const TensorMap> map_;
-  EmbeddingHead io_;
   std::vector<V5Layer> layers_;
   bool gated_ = true;
 };

@@ -9,6 +9,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/wkv.h"
+#include "model/model_base.h"
 #include "model/registry.h"
 #include "model/weights.h"
 
@@ -35,10 +36,10 @@ struct V6Layer {
   ChannelMix ffn;
 };
 
-class ModelV6 final : public Model {
+class ModelV6 final : public ModelBase {
  public:
-  ModelV6(std::shared_ptr<const TensorMap> map, ModelInfo info) : map_(std::move(map)) {
-    info_ = std::move(info);
+  ModelV6(std::shared_ptr<const TensorMap> map, ModelInfo info)
+      : ModelBase(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
     WeightLoader w(*map_);
     io_.load(w, info_.n_vocab, C);
@@ -89,7 +90,7 @@ class ModelV6 final : public Model {
       L.ffn.load(w, p + "ffn.", C, F);
       layers_.push_back(std::move(L));
     }
-    for (const std::string& name : w.unused()) info_.warnings.push_back("unused tensor " + name);
+    report_unused(w);
   }
 
   size_t state_size() const override {
@@ -101,78 +102,88 @@ class ModelV6 final : public Model {
     std::fill(state.begin(), state.end(), 0.0f);
   }
 
-  void forward(int token, std::span<float> state, std::span<float> logits,
-               Scratch& scratch) const override {
-    check_buffers(state, logits);
+ protected:
+  void run_layers(float* x, int64_t T, std::span<const Segment> segments,
+                  Scratch& scratch) const override {
     const int64_t C = info_.n_embd, H = info_.n_head, N = info_.head_size;
     const int64_t D_mix = info_.lora.at("time_maa"), D_decay = info_.lora.at("time_decay");
-    float* x = scratch.get(size_t(19 * C + info_.ffn_dim + kBranches * D_mix + D_decay));
-    float* xx = x + C;
-    float* sx = xx + C;
-    float* xb[kBranches];  // mixed inputs per branch
-    xb[0] = sx + C;
-    for (int b = 1; b < kBranches; ++b) xb[b] = xb[b - 1] + C;
-    float* m = xb[kBranches - 1] + C;  // C: one branch's LoRA output
-    float* r = m + C;
-    float* k = r + C;
-    float* v = k + C;
-    float* g = v + C;
-    float* decay = g + C;
-    float* y = decay + C;
-    float* tmp = y + C;                    // 2C + F
-    float* lora = tmp + 2 * C + info_.ffn_dim;  // 5 * D_mix
-    float* lora_decay = lora + kBranches * D_mix;
-    io_.embed(token, x);
+    float* xx = scratch.get(size_t(T * (18 * C + info_.ffn_dim + kBranches * D_mix + D_decay)), 1);
+    float* sx = xx + T * C;  // prev - x
+    float* xb[kBranches];    // mixed inputs per branch
+    xb[0] = sx + T * C;
+    for (int b = 1; b < kBranches; ++b) xb[b] = xb[b - 1] + T * C;
+    float* m = xb[kBranches - 1] + T * C;  // one branch's LoRA output
+    float* r = m + T * C;
+    float* k = r + T * C;
+    float* v = k + T * C;
+    float* g = v + T * C;
+    float* decay = g + T * C;
+    float* y = decay + T * C;
+    float* tmp = y + T * C;                           // T x (2C + F)
+    float* lora = tmp + T * (2 * C + info_.ffn_dim);  // T x 5 D_mix
+    float* lora_decay = lora + T * kBranches * D_mix;  // T x D_decay
     const size_t layer_size = size_t(2 * C + C * N);
     for (int i = 0; i < info_.n_layer; ++i) {
       const V6Layer& L = layers_[size_t(i)];
-      float* att_xx = state.data() + i * layer_size;
-      float* att_kv = att_xx + C;
-      float* ffn_xx = att_kv + C * N;
+      const size_t att_xx = size_t(i) * layer_size, att_kv = att_xx + C, ffn_xx = att_kv + C * N;
 
-      kernels::layer_norm(x, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps, xx);
-      for (int64_t c = 0; c < C; ++c) {
-        sx[c] = att_xx[c] - xx[c];
-        att_xx[c] = xx[c];
-        m[c] = xx[c] + sx[c] * L.att_time_maa_x[c];
+      for (int64_t t = 0; t < T; ++t)
+        kernels::layer_norm(x + t * C, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps,
+                            xx + t * C);
+      token_shift(xx, C, segments, att_xx, sx);
+      for (int64_t j = 0; j < T * C; ++j) {
+        sx[j] -= xx[j];
+        m[j] = xx[j] + sx[j] * L.att_time_maa_x[j % C];
       }
-      kernels::vecmat(m, L.att_time_maa_w1, lora);
-      for (int64_t j = 0; j < kBranches * D_mix; ++j) lora[j] = std::tanh(lora[j]);
+      kernels::matmul(m, T, L.att_time_maa_w1, lora);
+      for (int64_t j = 0; j < T * kBranches * D_mix; ++j) lora[j] = std::tanh(lora[j]);
       for (int b = 0; b < kBranches; ++b) {
-        kernels::vecmat(lora + b * D_mix, L.att_time_maa_w2[b], m);
-        for (int64_t c = 0; c < C; ++c) xb[b][c] = xx[c] + sx[c] * (L.att_time_maa[b][c] + m[c]);
+        // Branch b's LoRA input is columns [b * D_mix, (b + 1) * D_mix) of each row of `lora`.
+        for (int64_t t = 0; t < T; ++t)
+          std::copy_n(lora + t * kBranches * D_mix + b * D_mix, D_mix, tmp + t * D_mix);
+        kernels::matmul(tmp, T, L.att_time_maa_w2[b], m);
+        for (int64_t j = 0; j < T * C; ++j) {
+          const int64_t c = j % C;
+          xb[b][j] = xx[j] + sx[j] * (L.att_time_maa[b][c] + m[j]);
+        }
       }
-      kernels::matvec(L.att_receptance, xb[kR], r);
-      kernels::matvec(L.att_key, xb[kK], k);
-      kernels::matvec(L.att_value, xb[kV], v);
-      kernels::matvec(L.att_gate, xb[kG], g);
-      kernels::vecmat(xb[kW], L.att_time_decay_w1, lora_decay);
-      for (int64_t j = 0; j < D_decay; ++j) lora_decay[j] = std::tanh(lora_decay[j]);
-      kernels::vecmat(lora_decay, L.att_time_decay_w2, decay);
-      for (int64_t c = 0; c < C; ++c) decay[c] = std::exp(-std::exp(L.att_time_decay[c] + decay[c]));
-      kernels::wkv5(r, k, v, decay, L.att_u.data(), H, N, att_kv, y);
-      kernels::group_norm(y, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N, info_.ln_x_eps, y);
-      for (int64_t c = 0; c < C; ++c) y[c] *= g[c] * kernels::sigmoid(g[c]);  // silu gate
-      kernels::matvec(L.att_output, y, v);
-      for (int64_t c = 0; c < C; ++c) x[c] += v[c];
+      kernels::linear(L.att_receptance, xb[kR], T, r);
+      kernels::linear(L.att_key, xb[kK], T, k);
+      kernels::linear(L.att_value, xb[kV], T, v);
+      kernels::linear(L.att_gate, xb[kG], T, g);
+      kernels::matmul(xb[kW], T, L.att_time_decay_w1, lora_decay);
+      for (int64_t j = 0; j < T * D_decay; ++j) lora_decay[j] = std::tanh(lora_decay[j]);
+      kernels::matmul(lora_decay, T, L.att_time_decay_w2, decay);
+      for (int64_t j = 0; j < T * C; ++j)
+        decay[j] = std::exp(-std::exp(L.att_time_decay[j % C] + decay[j]));
+      for (const Segment& s : segments)
+        for (int64_t t = s.begin; t < s.begin + s.len; ++t)
+          kernels::wkv5(r + t * C, k + t * C, v + t * C, decay + t * C, L.att_u.data(), H, N,
+                        s.state + att_kv, y + t * C);
+      for (int64_t t = 0; t < T; ++t)
+        kernels::group_norm(y + t * C, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N,
+                            info_.ln_x_eps, y + t * C);
+      for (int64_t j = 0; j < T * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu gate
+      kernels::linear(L.att_output, y, T, v);
+      for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
 
-      kernels::layer_norm(x, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps, xx);
+      for (int64_t t = 0; t < T; ++t)
+        kernels::layer_norm(x + t * C, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps,
+                            xx + t * C);
+      token_shift(xx, C, segments, ffn_xx, sx);
       float* xk = xb[kK];
       float* xr = xb[kR];
-      for (int64_t c = 0; c < C; ++c) {
-        const float s = ffn_xx[c] - xx[c];
-        xk[c] = xx[c] + s * L.ffn_time_maa_k[c];
-        xr[c] = xx[c] + s * L.ffn_time_maa_r[c];
-        ffn_xx[c] = xx[c];
+      for (int64_t j = 0; j < T * C; ++j) {
+        const int64_t c = j % C;
+        const float s = sx[j] - xx[j];
+        xk[j] = xx[j] + s * L.ffn_time_maa_k[c];
+        xr[j] = xx[j] + s * L.ffn_time_maa_r[c];
       }
-      L.ffn.add_to(xk, xr, tmp, x);
+      L.ffn.add_to(xk, xr, T, tmp, x);
     }
-    io_.output(x, xx, logits.data());
   }
 
  private:
-  std::shared_ptr<const TensorMap> map_;
-  EmbeddingHead io_;
   std::vector<V6Layer> layers_;
 };
 

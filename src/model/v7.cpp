@@ -9,6 +9,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/wkv.h"
+#include "model/model_base.h"
 #include "model/registry.h"
 #include "model/weights.h"
 
@@ -34,10 +35,10 @@ struct V7Layer {
   Tensor ffn_value;  // (C, F)
 };
 
-class ModelV7 final : public Model {
+class ModelV7 final : public ModelBase {
  public:
-  ModelV7(std::shared_ptr<const TensorMap> map, ModelInfo info) : map_(std::move(map)) {
-    info_ = std::move(info);
+  ModelV7(std::shared_ptr<const TensorMap> map, ModelInfo info)
+      : ModelBase(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
     WeightLoader w(*map_);
     io_.load(w, info_.n_vocab, C);
@@ -98,7 +99,7 @@ class ModelV7 final : public Model {
       L.ffn_value = w.tensor(p + "ffn.value.weight", {C, F});
       layers_.push_back(std::move(L));
     }
-    for (const std::string& name : w.unused()) info_.warnings.push_back("unused tensor " + name);
+    report_unused(w);
   }
 
   size_t state_size() const override {
@@ -110,113 +111,114 @@ class ModelV7 final : public Model {
     std::fill(state.begin(), state.end(), 0.0f);
   }
 
-  void forward(int token, std::span<float> state, std::span<float> logits,
-               Scratch& scratch) const override {
-    check_buffers(state, logits);
+ protected:
+  void run_layers(float* x, int64_t T, std::span<const Segment> segments,
+                  Scratch& scratch) const override {
     const int64_t C = info_.n_embd, H = info_.n_head, N = info_.head_size;
     int64_t D = info_.ffn_dim;
     for (const auto& [name, rank] : info_.lora) D = std::max<int64_t>(D, rank);
-    float* x = scratch.get(size_t(19 * C + D));
-    float* xx = x + C;
-    float* sx = xx + C;
+    float* xx = scratch.get(size_t(T * (18 * C + D)), 1);
+    float* sx = xx + T * C;  // prev - x
     float* xm[kMixes];
-    xm[0] = sx + C;
-    for (int b = 1; b < kMixes; ++b) xm[b] = xm[b - 1] + C;
-    float* r = xm[kMixes - 1] + C;
-    float* w = r + C;
-    float* k = w + C;
-    float* v = k + C;
-    float* a = v + C;
-    float* g = a + C;
-    float* kk = g + C;
-    float* v_first = kk + C;
-    float* y = v_first + C;
-    float* hidden = y + C;  // max(LoRA rank, F)
-    io_.embed(token, x);
+    xm[0] = sx + T * C;
+    for (int b = 1; b < kMixes; ++b) xm[b] = xm[b - 1] + T * C;
+    float* r = xm[kMixes - 1] + T * C;
+    float* w = r + T * C;
+    float* k = w + T * C;
+    float* v = k + T * C;
+    float* a = v + T * C;
+    float* g = a + T * C;
+    float* kk = g + T * C;
+    float* v_first = kk + T * C;
+    float* y = v_first + T * C;
+    float* hidden = y + T * C;  // T x max(LoRA rank, F)
     const size_t layer_size = size_t(2 * C + C * N);
     const float decay_scale = std::exp(-0.5f);
     for (int i = 0; i < info_.n_layer; ++i) {
       const V7Layer& L = layers_[size_t(i)];
-      float* att_x_prev = state.data() + i * layer_size;
-      float* att_kv = att_x_prev + C;
-      float* ffn_x_prev = att_kv + C * N;
+      const size_t att_x_prev = size_t(i) * layer_size, att_kv = att_x_prev + C,
+                   ffn_x_prev = att_kv + C * N;
 
-      kernels::layer_norm(x, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps, xx);
-      for (int64_t c = 0; c < C; ++c) {
-        sx[c] = att_x_prev[c] - xx[c];
-        att_x_prev[c] = xx[c];
-      }
+      for (int64_t t = 0; t < T; ++t)
+        kernels::layer_norm(x + t * C, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps,
+                            xx + t * C);
+      token_shift(xx, C, segments, att_x_prev, sx);
+      for (int64_t j = 0; j < T * C; ++j) sx[j] -= xx[j];
       for (int b = 0; b < kMixes; ++b)
-        for (int64_t c = 0; c < C; ++c) xm[b][c] = xx[c] + sx[c] * L.att_x[b][c];
+        for (int64_t j = 0; j < T * C; ++j) xm[b][j] = xx[j] + sx[j] * L.att_x[b][j % C];
 
-      kernels::matvec(L.att_receptance, xm[kR], r);
-      kernels::matvec(L.att_key, xm[kK], k);
-      kernels::matvec(L.att_value, xm[kV], v);
+      kernels::linear(L.att_receptance, xm[kR], T, r);
+      kernels::linear(L.att_key, xm[kK], T, k);
+      kernels::linear(L.att_value, xm[kV], T, v);
       // w = exp(-e^-0.5 * sigmoid(w0 + tanh(xw @ w1) @ w2)), i.e. the reference's
       // exp(-exp(-softplus(-z) - 0.5)), in float32.
-      lora(L.att_w1, L.att_w2, xm[kW], hidden, w, [](float h) { return std::tanh(h); });
-      for (int64_t c = 0; c < C; ++c)
-        w[c] = std::exp(-decay_scale * kernels::sigmoid(L.att_w0[c] + w[c]));
-      lora(L.att_a1, L.att_a2, xm[kA], hidden, a, [](float h) { return h; });
-      for (int64_t c = 0; c < C; ++c) a[c] = kernels::sigmoid(L.att_a0[c] + a[c]);
-      lora(L.att_g1, L.att_g2, xm[kG], hidden, g, [](float h) { return kernels::sigmoid(h); });
+      lora(L.att_w1, L.att_w2, xm[kW], T, hidden, w, [](float h) { return std::tanh(h); });
+      for (int64_t j = 0; j < T * C; ++j)
+        w[j] = std::exp(-decay_scale * kernels::sigmoid(L.att_w0[j % C] + w[j]));
+      lora(L.att_a1, L.att_a2, xm[kA], T, hidden, a, [](float h) { return h; });
+      for (int64_t j = 0; j < T * C; ++j) a[j] = kernels::sigmoid(L.att_a0[j % C] + a[j]);
+      lora(L.att_g1, L.att_g2, xm[kG], T, hidden, g, [](float h) { return kernels::sigmoid(h); });
 
       // kk = per-head L2-normalised k * k_k (F.normalize, eps 1e-12), from k before k_a.
-      for (int64_t c = 0; c < C; ++c) kk[c] = k[c] * L.att_k_k[c];
-      for (int64_t h = 0; h < H; ++h) {
+      for (int64_t j = 0; j < T * C; ++j) kk[j] = k[j] * L.att_k_k[j % C];
+      for (int64_t h = 0; h < T * H; ++h) {
+        float* kh = kk + h * N;
         float ss = 0;
-        for (int64_t j = 0; j < N; ++j) ss += kk[h * N + j] * kk[h * N + j];
+        for (int64_t j = 0; j < N; ++j) ss += kh[j] * kh[j];
         const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
-        for (int64_t j = 0; j < N; ++j) kk[h * N + j] *= inv;
+        for (int64_t j = 0; j < N; ++j) kh[j] *= inv;
       }
-      for (int64_t c = 0; c < C; ++c) k[c] *= 1 + (a[c] - 1) * L.att_k_a[c];
+      for (int64_t j = 0; j < T * C; ++j) k[j] *= 1 + (a[j] - 1) * L.att_k_a[j % C];
       if (i == 0) {
-        std::copy_n(v, C, v_first);
+        std::copy_n(v, T * C, v_first);
       } else {
-        lora(L.att_v1, L.att_v2, xm[kV], hidden, y, [](float h) { return h; });
-        for (int64_t c = 0; c < C; ++c)
-          v[c] += (v_first[c] - v[c]) * kernels::sigmoid(L.att_v0[c] + y[c]);
+        lora(L.att_v1, L.att_v2, xm[kV], T, hidden, y, [](float h) { return h; });
+        for (int64_t j = 0; j < T * C; ++j)
+          v[j] += (v_first[j] - v[j]) * kernels::sigmoid(L.att_v0[j % C] + y[j]);
       }
 
-      kernels::wkv7(r, w, k, v, kk, a, H, N, att_kv, y);
-      kernels::group_norm(y, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N, info_.ln_x_eps, y);
+      for (const Segment& s : segments)
+        for (int64_t t = s.begin; t < s.begin + s.len; ++t)
+          kernels::wkv7(r + t * C, w + t * C, k + t * C, v + t * C, kk + t * C, a + t * C, H, N,
+                        s.state + att_kv, y + t * C);
+      for (int64_t t = 0; t < T; ++t)
+        kernels::group_norm(y + t * C, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N,
+                            info_.ln_x_eps, y + t * C);
       // Bonus: per head, (sum_j r_j k_j r_k[h][j]) * v.
-      for (int64_t h = 0; h < H; ++h) {
+      for (int64_t h = 0; h < T * H; ++h) {
+        const int64_t o = h * N, ho = (h % H) * N;
         float s = 0;
-        for (int64_t j = 0; j < N; ++j) s += r[h * N + j] * k[h * N + j] * L.att_r_k[h * N + j];
-        for (int64_t j = 0; j < N; ++j) y[h * N + j] += s * v[h * N + j];
+        for (int64_t j = 0; j < N; ++j) s += r[o + j] * k[o + j] * L.att_r_k[ho + j];
+        for (int64_t j = 0; j < N; ++j) y[o + j] += s * v[o + j];
       }
-      for (int64_t c = 0; c < C; ++c) y[c] *= g[c];
-      kernels::matvec(L.att_output, y, v);
-      for (int64_t c = 0; c < C; ++c) x[c] += v[c];
+      for (int64_t j = 0; j < T * C; ++j) y[j] *= g[j];
+      kernels::linear(L.att_output, y, T, v);
+      for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
 
-      kernels::layer_norm(x, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps, xx);
+      for (int64_t t = 0; t < T; ++t)
+        kernels::layer_norm(x + t * C, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps,
+                            xx + t * C);
+      token_shift(xx, C, segments, ffn_x_prev, sx);
       float* xk = xm[kK];
-      for (int64_t c = 0; c < C; ++c) {
-        xk[c] = xx[c] + (ffn_x_prev[c] - xx[c]) * L.ffn_x_k[c];
-        ffn_x_prev[c] = xx[c];
-      }
-      kernels::matvec(L.ffn_key, xk, hidden);
-      for (int64_t j = 0; j < info_.ffn_dim; ++j)
+      for (int64_t j = 0; j < T * C; ++j) xk[j] = xx[j] + (sx[j] - xx[j]) * L.ffn_x_k[j % C];
+      kernels::linear(L.ffn_key, xk, T, hidden);
+      for (int64_t j = 0; j < T * info_.ffn_dim; ++j)
         hidden[j] = hidden[j] > 0 ? hidden[j] * hidden[j] : 0.0f;
-      kernels::matvec(L.ffn_value, hidden, v);
-      for (int64_t c = 0; c < C; ++c) x[c] += v[c];
+      kernels::linear(L.ffn_value, hidden, T, v);
+      for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
     }
-    io_.output(x, xx, logits.data());
   }
 
  private:
-  // out = act(x @ w1) @ w2, the shape of every RWKV-7 LoRA.
+  // out = act(x @ w1) @ w2 over T rows, the shape of every RWKV-7 LoRA.
   template <typename Act>
-  static void lora(const Tensor& w1, const Tensor& w2, const float* x, float* hidden, float* out,
-                   Act act) {
-    kernels::vecmat(x, w1, hidden);
-    for (int64_t j = 0; j < w1.cols(); ++j) hidden[j] = act(hidden[j]);
-    kernels::vecmat(hidden, w2, out);
+  static void lora(const Tensor& w1, const Tensor& w2, const float* x, int64_t T, float* hidden,
+                   float* out, Act act) {
+    kernels::matmul(x, T, w1, hidden);
+    for (int64_t j = 0; j < T * w1.cols(); ++j) hidden[j] = act(hidden[j]);
+    kernels::matmul(hidden, T, w2, out);
   }
 
-  std::shared_ptr<const TensorMap> map_;
-  EmbeddingHead io_;
   std::vector<V7Layer> layers_;
 };
 

@@ -55,11 +55,6 @@ void EmbeddingHead::embed(int token, float* x) const {
   kernels::layer_norm(x, ln0_weight.data(), ln0_bias.data(), n, kLayerNormEps, x);
 }
 
-void EmbeddingHead::output(const float* x, float* tmp, float* logits) const {
-  kernels::layer_norm(x, ln_out_weight.data(), ln_out_bias.data(), emb.cols(), kLayerNormEps, tmp);
-  kernels::matvec(head, tmp, logits);
-}
-
 void ChannelMix::load(WeightLoader& w, const std::string& prefix, int64_t n_embd,
                       int64_t ffn_dim) {
   key = w.tensor(prefix + "key.weight", {ffn_dim, n_embd});
@@ -67,17 +62,17 @@ void ChannelMix::load(WeightLoader& w, const std::string& prefix, int64_t n_embd
   receptance = w.tensor(prefix + "receptance.weight", {n_embd, n_embd});
 }
 
-void ChannelMix::add_to(const float* xk, const float* xr, float* tmp, float* x) const {
+void ChannelMix::add_to(const float* xk, const float* xr, int64_t T, float* tmp,
+                        float* x) const {
   const int64_t C = receptance.rows(), F = key.rows();
   float* r = tmp;
-  float* k = tmp + C;
-  kernels::matvec(key, xk, k);
-  for (int64_t j = 0; j < F; ++j) k[j] = k[j] > 0 ? k[j] * k[j] : 0.0f;
-  kernels::matvec(receptance, xr, r);
-  for (int64_t c = 0; c < C; ++c) r[c] = kernels::sigmoid(r[c]);
-  float* out = k + F;
-  kernels::matvec(value, k, out);
-  for (int64_t c = 0; c < C; ++c) x[c] += r[c] * out[c];
+  float* k = r + T * C;
+  float* out = k + T * F;
+  kernels::linear(key, xk, T, k);
+  for (int64_t j = 0; j < T * F; ++j) k[j] = k[j] > 0 ? k[j] * k[j] : 0.0f;
+  kernels::linear(receptance, xr, T, r);
+  kernels::linear(value, k, T, out);
+  for (int64_t j = 0; j < T * C; ++j) x[j] += kernels::sigmoid(r[j]) * out[j];
 }
 
 }  // namespace rwkv

@@ -40,8 +40,6 @@ struct EmbeddingHead {
   void load(WeightLoader& w, int64_t n_vocab, int64_t n_embd);
   // x = ln0(emb[token]). Throws rwkv::Error for a token outside the vocabulary.
   void embed(int token, float* x) const;
-  // logits = head(ln_out(x)); `tmp` holds n_embd floats.
-  void output(const float* x, float* tmp, float* logits) const;
 };
 
 // The RWKV-4/5/6 feed-forward after its token-shift mix: sigmoid(Wr xr) * (Wv relu(Wk xk)^2).
@@ -51,8 +49,8 @@ struct ChannelMix {
   Tensor receptance;  // (C, C)
 
   void load(WeightLoader& w, const std::string& prefix, int64_t n_embd, int64_t ffn_dim);
-  // x += the block's output; `tmp` holds 2 * n_embd + ffn_dim floats.
-  void add_to(const float* xk, const float* xr, float* tmp, float* x) const;
+  // x += the block's output for T rows; `tmp` holds T * (2 * n_embd + ffn_dim) floats.
+  void add_to(const float* xk, const float* xr, int64_t T, float* tmp, float* x) const;
 };
 
 constexpr float kLayerNormEps = 1e-5f;

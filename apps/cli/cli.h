@@ -23,5 +23,6 @@ struct ModelOptions {
 void add_info_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace rwkv::cli

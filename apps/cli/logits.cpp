@@ -1,5 +1,5 @@
-// `rwkv logits MODEL --tokens "34 105 110"`: feeds tokens one by one from the initial state and
-// reports the logits. This interface is how the engine is checked against references: keep it
+// `rwkv logits MODEL --tokens "34 105 110"`: feeds tokens from the initial state (or a saved one)
+// and reports the logits. This interface is how the engine is checked against references: keep it
 // stable. `--out` writes raw little-endian float32, n_vocab values per reported position.
 #include <fmt/format.h>
 
@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "core/atomic_file.h"
+#include "rwkv/state.h"
 
 namespace rwkv::cli {
 
@@ -20,6 +21,10 @@ struct LogitsOptions {
   bool all = false;
   std::string out;
   int top = 0;
+  std::string mode = "seq";
+  int64_t chunk = 64;
+  std::string state_in;
+  std::string state_out;
 };
 
 std::vector<int> parse_tokens(const std::string& text) {
@@ -57,25 +62,27 @@ void print_top(const float* logits, int n_vocab, int k, size_t position) {
 void run(const LogitsOptions& o) {
   const std::vector<int> tokens = parse_tokens(o.tokens);
   auto model = o.model.load();
-  const int V = model->info().n_vocab;
-  for (int t : tokens)
-    if (t >= V)
-      throw Error("--tokens: token " + std::to_string(t) + " is outside the vocabulary [0, " +
-                  std::to_string(V) + ")");
-  std::vector<float> state(model->state_size());
-  model->init_state(state);
+  const size_t V = size_t(model->info().n_vocab);
+  State state = o.state_in.empty() ? State(*model) : State::load(*model, o.state_in);
   Scratch scratch;
-  std::vector<float> logits(static_cast<size_t>(V));
-  std::vector<float> kept;  // every position with --all, else the last one
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    model->forward(tokens[i], state, logits, scratch);
-    const bool report = o.all || i + 1 == tokens.size();
-    if (!report) continue;
-    if (!o.out.empty()) kept.insert(kept.end(), logits.begin(), logits.end());
-    if (o.top > 0) print_top(logits.data(), V, o.top, i);
+  // Logits of every position with --all, else of the last one.
+  std::vector<float> logits(V * (o.all ? tokens.size() : 1));
+  if (o.mode == "seq") {
+    model->forward_seq(tokens, state.data(), logits, o.all, scratch, {.chunk = o.chunk});
+  } else {
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const size_t row = o.all ? i : 0;
+      model->forward(tokens[i], state.data(), std::span<float>(logits).subspan(row * V, V),
+                     scratch);
+    }
   }
+  const size_t first = o.all ? 0 : tokens.size() - 1;
+  for (size_t i = first; o.top > 0 && i < tokens.size(); ++i)
+    print_top(logits.data() + (i - first) * V, int(V), o.top, i);
   if (!o.out.empty())
-    write_file_atomic(o.out, [&](int fd) { write_all(fd, kept.data(), kept.size() * 4, o.out); });
+    write_file_atomic(o.out,
+                      [&](int fd) { write_all(fd, logits.data(), logits.size() * 4, o.out); });
+  if (!o.state_out.empty()) state.save(o.state_out);
 }
 
 }  // namespace
@@ -91,6 +98,14 @@ void add_logits_command(CLI::App& app) {
                   "Write raw little-endian float32 logits (n_vocab per reported position)");
   cmd->add_option("--top", o->top, "Print the K largest logits with their token ids")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--mode", o->mode,
+                  "seq: all tokens in one sequence call (default); rnn: one call per token")
+      ->check(CLI::IsMember({"seq", "rnn"}));
+  cmd->add_option("--chunk", o->chunk, "Tokens per step in seq mode (bounds memory; default 64)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--state-in", o->state_in, "Start from this state file instead of the initial state")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--state-out", o->state_out, "Save the final state to this file (atomically)");
   cmd->callback([o] {
     LogitsOptions run_options = *o;
     if (run_options.out.empty() && run_options.top == 0) run_options.top = 10;

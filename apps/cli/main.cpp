@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   rwkv::cli::add_info_command(app);
   rwkv::cli::add_logits_command(app);
   rwkv::cli::add_convert_command(app);
+  rwkv::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

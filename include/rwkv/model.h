@@ -48,6 +48,9 @@ struct ModelInfo {
   float ln_x_eps = 0;                // 0 for RWKV-4
   std::map<std::string, int> lora;   // LoRA ranks by name, e.g. "time_decay" (v6), "w" (v7)
   int64_t n_params = 0;
+  // Identifies the weights (names, shapes, dtypes and sampled bytes of every tensor); state
+  // files record it so a state is not loaded into another model.
+  uint64_t fingerprint = 0;
   std::vector<TensorInfo> tensors;   // file order
   std::vector<std::string> warnings; // e.g. tensors the model does not use
 };

@@ -140,6 +140,42 @@ TEST_F(Cli, ConvertKeepsLnXEpsConvention) {
   EXPECT_FLOAT_EQ(flag["ln_x_eps"].get<float>(), 64e-5f);
 }
 
+// 0..n in one call equals 0..k, a state file written and read by the CLI, then k+1..n.
+TEST_F(Cli, StateFileCarriesTheConversation) {
+  const std::string model = reference("rwkv6-ref-bf16.pth");
+  const auto whole = dir_ / "whole.f32", part = dir_ / "part.f32", st = dir_ / "s.state";
+  ASSERT_EQ(run("logits " + model + " --tokens '5 6 7 8 9 10' --out " + whole.string()).exit_code, 0);
+  ASSERT_EQ(run("logits " + model + " --tokens '5 6 7' --state-out " + st.string()).exit_code, 0);
+  auto r = run("logits " + model + " --tokens '8 9 10' --state-in " + st.string() + " --out " +
+               part.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto a = read_f32(whole), b = read_f32(part);
+  EXPECT_LE(diff(a.data(), b.data(), 512).max_abs, 1e-4);
+  // A state from another model is refused with the file named.
+  expect_error(run("logits " + reference("rwkv7-ref-bf16.pth") + " --tokens 1 --state-in " +
+                   st.string()),
+               st.string() + ": state is for RWKV-6.0");
+}
+
+TEST_F(Cli, RnnAndSeqModesAgree) {
+  const std::string model = tiny("tiny-rwkv-5v1-730K-Q5_0.bin");
+  const auto a = dir_ / "a.f32", b = dir_ / "b.f32";
+  const std::string tokens = " --tokens '72 101 108 108 111 32 119 111 114 108 100' --all --out ";
+  ASSERT_EQ(run("logits --mode rnn " + model + tokens + a.string()).exit_code, 0);
+  ASSERT_EQ(run("logits --mode seq --chunk 4 " + model + tokens + b.string()).exit_code, 0);
+  auto x = read_f32(a), y = read_f32(b);
+  ASSERT_EQ(x.size(), 11u * 256);
+  EXPECT_LE(diff(x.data(), y.data(), x.size()).max_abs, 1e-4);
+}
+
+TEST_F(Cli, BenchReportsPrefillAndGeneration) {
+  auto r = run("bench " + reference("rwkv5v2-ref-bf16.pth") + " --prompt 32 --gen 8 --runs 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("prefill:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("generation:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tok/s"), std::string::npos) << r.out;
+}
+
 TEST_F(Cli, MissingFile) {
   auto r = run("logits /nonexistent/model.pth --tokens 1");
   EXPECT_NE(r.exit_code, 0);

@@ -98,6 +98,16 @@ TEST_P(TinyText200, MatchesReferenceAtAll200PositionsAndFinalState) {
   const auto state = read_f32(ref_dir / (c.ref_stem + ".text200.state.f32"));
   ASSERT_EQ(state.size(), run.state.size());
   EXPECT_LE(max_rel_diff(run.state, state), 1e-3);
+
+  // Sequence mode against the reference's sequence mode.
+  std::vector<float> seq_state(model->state_size()), seq_logits(expected.size());
+  model->init_state(seq_state);
+  Scratch scratch;
+  model->forward_seq(tokens, seq_state, seq_logits, true, scratch);
+  const auto expected_seq = read_f32(ref_dir / (c.ref_stem + ".text200.seqmode.logits.f32"));
+  ASSERT_EQ(expected_seq.size(), seq_logits.size());
+  EXPECT_LE(diff(seq_logits.data(), expected_seq.data(), seq_logits.size()).max_abs, 2e-3);
+  EXPECT_LE(max_rel_diff(seq_state, state), 1e-3);
 }
 
 INSTANTIATE_TEST_SUITE_P(

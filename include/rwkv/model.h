@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "rwkv/error.h"
+#include "rwkv/thread_pool.h"
 
 namespace rwkv {
 
@@ -82,6 +83,8 @@ struct EvalOptions {
   // Tokens of one sequence processed together per step. Bounds memory (it does not grow with
   // the sequence length) and does not change results.
   int64_t chunk = 64;
+  // Threads for the matrix products; nullptr runs everything on the calling thread.
+  ThreadPool* pool = nullptr;
 };
 
 class Model {
@@ -109,9 +112,9 @@ class Model {
     forward_batch({&seq, 1}, scratch, options);
   }
   // One token (RNN mode).
-  void forward(int token, std::span<float> state, std::span<float> logits,
-               Scratch& scratch) const {
-    forward_seq({&token, 1}, state, logits, false, scratch);
+  void forward(int token, std::span<float> state, std::span<float> logits, Scratch& scratch,
+               const EvalOptions& options = {}) const {
+    forward_seq({&token, 1}, state, logits, false, scratch, options);
   }
   void forward(int token, std::span<float> state, std::span<float> logits) const {
     Scratch scratch;

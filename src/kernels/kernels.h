@@ -4,18 +4,30 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
+#include "rwkv/thread_pool.h"
 
 namespace rwkv::kernels {
 
+enum class KernelVariant { kScalar, kAvx2, kAvx512 };
+const char* variant_name(KernelVariant v);
+// The variants this CPU can run, scalar first.
+std::vector<KernelVariant> available_variants();
+// The best available variant, unless RWKV_KERNELS=scalar|avx2|avx512 says otherwise.
+KernelVariant active_variant();
+
 // A Linear layer over T rows: y[t][o] = sum_i w[o][i] * x[t][i] for w of shape (O, I), x (T, I),
-// y (T, O). Each weight row is decoded once per call, whatever its stored dtype, and every
-// output is the same dot product whatever T is, so one token and a sequence agree exactly.
-void linear(const Tensor& w, const float* x, int64_t T, float* y);
+// y (T, O), any stored dtype, spread over `pool` by blocks of weight rows. Each weight row is
+// read once per call, and every output is the same dot product whatever T is, so one token
+// and a sequence agree exactly.
+void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* pool = nullptr,
+            KernelVariant variant = active_variant());
 // The reference's `x @ W` over T rows, for LoRA matrices stored (I, O): y[t][o] =
 // sum_i x[t][i] * w[i][o], x (T, I), y (T, O).
-void matmul(const float* x, int64_t T, const Tensor& w, float* y);
+void matmul(const float* x, int64_t T, const Tensor& w, float* y,
+            KernelVariant variant = active_variant());
 
 // LayerNorm over n values (population variance), then the affine `weight`, `bias`.
 void layer_norm(const float* x, const float* weight, const float* bias, int64_t n, float eps,

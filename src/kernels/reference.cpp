@@ -1,13 +1,15 @@
-// Scalar reference kernels: the specification SIMD variants are tested against.
+// Scalar reference kernels: the specification every SIMD variant is tested against.
 #include <vector>
 
 #include "core/quant.h"
 #include "kernels/kernels.h"
+#include "kernels/variants.h"
 
 namespace rwkv::kernels {
 
-namespace {
+namespace scalar {
 
+namespace {
 // Four partial sums keep the dependency chain short without changing accuracy much.
 float dot(const float* a, const float* b, int64_t n) {
   float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -21,39 +23,33 @@ float dot(const float* a, const float* b, int64_t n) {
   for (; i < n; ++i) s0 += a[i] * b[i];
   return (s0 + s1) + (s2 + s3);
 }
-
-// Returns row r of w as float32, decoding into `buf` unless it is already float32.
-const float* row_f32(const Tensor& w, int64_t r, std::vector<float>& buf) {
-  if (w.dtype == DType::F32) return reinterpret_cast<const float*>(w.row(r));
-  buf.resize(size_t(w.cols()));
-  dequantize(w.dtype, w.row(r), w.cols(), buf.data());
-  return buf.data();
-}
-
 }  // namespace
 
-void linear(const Tensor& w, const float* x, int64_t T, float* y) {
+void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
   thread_local std::vector<float> buf;
   const int64_t rows = w.rows(), cols = w.cols();
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = row_f32(w, r, buf);
+  buf.resize(size_t(cols));
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* row = reinterpret_cast<const float*>(w.row(r));
+    if (w.dtype != DType::F32) {
+      dequantize(w.dtype, w.row(r), cols, buf.data());
+      row = buf.data();
+    }
     for (int64_t t = 0; t < T; ++t) y[t * rows + r] = dot(row, x + t * cols, cols);
   }
 }
 
-void matmul(const float* x, int64_t T, const Tensor& w, float* y) {
-  thread_local std::vector<float> buf;
-  const int64_t rows = w.rows(), cols = w.cols();
-  for (int64_t i = 0; i < T * cols; ++i) y[i] = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = row_f32(w, r, buf);
-    for (int64_t t = 0; t < T; ++t) {
-      const float xr = x[t * rows + r];
-      float* yt = y + t * cols;
-      for (int64_t c = 0; c < cols; ++c) yt[c] += xr * row[c];
-    }
-  }
+void decode_rows(const Tensor& w, int64_t r0, int64_t n, float* out) {
+  dequantize(w.dtype, w.row(r0), n * w.cols(), out);
 }
+
+void axpy_rows(const float* x, int64_t T, int64_t ldx, const float* row, int64_t n, float* y,
+               int64_t ldy) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < n; ++c) y[t * ldy + c] += x[t * ldx] * row[c];
+}
+
+}  // namespace scalar
 
 void layer_norm(const float* x, const float* weight, const float* bias, int64_t n, float eps,
                 float* y) {

@@ -2,8 +2,8 @@
 
 namespace rwkv::kernels {
 
-void wkv5(const float* r, const float* k, const float* v, const float* w, const float* u,
-          int64_t H, int64_t N, float* state, float* y) {
+void wkv5(const float* r, const float* k, const float* v, const float* w, const float* u, int64_t H,
+          int64_t N, float* state, float* y) {
   for (int64_t h = 0; h < H; ++h) {
     const int64_t o = h * N;
     float* S = state + h * N * N;

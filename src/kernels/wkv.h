@@ -9,8 +9,8 @@ namespace rwkv::kernels {
 // RWKV-5/6. S[h][i][j] accumulates k_i * v_j (i = key channel, j = value channel).
 //   y_j = sum_i r_i * (u_i * k_i * v_j + S_ij);  S_ij <- k_i * v_j + w_i * S_ij
 // w (decay) and u (bonus) are per channel (C = H*N values).
-void wkv5(const float* r, const float* k, const float* v, const float* w, const float* u,
-          int64_t H, int64_t N, float* state, float* y);
+void wkv5(const float* r, const float* k, const float* v, const float* w, const float* u, int64_t H,
+          int64_t N, float* state, float* y);
 
 // RWKV-7. S[h][i][j]: i = value channel, j = key channel.
 //   S <- S * diag(w) + (S * a_in) * b^T + v * k^T   with a_in = -kk, b = kk * a

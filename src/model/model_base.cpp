@@ -72,7 +72,7 @@ void ModelBase::forward_batch(std::span<const Sequence> batch, Scratch& scratch,
         io_.embed(batch[b].tokens[done[b] + size_t(i)], x + (segments[seg].begin + i) * C);
       ++seg;
     }
-    run_layers(x, rows, segments, scratch);
+    run_layers(x, rows, segments, scratch, options.pool);
 
     // Logits: every row of an all_logits sequence, else only the row of its last token.
     seg = 0;
@@ -88,7 +88,7 @@ void ModelBase::forward_batch(std::span<const Sequence> batch, Scratch& scratch,
           kernels::layer_norm(x + (g.begin + first + i) * C, io_.ln_out_weight.data(),
                               io_.ln_out_bias.data(), C, kLayerNormEps, normed + i * C);
         const size_t position = s.all_logits ? done[b] + size_t(first) : 0;
-        kernels::linear(io_.head, normed, n, s.logits.data() + position * size_t(V));
+        kernels::linear(io_.head, normed, n, s.logits.data() + position * size_t(V), options.pool);
       }
       done[b] += size_t(g.len);
     }

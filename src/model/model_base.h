@@ -29,7 +29,7 @@ class ModelBase : public Model {
   // Runs every layer over the chunk: x (rows x C) holds ln0(emb[token]) on entry and the final
   // residual stream on exit; each segment's state advances by its rows. Scratch slot 1 is free.
   virtual void run_layers(float* x, int64_t rows, std::span<const Segment> segments,
-                          Scratch& scratch) const = 0;
+                          Scratch& scratch, ThreadPool* pool) const = 0;
   // Reports every tensor no builder asked for as a warning.
   void report_unused(const WeightLoader& w);
 

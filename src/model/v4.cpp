@@ -70,8 +70,8 @@ class ModelV4 final : public ModelBase {
   }
 
  protected:
-  void run_layers(float* x, int64_t T, std::span<const Segment> segments,
-                  Scratch& scratch) const override {
+  void run_layers(float* x, int64_t T, std::span<const Segment> segments, Scratch& scratch,
+                  ThreadPool* pool) const override {
     const int64_t C = info_.n_embd, F = info_.ffn_dim;
     float* xx = scratch.get(size_t(T * (10 * C + F)), 1);
     float* prev = xx + T * C;
@@ -96,9 +96,9 @@ class ModelV4 final : public ModelBase {
         xv[j] = xx[j] * L.att_time_mix_v[c] + prev[j] * (1 - L.att_time_mix_v[c]);
         xr[j] = xx[j] * L.att_time_mix_r[c] + prev[j] * (1 - L.att_time_mix_r[c]);
       }
-      kernels::linear(L.att_receptance, xr, T, r);
-      kernels::linear(L.att_key, xk, T, k);
-      kernels::linear(L.att_value, xv, T, v);
+      kernels::linear(L.att_receptance, xr, T, r, pool);
+      kernels::linear(L.att_key, xk, T, k, pool);
+      kernels::linear(L.att_value, xv, T, v, pool);
       for (const Segment& s : segments) {
         float* aa = s.state + base + C;
         float* bb = aa + C;
@@ -121,7 +121,7 @@ class ModelV4 final : public ModelBase {
           }
         }
       }
-      kernels::linear(L.att_output, xr, T, v);
+      kernels::linear(L.att_output, xr, T, v, pool);
       for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
 
       for (int64_t t = 0; t < T; ++t)
@@ -133,7 +133,7 @@ class ModelV4 final : public ModelBase {
         xk[j] = xx[j] * L.ffn_time_mix_k[c] + prev[j] * (1 - L.ffn_time_mix_k[c]);
         xr[j] = xx[j] * L.ffn_time_mix_r[c] + prev[j] * (1 - L.ffn_time_mix_r[c]);
       }
-      L.ffn.add_to(xk, xr, T, tmp, x);
+      L.ffn.add_to(xk, xr, T, tmp, x, pool);
     }
   }
 

@@ -106,8 +106,8 @@ class ModelV5 final : public ModelBase {
   }
 
  protected:
-  void run_layers(float* x, int64_t T, std::span<const Segment> segments,
-                  Scratch& scratch) const override {
+  void run_layers(float* x, int64_t T, std::span<const Segment> segments, Scratch& scratch,
+                  ThreadPool* pool) const override {
     const int64_t C = info_.n_embd, H = info_.n_head, N = info_.head_size;
     float* xx = scratch.get(size_t(T * (14 * C + info_.ffn_dim)), 1);
     float* prev = xx + T * C;
@@ -137,9 +137,9 @@ class ModelV5 final : public ModelBase {
         xr[j] = xx[j] * L.att_time_mix_r[c] + prev[j] * (1 - L.att_time_mix_r[c]);
         if (gated_) xg[j] = xx[j] * L.att_time_mix_g[c] + prev[j] * (1 - L.att_time_mix_g[c]);
       }
-      kernels::linear(L.att_receptance, xr, T, r);
-      kernels::linear(L.att_key, xk, T, k);
-      kernels::linear(L.att_value, xv, T, v);
+      kernels::linear(L.att_receptance, xr, T, r, pool);
+      kernels::linear(L.att_key, xk, T, k, pool);
+      kernels::linear(L.att_value, xv, T, v, pool);
       for (const Segment& s : segments)
         for (int64_t t = s.begin; t < s.begin + s.len; ++t)
           kernels::wkv5(r + t * C, k + t * C, v + t * C, L.att_w.data(), L.att_u.data(), H, N,
@@ -148,10 +148,10 @@ class ModelV5 final : public ModelBase {
         kernels::group_norm(y + t * C, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N,
                             info_.ln_x_eps, y + t * C);
       if (gated_) {
-        kernels::linear(L.att_gate, xg, T, g);
+        kernels::linear(L.att_gate, xg, T, g, pool);
         for (int64_t j = 0; j < T * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu
       }
-      kernels::linear(L.att_output, y, T, v);
+      kernels::linear(L.att_output, y, T, v, pool);
       for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
 
       for (int64_t t = 0; t < T; ++t)
@@ -163,7 +163,7 @@ class ModelV5 final : public ModelBase {
         xk[j] = xx[j] * L.ffn_time_mix_k[c] + prev[j] * (1 - L.ffn_time_mix_k[c]);
         xr[j] = xx[j] * L.ffn_time_mix_r[c] + prev[j] * (1 - L.ffn_time_mix_r[c]);
       }
-      L.ffn.add_to(xk, xr, T, tmp, x);
+      L.ffn.add_to(xk, xr, T, tmp, x, pool);
     }
   }
 

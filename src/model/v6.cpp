@@ -103,8 +103,8 @@ class ModelV6 final : public ModelBase {
   }
 
  protected:
-  void run_layers(float* x, int64_t T, std::span<const Segment> segments,
-                  Scratch& scratch) const override {
+  void run_layers(float* x, int64_t T, std::span<const Segment> segments, Scratch& scratch,
+                  ThreadPool* pool) const override {
     const int64_t C = info_.n_embd, H = info_.n_head, N = info_.head_size;
     const int64_t D_mix = info_.lora.at("time_maa"), D_decay = info_.lora.at("time_decay");
     float* xx = scratch.get(size_t(T * (18 * C + info_.ffn_dim + kBranches * D_mix + D_decay)), 1);
@@ -147,10 +147,10 @@ class ModelV6 final : public ModelBase {
           xb[b][j] = xx[j] + sx[j] * (L.att_time_maa[b][c] + m[j]);
         }
       }
-      kernels::linear(L.att_receptance, xb[kR], T, r);
-      kernels::linear(L.att_key, xb[kK], T, k);
-      kernels::linear(L.att_value, xb[kV], T, v);
-      kernels::linear(L.att_gate, xb[kG], T, g);
+      kernels::linear(L.att_receptance, xb[kR], T, r, pool);
+      kernels::linear(L.att_key, xb[kK], T, k, pool);
+      kernels::linear(L.att_value, xb[kV], T, v, pool);
+      kernels::linear(L.att_gate, xb[kG], T, g, pool);
       kernels::matmul(xb[kW], T, L.att_time_decay_w1, lora_decay);
       for (int64_t j = 0; j < T * D_decay; ++j) lora_decay[j] = std::tanh(lora_decay[j]);
       kernels::matmul(lora_decay, T, L.att_time_decay_w2, decay);
@@ -164,7 +164,7 @@ class ModelV6 final : public ModelBase {
         kernels::group_norm(y + t * C, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N,
                             info_.ln_x_eps, y + t * C);
       for (int64_t j = 0; j < T * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu gate
-      kernels::linear(L.att_output, y, T, v);
+      kernels::linear(L.att_output, y, T, v, pool);
       for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
 
       for (int64_t t = 0; t < T; ++t)
@@ -179,7 +179,7 @@ class ModelV6 final : public ModelBase {
         xk[j] = xx[j] + s * L.ffn_time_maa_k[c];
         xr[j] = xx[j] + s * L.ffn_time_maa_r[c];
       }
-      L.ffn.add_to(xk, xr, T, tmp, x);
+      L.ffn.add_to(xk, xr, T, tmp, x, pool);
     }
   }
 

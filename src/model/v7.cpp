@@ -112,8 +112,8 @@ class ModelV7 final : public ModelBase {
   }
 
  protected:
-  void run_layers(float* x, int64_t T, std::span<const Segment> segments,
-                  Scratch& scratch) const override {
+  void run_layers(float* x, int64_t T, std::span<const Segment> segments, Scratch& scratch,
+                  ThreadPool* pool) const override {
     const int64_t C = info_.n_embd, H = info_.n_head, N = info_.head_size;
     int64_t D = info_.ffn_dim;
     for (const auto& [name, rank] : info_.lora) D = std::max<int64_t>(D, rank);
@@ -147,9 +147,9 @@ class ModelV7 final : public ModelBase {
       for (int b = 0; b < kMixes; ++b)
         for (int64_t j = 0; j < T * C; ++j) xm[b][j] = xx[j] + sx[j] * L.att_x[b][j % C];
 
-      kernels::linear(L.att_receptance, xm[kR], T, r);
-      kernels::linear(L.att_key, xm[kK], T, k);
-      kernels::linear(L.att_value, xm[kV], T, v);
+      kernels::linear(L.att_receptance, xm[kR], T, r, pool);
+      kernels::linear(L.att_key, xm[kK], T, k, pool);
+      kernels::linear(L.att_value, xm[kV], T, v, pool);
       // w = exp(-e^-0.5 * sigmoid(w0 + tanh(xw @ w1) @ w2)), i.e. the reference's
       // exp(-exp(-softplus(-z) - 0.5)), in float32.
       lora(L.att_w1, L.att_w2, xm[kW], T, hidden, w, [](float h) { return std::tanh(h); });
@@ -192,7 +192,7 @@ class ModelV7 final : public ModelBase {
         for (int64_t j = 0; j < N; ++j) y[o + j] += s * v[o + j];
       }
       for (int64_t j = 0; j < T * C; ++j) y[j] *= g[j];
-      kernels::linear(L.att_output, y, T, v);
+      kernels::linear(L.att_output, y, T, v, pool);
       for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
 
       for (int64_t t = 0; t < T; ++t)
@@ -201,10 +201,10 @@ class ModelV7 final : public ModelBase {
       token_shift(xx, C, segments, ffn_x_prev, sx);
       float* xk = xm[kK];
       for (int64_t j = 0; j < T * C; ++j) xk[j] = xx[j] + (sx[j] - xx[j]) * L.ffn_x_k[j % C];
-      kernels::linear(L.ffn_key, xk, T, hidden);
+      kernels::linear(L.ffn_key, xk, T, hidden, pool);
       for (int64_t j = 0; j < T * info_.ffn_dim; ++j)
         hidden[j] = hidden[j] > 0 ? hidden[j] * hidden[j] : 0.0f;
-      kernels::linear(L.ffn_value, hidden, T, v);
+      kernels::linear(L.ffn_value, hidden, T, v, pool);
       for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
     }
   }

@@ -62,16 +62,16 @@ void ChannelMix::load(WeightLoader& w, const std::string& prefix, int64_t n_embd
   receptance = w.tensor(prefix + "receptance.weight", {n_embd, n_embd});
 }
 
-void ChannelMix::add_to(const float* xk, const float* xr, int64_t T, float* tmp,
-                        float* x) const {
+void ChannelMix::add_to(const float* xk, const float* xr, int64_t T, float* tmp, float* x,
+                        ThreadPool* pool) const {
   const int64_t C = receptance.rows(), F = key.rows();
   float* r = tmp;
   float* k = r + T * C;
   float* out = k + T * F;
-  kernels::linear(key, xk, T, k);
+  kernels::linear(key, xk, T, k, pool);
   for (int64_t j = 0; j < T * F; ++j) k[j] = k[j] > 0 ? k[j] * k[j] : 0.0f;
-  kernels::linear(receptance, xr, T, r);
-  kernels::linear(value, k, T, out);
+  kernels::linear(receptance, xr, T, r, pool);
+  kernels::linear(value, k, T, out, pool);
   for (int64_t j = 0; j < T * C; ++j) x[j] += kernels::sigmoid(r[j]) * out[j];
 }
 

@@ -8,6 +8,7 @@
 
 #include "io/tensor_map.h"
 #include "rwkv/model.h"
+#include "rwkv/thread_pool.h"
 
 namespace rwkv {
 
@@ -50,7 +51,8 @@ struct ChannelMix {
 
   void load(WeightLoader& w, const std::string& prefix, int64_t n_embd, int64_t ffn_dim);
   // x += the block's output for T rows; `tmp` holds T * (2 * n_embd + ffn_dim) floats.
-  void add_to(const float* xk, const float* xr, int64_t T, float* tmp, float* x) const;
+  void add_to(const float* xk, const float* xr, int64_t T, float* tmp, float* x,
+              ThreadPool* pool) const;
 };
 
 constexpr float kLayerNormEps = 1e-5f;

@@ -1,0 +1,52 @@
+// A pool of worker threads that the caller owns and passes to the forward pass (never a global).
+// The calling thread takes part in the work. Idle workers sleep (a short spin, then a futex
+// wait on a condition variable), and work is handed out in small pieces on demand, so a core that
+// is busy with another process slows the pool down only by its share instead of stalling everyone
+// at a barrier.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace rwkv {
+
+class ThreadPool {
+ public:
+  // `n_threads` in total, counting the caller; 1 runs everything on the caller.
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return int(workers_.size()) + 1; }
+  // Calls fn(i) for every i in [0, n), spread over the threads; returns when all are done.
+  // Not reentrant: fn must not call parallel_for on the same pool.
+  void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+
+ private:
+  void worker_loop();
+  // Claims and runs tasks of call `generation` until none are left.
+  void run_tasks(uint32_t generation);
+
+  std::vector<std::thread> workers_;
+  // Set by parallel_for before it publishes `next_task_`; read only by holders of a task.
+  const std::function<void(int64_t)>* fn_ = nullptr;
+  // Atomic because a worker late for the previous call may still compare against it.
+  std::atomic<int64_t> n_tasks_{0};
+  // (generation << 32) | next task index: a worker that wakes late for an old call cannot claim
+  // a task of the next one.
+  std::atomic<uint64_t> next_task_{0};
+  std::atomic<int64_t> done_tasks_{0};
+  std::atomic<uint32_t> generation_{0};
+  std::atomic<bool> stop_{false};
+  // Sleeping workers wait here (GCC 12's std::atomic::wait can lose wake-ups).
+  std::mutex mutex_;
+  std::condition_variable wake_;
+};
+
+}  // namespace rwkv

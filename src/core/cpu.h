@@ -1,0 +1,19 @@
+// CPU features that select kernel variants at run time.
+#pragma once
+
+#include <string>
+
+namespace rwkv {
+
+struct CpuFeatures {
+  bool avx2_fma = false;  // AVX2 + FMA + F16C
+  bool avx512 = false;    // AVX-512 F, BW, VL, DQ
+  bool avx512_bf16 = false;
+  bool avx512_vnni = false;
+};
+
+// What this CPU supports (detected once).
+const CpuFeatures& cpu_features();
+std::string cpu_features_string();
+
+}  // namespace rwkv

@@ -1,0 +1,86 @@
+#include "rwkv/thread_pool.h"
+
+#include <immintrin.h>
+
+namespace rwkv {
+
+namespace {
+// Spin this many rounds before sleeping: covers the gap between back-to-back parallel_for calls
+// of one forward pass without burning a core when nothing comes.
+constexpr int kSpinRounds = 4000;
+}  // namespace
+
+ThreadPool::ThreadPool(int n_threads) {
+  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_.store(true, std::memory_order_release);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  wake_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+void ThreadPool::run_tasks(uint32_t generation) {
+  uint64_t v = next_task_.load(std::memory_order_acquire);
+  for (;;) {
+    if (uint32_t(v >> 32) != generation ||
+        int64_t(v & 0xffffffffu) >= n_tasks_.load(std::memory_order_relaxed))
+      return;
+    if (!next_task_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) continue;
+    (*fn_)(int64_t(v & 0xffffffffu));
+    done_tasks_.fetch_add(1, std::memory_order_release);
+    v = next_task_.load(std::memory_order_acquire);
+  }
+}
+
+void ThreadPool::worker_loop() {
+  // Generation 0 is the pool's start: a worker that starts late (even after the destructor)
+  // sees every later change.
+  uint32_t seen = 0;
+  for (;;) {
+    // Wait for a new call: spin briefly, then sleep.
+    for (int i = 0; i < kSpinRounds && generation_.load(std::memory_order_acquire) == seen; ++i)
+      _mm_pause();
+    if (generation_.load(std::memory_order_acquire) == seen) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+    }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load(std::memory_order_acquire)) return;
+    run_tasks(seen);
+  }
+}
+
+void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
+  if (n <= 0) return;
+  if (workers_.empty() || n == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
+  fn_ = &fn;
+  n_tasks_.store(n, std::memory_order_relaxed);
+  done_tasks_.store(0, std::memory_order_relaxed);
+  next_task_.store(uint64_t(generation) << 32, std::memory_order_release);
+  {
+    // Under the mutex, so a worker between its check and its wait cannot miss the change.
+    std::lock_guard<std::mutex> lock(mutex_);
+    generation_.store(generation, std::memory_order_release);
+  }
+  wake_.notify_all();
+  run_tasks(generation);
+  // The caller has run out of tasks to claim; wait for those still running elsewhere.
+  for (int spin = 0; done_tasks_.load(std::memory_order_acquire) < n; ++spin) {
+    if (spin < kSpinRounds) {
+      _mm_pause();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+}  // namespace rwkv

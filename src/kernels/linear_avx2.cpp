@@ -1,0 +1,250 @@
+// AVX2 + FMA variants of the kernels: the same scheme as linear_avx512.cpp with 8-lane vectors
+// (plain float weights widened while loaded, ggml blocks decoded to float32 first), and scalar
+// tails where a row is not a multiple of 8.
+// Headers come before the target pragma so that no inline function they define is compiled
+// for this ISA and then shared with code that runs on any CPU.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/quant.h"
+#include "kernels/variants.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+namespace rwkv::kernels::avx2 {
+
+namespace {
+
+inline float half(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+template <DType kType>
+inline __m256 load8(const uint8_t* row, int64_t k) {
+  if constexpr (kType == DType::F32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + k);
+  } else if constexpr (kType == DType::F16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k)));
+  } else {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
+  }
+}
+
+template <DType kType>
+inline float load1(const uint8_t* row, int64_t k) {
+  float v;
+  dequantize(kType, row + k * (kType == DType::F32 ? 4 : 2), 1, &v);
+  return v;
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <DType kType, int R, int TT>
+inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y, int64_t ldy) {
+  __m256 acc[R][TT];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < TT; ++t) acc[i][t] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 w[R];
+    for (int i = 0; i < R; ++i) w[i] = load8<kType>(rows[i], k);
+    for (int t = 0; t < TT; ++t) {
+      const __m256 xv = _mm256_loadu_ps(x + t * K + k);
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(w[i], xv, acc[i][t]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < TT; ++t) {
+      float s = hsum(acc[i][t]);
+      for (int64_t j = k; j < K; ++j) s += load1<kType>(rows[i], j) * x[t * K + j];
+      y[t * ldy + i] = s;
+    }
+}
+
+template <DType kType, int R>
+inline void rows_times_tokens(const uint8_t* const* rows, const float* x, int64_t T, int64_t K,
+                              float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4) tile<kType, R, 4>(rows, x + t * K, K, y + t * ldy, ldy);
+  switch (T - t) {
+    case 3:
+      tile<kType, R, 3>(rows, x + t * K, K, y + t * ldy, ldy);
+      break;
+    case 2:
+      tile<kType, R, 2>(rows, x + t * K, K, y + t * ldy, ldy);
+      break;
+    case 1:
+      tile<kType, R, 1>(rows, x + t * K, K, y + t * ldy, ldy);
+      break;
+    default:
+      break;
+  }
+}
+
+template <DType kType>
+void linear_plain(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
+  const int64_t K = w.cols(), O = w.rows();
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const uint8_t* rows[4] = {w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)};
+    rows_times_tokens<kType, 4>(rows, x, T, K, y + r, O);
+  }
+  for (; r < r1; ++r) {
+    const uint8_t* rows[1] = {w.row(r)};
+    rows_times_tokens<kType, 1>(rows, x, T, K, y + r, O);
+  }
+}
+
+// Decodes 32 ggml-block weights to float32, 8 at a time.
+template <DType kType>
+inline void decode_block(const uint8_t* b, float* out) {
+  if constexpr (kType == DType::Q8_0) {
+    const __m256 d = _mm256_set1_ps(half(b));
+    for (int j = 0; j < 4; ++j) {
+      const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * j));
+      _mm256_storeu_ps(out + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
+    }
+  } else {
+    constexpr bool kHasMin = kType == DType::Q4_1 || kType == DType::Q5_1;
+    constexpr bool kFiveBit = kType == DType::Q5_0 || kType == DType::Q5_1;
+    const uint8_t* p = b;
+    const __m256 d = _mm256_set1_ps(half(p));
+    p += 2;
+    __m256 m = _mm256_setzero_ps();
+    if constexpr (kHasMin) {
+      m = _mm256_set1_ps(half(p));
+      p += 2;
+    }
+    uint32_t qh = 0;
+    if constexpr (kFiveBit) {
+      std::memcpy(&qh, p, 4);
+      p += 4;
+    }
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    const __m128i halves[2] = {_mm_and_si128(bytes, mask),
+                               _mm_and_si128(_mm_srli_epi16(bytes, 4), mask)};
+    // Bit j of a lane's index selects the fifth bit from qh.
+    const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    for (int j = 0; j < 4; ++j) {
+      const __m128i src = j % 2 == 0 ? halves[j / 2] : _mm_srli_si128(halves[j / 2], 8);
+      __m256i q = _mm256_cvtepu8_epi32(src);
+      if constexpr (kFiveBit) {
+        const __m256i bits =
+            _mm256_and_si256(_mm256_set1_epi32(int((qh >> (8 * j)) & 0xff)), lane_bit);
+        q = _mm256_add_epi32(
+            q, _mm256_and_si256(_mm256_cmpeq_epi32(bits, lane_bit), _mm256_set1_epi32(16)));
+      }
+      if constexpr (!kHasMin) q = _mm256_sub_epi32(q, _mm256_set1_epi32(kFiveBit ? 16 : 8));
+      __m256 v = _mm256_cvtepi32_ps(q);
+      v = kHasMin ? _mm256_fmadd_ps(v, d, m) : _mm256_mul_ps(v, d);
+      _mm256_storeu_ps(out + 8 * j, v);
+    }
+  }
+}
+
+template <DType kType>
+void decode_row(const uint8_t* row, int64_t K, float* out) {
+  const int64_t bb = dtype_info(kType).block_bytes;
+  for (int64_t i = 0; i < K / 32; ++i) decode_block<kType>(row + i * bb, out + 32 * i);
+}
+
+template <DType kType>
+void linear_blocks(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
+  const int64_t K = w.cols(), O = w.rows();
+  thread_local std::vector<float> buf;
+  buf.resize(size_t(4 * K));
+  for (int64_t r = r0; r < r1; r += 4) {
+    const int n = int(std::min<int64_t>(4, r1 - r));
+    const uint8_t* rows[4];
+    for (int i = 0; i < n; ++i) {
+      decode_row<kType>(w.row(r + i), K, buf.data() + i * K);
+      rows[i] = reinterpret_cast<const uint8_t*>(buf.data() + i * K);
+    }
+    if (n == 4) {
+      rows_times_tokens<DType::F32, 4>(rows, x, T, K, y + r, O);
+    } else {
+      for (int i = 0; i < n; ++i) rows_times_tokens<DType::F32, 1>(rows + i, x, T, K, y + r + i, O);
+    }
+  }
+}
+
+}  // namespace
+
+void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
+  switch (w.dtype) {
+    case DType::F32:
+      return linear_plain<DType::F32>(w, x, T, y, r0, r1);
+    case DType::F16:
+      return linear_plain<DType::F16>(w, x, T, y, r0, r1);
+    case DType::BF16:
+      return linear_plain<DType::BF16>(w, x, T, y, r0, r1);
+    case DType::Q4_0:
+      return linear_blocks<DType::Q4_0>(w, x, T, y, r0, r1);
+    case DType::Q4_1:
+      return linear_blocks<DType::Q4_1>(w, x, T, y, r0, r1);
+    case DType::Q5_0:
+      return linear_blocks<DType::Q5_0>(w, x, T, y, r0, r1);
+    case DType::Q5_1:
+      return linear_blocks<DType::Q5_1>(w, x, T, y, r0, r1);
+    case DType::Q8_0:
+      return linear_blocks<DType::Q8_0>(w, x, T, y, r0, r1);
+  }
+}
+
+void decode_rows(const Tensor& w, int64_t r0, int64_t n, float* out) {
+  const int64_t K = w.cols();
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t* row = w.row(r0 + i);
+    float* o = out + i * K;
+    switch (w.dtype) {
+      case DType::Q4_0:
+        decode_row<DType::Q4_0>(row, K, o);
+        break;
+      case DType::Q4_1:
+        decode_row<DType::Q4_1>(row, K, o);
+        break;
+      case DType::Q5_0:
+        decode_row<DType::Q5_0>(row, K, o);
+        break;
+      case DType::Q5_1:
+        decode_row<DType::Q5_1>(row, K, o);
+        break;
+      case DType::Q8_0:
+        decode_row<DType::Q8_0>(row, K, o);
+        break;
+      default:
+        dequantize(w.dtype, row, K, o);
+        break;
+    }
+  }
+}
+
+void axpy_rows(const float* x, int64_t T, int64_t ldx, const float* row, int64_t n, float* y,
+               int64_t ldy) {
+  for (int64_t t = 0; t < T; ++t) {
+    const __m256 a = _mm256_set1_ps(x[t * ldx]);
+    float* yt = y + t * ldy;
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+      _mm256_storeu_ps(yt + c,
+                       _mm256_fmadd_ps(a, _mm256_loadu_ps(row + c), _mm256_loadu_ps(yt + c)));
+    for (; c < n; ++c) yt[c] += x[t * ldx] * row[c];
+  }
+}
+
+}  // namespace rwkv::kernels::avx2
+
+#pragma GCC pop_options

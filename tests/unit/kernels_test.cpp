@@ -1,0 +1,145 @@
+// Every SIMD variant of every kernel against the scalar reference, for every stored type, with a
+// bound derived from float32 summation: reordering a K-term sum of products changes it by at
+// most about K * 2^-24 * sum |w_i x_i| (we allow twice that).
+#include "kernels/kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "core/quant.h"
+#include "io/tensor_map.h"
+#include "rwkv/thread_pool.h"
+
+namespace rwkv::kernels {
+namespace {
+
+// A (rows, cols) tensor of `dtype` with random contents that decode to finite values.
+Tensor& random_tensor(TensorMap& map, DType dtype, int64_t rows, int64_t cols, unsigned seed) {
+  Tensor& t = map.add_owned("w" + std::to_string(map.size()), dtype, {rows, cols});
+  std::mt19937 rng(seed);
+  auto* p = const_cast<uint8_t*>(t.data);
+  if (dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const float v = normal(rng);
+      if (dtype == DType::F32) {
+        std::memcpy(p + 4 * i, &v, 4);
+      } else {
+        const uint16_t h = dtype == DType::F16 ? fp32_to_fp16(v) : fp32_to_bf16(v);
+        std::memcpy(p + 2 * i, &h, 2);
+      }
+    }
+    return t;
+  }
+  // Blocks: random bytes, then every 16-bit scale/min replaced by a small finite half.
+  for (uint64_t i = 0; i < t.nbytes; ++i) p[i] = uint8_t(rng());
+  const DTypeInfo& info = dtype_info(dtype);
+  const bool has_min = dtype == DType::Q4_1 || dtype == DType::Q5_1;
+  std::uniform_real_distribution<float> scale(-0.1f, 0.1f);
+  for (uint64_t b = 0; b < t.nbytes / uint64_t(info.block_bytes); ++b) {
+    uint8_t* blk = p + b * uint64_t(info.block_bytes);
+    for (int j = 0; j < (has_min ? 2 : 1); ++j) {
+      const uint16_t h = fp32_to_fp16(scale(rng));
+      std::memcpy(blk + 2 * j, &h, 2);
+    }
+  }
+  return t;
+}
+
+const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,
+                           DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0};
+
+class KernelVariants : public ::testing::TestWithParam<KernelVariant> {
+ protected:
+  void SetUp() override {
+    const auto available = available_variants();
+    if (std::find(available.begin(), available.end(), GetParam()) == available.end())
+      GTEST_SKIP() << "SKIPPED: " << variant_name(GetParam()) << " not supported by this CPU";
+  }
+};
+
+TEST_P(KernelVariants, LinearMatchesReferenceForEveryTypeAndShape) {
+  for (DType dtype : kAllTypes) {
+    for (int64_t K : {32, 64, 96, 160, 2048}) {
+      for (int64_t cols : {K, K + (is_quantized(dtype) ? 0 : 7)}) {
+        for (int64_t rows : {1, 5, 67}) {
+          TensorMap map;
+          const Tensor& w = random_tensor(map, dtype, rows, cols, unsigned(rows * 131 + cols));
+          for (int64_t T : {1, 2, 3, 4, 5, 9}) {
+            std::vector<float> x(size_t(T * cols)), want(size_t(T * rows)), got(want.size());
+            std::mt19937 rng{static_cast<unsigned>(T)};
+            std::normal_distribution<float> normal;
+            for (float& v : x) v = normal(rng);
+            linear(w, x.data(), T, want.data(), nullptr, KernelVariant::kScalar);
+            linear(w, x.data(), T, got.data(), nullptr, GetParam());
+            std::vector<float> wf = to_f32(w);
+            for (int64_t t = 0; t < T; ++t)
+              for (int64_t r = 0; r < rows; ++r) {
+                double mag = 0;
+                for (int64_t c = 0; c < cols; ++c)
+                  mag += std::abs(double(wf[size_t(r * cols + c)]) * x[size_t(t * cols + c)]);
+                const double bound = 2.0 * double(cols) * std::ldexp(1.0, -24) * mag + 1e-30;
+                ASSERT_LE(std::abs(double(got[size_t(t * rows + r)]) - want[size_t(t * rows + r)]),
+                          bound)
+                    << dtype_name(dtype) << " rows=" << rows << " cols=" << cols << " T=" << T
+                    << " r=" << r << " t=" << t;
+              }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(KernelVariants, MatmulMatchesReference) {
+  for (DType dtype : kAllTypes) {
+    TensorMap map;
+    const int64_t I = 40, O = is_quantized(dtype) ? 96 : 75;
+    const Tensor& w = random_tensor(map, dtype, I, O, 5);
+    for (int64_t T : {1, 3, 8}) {
+      std::vector<float> x(size_t(T * I)), want(size_t(T * O)), got(want.size());
+      std::mt19937 rng(7);
+      std::normal_distribution<float> normal;
+      for (float& v : x) v = normal(rng);
+      matmul(x.data(), T, w, want.data(), KernelVariant::kScalar);
+      matmul(x.data(), T, w, got.data(), GetParam());
+      for (size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::abs(want[i]))) << dtype_name(dtype);
+    }
+  }
+}
+
+// Splitting rows over threads changes nothing: each output is computed by one thread.
+TEST_P(KernelVariants, ThreadedLinearIsIdentical) {
+  ThreadPool pool(3);
+  for (DType dtype : {DType::F32, DType::BF16, DType::Q5_1}) {
+    TensorMap map;
+    const Tensor& w = random_tensor(map, dtype, 1000, 128, 3);
+    std::vector<float> x(4 * 128, 0.25f), one(4 * 1000), many(4 * 1000);
+    linear(w, x.data(), 4, one.data(), nullptr, GetParam());
+    linear(w, x.data(), 4, many.data(), &pool, GetParam());
+    EXPECT_EQ(one, many) << dtype_name(dtype);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, KernelVariants,
+                         ::testing::Values(KernelVariant::kAvx2, KernelVariant::kAvx512),
+                         [](const auto& info) { return std::string(variant_name(info.param)); });
+
+TEST(ThreadPool, RunsEveryTaskOnceAcrossManyCalls) {
+  for (int threads : {1, 2, 4}) {
+    ThreadPool pool(threads);
+    EXPECT_EQ(pool.size(), threads);
+    for (int call = 0; call < 2000; ++call) {
+      const int64_t n = 1 + call % 37;
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      pool.parallel_for(n, [&](int64_t i) { hits[size_t(i)].fetch_add(1); });
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << call;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rwkv::kernels

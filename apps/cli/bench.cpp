@@ -4,9 +4,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "cli.h"
+#include "core/dtype.h"
+#include "kernels/kernels.h"
+#include "kernels/probes.h"
 
 namespace rwkv::cli {
 
@@ -14,6 +18,8 @@ namespace {
 
 struct BenchOptions {
   ModelOptions model;
+  bool json = false;
+  bool memory = false;
   int prompt = 512;
   int gen = 64;
   int runs = 3;
@@ -29,52 +35,109 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+struct Probes {
+  double read_gbps;
+  double fma_gflops;
+};
+
+Probes probe_machine(ThreadPool& pool) {
+  return {kernels::measure_read_bandwidth(pool), kernels::measure_fma_peak(pool)};
+}
+
 void run(const BenchOptions& o) {
+  auto pool = o.model.make_pool();
+  if (o.memory) {
+    const Probes p = probe_machine(*pool);
+    if (o.json) {
+      fmt::print("{}\n", nlohmann::json{{"threads", pool->size()},
+                                        {"read_gbps", p.read_gbps},
+                                        {"fma_gflops", p.fma_gflops}}
+                             .dump());
+    } else {
+      fmt::print("threads: {}\nmemory read: {:.1f} GB/s\nfp32 FMA peak: {:.0f} GFLOP/s\n",
+                 pool->size(), p.read_gbps, p.fma_gflops);
+    }
+    return;
+  }
+  if (o.model.path.empty()) throw Error("bench: a model file is required (or --memory)");
   auto start = std::chrono::steady_clock::now();
   auto model = o.model.load();
   const double load_s = seconds_since(start);
   const ModelInfo& info = model->info();
   std::mt19937 rng(1234);
-  std::vector<int> prompt(size_t(o.prompt));
+  std::vector<int> prompt(static_cast<size_t>(o.prompt));
   for (int& t : prompt) t = int(rng() % uint32_t(info.n_vocab));
   std::vector<float> state(model->state_size()), logits(size_t(info.n_vocab));
   Scratch scratch;
+  const EvalOptions eval{.chunk = o.chunk, .pool = pool.get()};
 
   std::vector<double> prefill, generate;
   for (int r = 0; r < o.runs; ++r) {
     model->init_state(state);
     start = std::chrono::steady_clock::now();
-    model->forward_seq(prompt, state, logits, false, scratch, {.chunk = o.chunk});
+    model->forward_seq(prompt, state, logits, false, scratch, eval);
     prefill.push_back(double(o.prompt) / seconds_since(start));
     start = std::chrono::steady_clock::now();
     int token = prompt.back();
     for (int i = 0; i < o.gen; ++i) {
-      model->forward(token, state, logits, scratch);
+      model->forward(token, state, logits, scratch, eval);
       token = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
     }
     generate.push_back(double(o.gen) / seconds_since(start));
   }
-  // A generated token reads every weight once, except the embedding: one row of it.
-  uint64_t bytes = 0;
+  // A generated token reads every weight once, except the embedding: one row of it. Each weight
+  // a token multiplies is one FMA (2 flops).
+  double bytes = 0, flops = 0;
   for (const TensorInfo& t : info.tensors) {
     int64_t n = 1;
     for (int64_t d : t.shape) n *= d;
-    const double per = t.dtype == "F32" ? 4 : t.dtype == "F16" || t.dtype == "BF16" ? 2
-                       : t.dtype == "Q8_0" ? 34.0 / 32 : t.dtype == "Q5_1" ? 24.0 / 32
-                       : t.dtype == "Q5_0" ? 22.0 / 32 : t.dtype == "Q4_1" ? 20.0 / 32 : 18.0 / 32;
-    bytes += uint64_t(double(t.name == "emb.weight" ? info.n_embd : n) * per);
+    const DType dtype = *dtype_from_name(t.dtype);
+    const double per =
+        double(dtype_info(dtype).block_bytes) / double(dtype_info(dtype).block_elems);
+    const bool emb = t.name == "emb.weight";
+    bytes += double(emb ? info.n_embd : n) * per;
+    if (!emb && t.shape.size() == 2) flops += 2.0 * double(n);
   }
-  const double gen_tps = median(generate);
+  const Probes probes = probe_machine(*pool);
+  const double prefill_tps = median(prefill), gen_tps = median(generate);
+  const double read_gbps = bytes * gen_tps / 1e9;
+  const double bandwidth_fraction = read_gbps / probes.read_gbps;
+  const double fma_fraction = prefill_tps * flops / 1e9 / probes.fma_gflops;
+  if (o.json) {
+    fmt::print("{}\n", nlohmann::json{{"model", info.path},
+                                      {"version", info.version},
+                                      {"threads", pool->size()},
+                                      {"load_s", load_s},
+                                      {"prefill_tokens", o.prompt},
+                                      {"prefill_tok_s", prefill_tps},
+                                      {"gen_tok_s", gen_tps},
+                                      {"bytes_per_token", bytes},
+                                      {"read_gbps", read_gbps},
+                                      {"machine_read_gbps", probes.read_gbps},
+                                      {"bandwidth_fraction", bandwidth_fraction},
+                                      {"flops_per_token", flops},
+                                      {"machine_fma_gflops", probes.fma_gflops},
+                                      {"fma_fraction", fma_fraction},
+                                      {"kernels", kernels::variant_name(kernels::active_variant())}}
+                           .dump());
+    return;
+  }
   fmt::print("model:      {} (RWKV-{}, {} layers x {}, vocab {}, {:.2f}M params)\n", info.path,
              info.version, info.n_layer, info.n_embd, info.n_vocab, double(info.n_params) / 1e6);
+  fmt::print("threads:    {} ({} kernels)\n", pool->size(),
+             kernels::variant_name(kernels::active_variant()));
   fmt::print("load:       {:.3f} s\n", load_s);
-  fmt::print("prefill:    {:.1f} tok/s  (sequence mode, T={}, chunk {}, median of {})\n",
-             median(prefill), o.prompt, o.chunk, o.runs);
-  fmt::print("generation: {:.1f} tok/s  (one token per call, median of {} x {})\n", gen_tps,
-             o.runs, o.gen);
-  fmt::print("prefill speedup over token-by-token: {:.2f}x\n", median(prefill) / gen_tps);
-  fmt::print("bytes read per token: {:.1f} MB, effective {:.2f} GB/s\n", double(bytes) / 1e6,
-             double(bytes) * gen_tps / 1e9);
+  fmt::print(
+      "prefill:    {:.1f} tok/s  (sequence mode, T={}, chunk {}, median of {}), {:.0f}% of "
+      "the FMA peak ({:.0f} GFLOP/s)\n",
+      prefill_tps, o.prompt, o.chunk, o.runs, 100 * fma_fraction, probes.fma_gflops);
+  fmt::print("generation: {:.1f} tok/s  (one token per call, median of {} x {})\n", gen_tps, o.runs,
+             o.gen);
+  fmt::print("prefill speedup over token-by-token: {:.2f}x\n", prefill_tps / gen_tps);
+  fmt::print(
+      "bytes read per token: {:.1f} MB, effective {:.2f} GB/s = {:.0f}% of the measured "
+      "{:.1f} GB/s\n",
+      bytes / 1e6, read_gbps, 100 * bandwidth_fraction, probes.read_gbps);
 }
 
 }  // namespace
@@ -82,7 +145,7 @@ void run(const BenchOptions& o) {
 void add_bench_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Measure load time, prefill and generation speed");
   auto o = std::make_shared<BenchOptions>();
-  o->model.add_to(*cmd);
+  o->model.add_to(*cmd, /*required=*/false);
   cmd->add_option("--prompt", o->prompt, "Prompt tokens for the prefill measurement (default 512)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--gen", o->gen, "Tokens generated one by one (default 64)")
@@ -91,6 +154,9 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--chunk", o->chunk, "Tokens per step in sequence mode (default 64)")
       ->check(CLI::PositiveNumber);
+  cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->add_flag("--memory", o->memory,
+                "Only measure this machine: memory read bandwidth and FMA peak");
   cmd->callback([o] { run(*o); });
 }
 

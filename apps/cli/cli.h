@@ -6,23 +6,32 @@
 #include <string>
 
 #include "rwkv/model.h"
+#include "rwkv/thread_pool.h"
 
 namespace rwkv::cli {
 
 // Options every command that loads a model accepts.
 struct ModelOptions {
   std::string path;
-  std::string arch;  // "" = detect
+  std::string arch;    // "" = detect
   float ln_x_eps = 0;  // 0 = the file's convention
+  int threads = 0;     // 0 = one per core
 
-  void add_to(CLI::App& cmd);
+  void add_to(CLI::App& cmd, bool required = true);
   // Loads the model and prints its warnings to stderr.
   std::unique_ptr<Model> load() const;
+  // A pool of --threads threads.
+  std::unique_ptr<ThreadPool> make_pool() const;
 };
 
 void add_info_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_init_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
+void add_kl_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
+void add_detokenize_command(CLI::App& app);
 
 }  // namespace rwkv::cli

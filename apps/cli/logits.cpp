@@ -65,15 +65,17 @@ void run(const LogitsOptions& o) {
   const size_t V = size_t(model->info().n_vocab);
   State state = o.state_in.empty() ? State(*model) : State::load(*model, o.state_in);
   Scratch scratch;
+  auto pool = o.model.make_pool();
+  const EvalOptions eval{.chunk = o.chunk, .pool = pool.get()};
   // Logits of every position with --all, else of the last one.
   std::vector<float> logits(V * (o.all ? tokens.size() : 1));
   if (o.mode == "seq") {
-    model->forward_seq(tokens, state.data(), logits, o.all, scratch, {.chunk = o.chunk});
+    model->forward_seq(tokens, state.data(), logits, o.all, scratch, eval);
   } else {
     for (size_t i = 0; i < tokens.size(); ++i) {
       const size_t row = o.all ? i : 0;
-      model->forward(tokens[i], state.data(), std::span<float>(logits).subspan(row * V, V),
-                     scratch);
+      model->forward(tokens[i], state.data(), std::span<float>(logits).subspan(row * V, V), scratch,
+                     eval);
     }
   }
   const size_t first = o.all ? 0 : tokens.size() - 1;
@@ -103,7 +105,8 @@ void add_logits_command(CLI::App& app) {
       ->check(CLI::IsMember({"seq", "rnn"}));
   cmd->add_option("--chunk", o->chunk, "Tokens per step in seq mode (bounds memory; default 64)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--state-in", o->state_in, "Start from this state file instead of the initial state")
+  cmd->add_option("--state-in", o->state_in,
+                  "Start from this state file instead of the initial state")
       ->check(CLI::ExistingFile);
   cmd->add_option("--state-out", o->state_out, "Save the final state to this file (atomically)");
   cmd->callback([o] {

@@ -1,12 +1,14 @@
+#include <algorithm>
 #include <cstdio>
+#include <thread>
 
 #include "cli.h"
 
 namespace rwkv::cli {
 
-void ModelOptions::add_to(CLI::App& cmd) {
+void ModelOptions::add_to(CLI::App& cmd, bool required) {
   cmd.add_option("model", path, "Model file: .pth, .safetensors or rwkv.cpp .bin")
-      ->required()
+      ->required(required)
       ->check(CLI::ExistingFile);
   cmd.add_option("--arch", arch, "Architecture to assume instead of detecting it")
       ->check(CLI::IsMember({"4", "5", "5.0", "5.1", "5.2", "6", "7", "v4", "v5", "v6", "v7"}));
@@ -14,6 +16,13 @@ void ModelOptions::add_to(CLI::App& cmd) {
                  "GroupNorm eps of RWKV-5/6/7 (default: the file's convention, 64e-5 for "
                  "official checkpoints, 1e-5 for rwkv.cpp v5 .bin files)")
       ->check(CLI::PositiveNumber);
+  cmd.add_option("--threads", threads, "Threads for the matrix products (default: one per core)")
+      ->check(CLI::Range(1, 1024));
+}
+
+std::unique_ptr<ThreadPool> ModelOptions::make_pool() const {
+  const int n = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  return std::make_unique<ThreadPool>(n);
 }
 
 std::unique_ptr<Model> ModelOptions::load() const {

@@ -12,8 +12,12 @@
 #include "core/quant.h"
 #include "kernels/variants.h"
 
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#endif
 
 namespace rwkv::kernels::avx2 {
 
@@ -247,4 +251,8 @@ void axpy_rows(const float* x, int64_t T, int64_t ldx, const float* row, int64_t
 
 }  // namespace rwkv::kernels::avx2
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif

@@ -11,8 +11,12 @@
 
 #include "kernels/variants.h"
 
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
+#endif
 
 namespace rwkv::kernels::avx512 {
 
@@ -259,4 +263,8 @@ void axpy_rows(const float* x, int64_t T, int64_t ldx, const float* row, int64_t
 
 }  // namespace rwkv::kernels::avx512
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif

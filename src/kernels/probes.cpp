@@ -12,8 +12,12 @@
 
 #include "core/cpu.h"
 
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
+#endif
 
 namespace rwkv::kernels {
 
@@ -104,4 +108,8 @@ double measure_fma_peak(ThreadPool& pool) {
 
 }  // namespace rwkv::kernels
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif

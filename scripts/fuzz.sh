@@ -12,7 +12,7 @@ shared=${RWKV_SHARED:-../shared}
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DRWKV_FUZZ=ON -DRWKV_TESTS=OFF >/dev/null
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(fuzz_pth fuzz_safetensors fuzz_rwkv_cpp_bin)
+[ ${#targets[@]} -eq 0 ] && targets=(fuzz_pth fuzz_safetensors fuzz_rwkv_cpp_bin fuzz_tokenizer)
 cmake --build build-fuzz --target "${targets[@]}"
 
 seed() {  # seed <target> <corpus dir>: small real files of the target's format
@@ -22,6 +22,12 @@ seed() {  # seed <target> <corpus dir>: small real files of the target's format
     fuzz_safetensors)  # written by our own converter from a real checkpoint
       cmake --build build --target rwkv_cli >/dev/null 2>&1 &&
         build/rwkv convert "$shared"/testdata/reference/models/rwkv4-ref-bf16.pth "$2"/rwkv4.safetensors 2>/dev/null ;;
+    fuzz_tokenizer)  # the first byte picks the mode (see tests/fuzz/fuzz_tokenizer.cpp)
+      for f in "$shared"/testdata/tokenizer/*.txt; do
+        for mode in 0 1 3; do { printf "\\$mode"; cat "$f"; } >"$2/$mode-$(basename "$f")"; done
+      done
+      { printf '\4'; head -300 "$shared"/tokenizers/rwkv_vocab_v20230424.txt; } >"$2/4-vocab.txt"
+      printf '\5{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}, "pre_tokenizer": {"type": "ByteLevel"}}' >"$2/5-tiny.json" ;;
   esac
 }
 

@@ -3,9 +3,12 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "rwkv/model.h"
+#include "rwkv/sampler.h"
+#include "rwkv/session.h"
 #include "rwkv/thread_pool.h"
 
 namespace rwkv::cli {
@@ -24,6 +27,20 @@ struct ModelOptions {
   std::unique_ptr<ThreadPool> make_pool() const;
 };
 
+// Sampling and stopping flags shared by generate and chat.
+struct SamplingOptions {
+  SamplerParams params;
+  std::optional<uint64_t> seed;
+  int max_tokens = 200;
+  std::vector<std::string> params_stop;
+  std::vector<int> stop_tokens;
+  std::vector<std::string> bias_text;
+
+  void add_to(CLI::App& cmd);
+  SamplerParams sampler_params() const;
+  GenerateOptions generate_options() const;
+};
+
 void add_info_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
@@ -33,5 +50,7 @@ void add_quantize_command(CLI::App& app);
 void add_kl_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_detokenize_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
+void add_eval_commands(CLI::App& app);
 
 }  // namespace rwkv::cli

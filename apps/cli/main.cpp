@@ -14,6 +14,13 @@ int main(int argc, char** argv) {
   rwkv::cli::add_logits_command(app);
   rwkv::cli::add_convert_command(app);
   rwkv::cli::add_bench_command(app);
+  rwkv::cli::add_init_command(app);
+  rwkv::cli::add_quantize_command(app);
+  rwkv::cli::add_kl_command(app);
+  rwkv::cli::add_tokenize_command(app);
+  rwkv::cli::add_detokenize_command(app);
+  rwkv::cli::add_generate_command(app);
+  rwkv::cli::add_eval_commands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,5 +1,5 @@
 // Scalar reference decoding of every stored element type (ggml block layouts of rwkv.cpp file
-// version 101). SIMD kernels are checked against these.
+// version 101), and the encoders that write them. SIMD kernels are checked against these.
 #pragma once
 
 #include <cstdint>
@@ -10,5 +10,33 @@ namespace rwkv {
 
 // Decodes `n` elements (a whole number of blocks for quantized types) starting at `src`.
 void dequantize(DType dtype, const uint8_t* src, int64_t n, float* dst);
+
+// How quantize() picks each block's scale (and offset, for Q4_1/Q5_1).
+enum class QuantMethod {
+  // Round to nearest on the grid fixed by the block's extremes, the same arithmetic as ggml's
+  // quantize_row_*_reference, so a file matches one written by rwkv.cpp's quantizer byte for
+  // byte. Q8_0 and Q4_1/Q5_1: every element is within d/2 of its decoded value (plus the fp16
+  // rounding of d and m). Q4_0/Q5_0 put the largest-magnitude element on the extra level of
+  // its sign (-8 or -16 times d), so an element of the other sign and nearly the same magnitude
+  // clips to the last level on its side and may be off by up to d.
+  kReference,
+  // Tries a few scales around the reference one (allowing the outermost element to clip), fits
+  // the scale (and offset) to the chosen levels by least squares, and keeps whichever block,
+  // this or the reference one, decodes with the smaller squared error. Same layout, never a
+  // larger squared error per block than kReference (12-17% less over the tiny real models),
+  // but measured in KL divergence it was not reliably better (docs/BENCHMARKS.md), so it is
+  // opt-in.
+  kSearch,
+};
+
+// Encodes `n` floats as `dtype` into `dst` (dtype_bytes(dtype, n) bytes). For quantized types
+// `n` must be a whole number of blocks; F32/F16/BF16 are plain conversions (round to nearest
+// even). Values must be finite and, for quantized types, within the fp16 range.
+void quantize(DType dtype, const float* src, int64_t n, uint8_t* dst,
+              QuantMethod method = QuantMethod::kReference);
+
+// Sum of squared differences between `n` floats and their encoding `q` of type `dtype`
+// (decoded block by block; no allocation beyond one block).
+double quantization_sse(DType dtype, const float* src, int64_t n, const uint8_t* q);
 
 }  // namespace rwkv

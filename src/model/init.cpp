@@ -96,9 +96,15 @@ struct Spec {
 // Builds the tensor list of one model, layer by layer, in the official key order.
 class Layout {
  public:
-  Layout(int64_t C, int64_t L) : C_(C), L_(L) {}
+  Layout(int64_t C, int64_t L) : C_(C), L_(L), out_gain(1.0f / std::sqrt(2.0f * float(L))) {}
 
   std::vector<Spec> specs;
+  // Gain of the projections that write into the residual stream (att.output, ffn.value):
+  // 1/sqrt(2L), the depth scaling of GPT-2's init. The official RWKV init zeroes them, and in a
+  // trained model each layer nudges the stream; at unit gain a random model is chaotic (Q4_0
+  // weights moved its next-token distributions by a KL of ~0.6 nats at 6 layers, against a few
+  // hundredths for trained models), which would make quantization measurements meaningless.
+  const float out_gain;
 
   // A weight used as x @ W or W x with `fan_in` inputs: N(0, gain / sqrt(fan_in)), the scale
   // that keeps activations at unit size through the layer.
@@ -149,12 +155,13 @@ void build_v4(Layout& m, int64_t C, int64_t F, int L) {
     m.mix(p + "att.time_mix_v",
           [&m, r0, r1](int64_t c) { return std::pow(m.ramp(c), r1) + 0.3f * r0; });
     m.mix(p + "att.time_mix_r", [&m, r1](int64_t c) { return std::pow(m.ramp(c), 0.5f * r1); });
-    for (const char* name : {"key", "value", "receptance", "output"})
+    for (const char* name : {"key", "value", "receptance"})
       m.matrix(p + "att." + name + ".weight", {C, C}, C);
+    m.matrix(p + "att.output.weight", {C, C}, C, m.out_gain);
     m.mix(p + "ffn.time_mix_k", [&m, r1](int64_t c) { return std::pow(m.ramp(c), r1); });
     m.mix(p + "ffn.time_mix_r", [&m, r1](int64_t c) { return std::pow(m.ramp(c), r1); });
     m.matrix(p + "ffn.key.weight", {F, C}, C);
-    m.matrix(p + "ffn.value.weight", {C, F}, F);
+    m.matrix(p + "ffn.value.weight", {C, F}, F, m.out_gain);
     m.matrix(p + "ffn.receptance.weight", {C, C}, C);
   }
 }
@@ -177,13 +184,15 @@ void build_v5(Layout& m, int64_t C, int64_t H, int64_t N, int64_t F, int L) {
           0.3f);
     m.vec(p + "att.time_faaaa", {H, N},
           [&m, r0](int64_t c) { return r0 * (1.0f - m.ramp1(c)) + 0.1f * zigzag(c); }, 0.1f);
-    for (const char* name : {"receptance", "key", "value", "output", "gate"})
+    for (const char* name : {"receptance", "key", "value"})
       m.matrix(p + "att." + name + ".weight", {C, C}, C);
+    m.matrix(p + "att.output.weight", {C, C}, C, m.out_gain);
+    m.matrix(p + "att.gate.weight", {C, C}, C);
     m.norm(p + "att.ln_x");
     m.mix(p + "ffn.time_mix_k", [&m, r1](int64_t c) { return std::pow(m.ramp(c), r1); });
     m.mix(p + "ffn.time_mix_r", [&m, r1](int64_t c) { return std::pow(m.ramp(c), r1); });
     m.matrix(p + "ffn.key.weight", {F, C}, C);
-    m.matrix(p + "ffn.value.weight", {C, F}, F);
+    m.matrix(p + "ffn.value.weight", {C, F}, F, m.out_gain);
     m.matrix(p + "ffn.receptance.weight", {C, C}, C);
   }
 }
@@ -215,14 +224,16 @@ void build_v6(Layout& m, int64_t C, int64_t H, int64_t N, int64_t F, int L, cons
     m.matrix(p + "att.time_decay_w2", {r.decay, C}, r.decay, 0.5f);
     m.vec(p + "att.time_faaaa", {H, N},
           [&m, r0](int64_t c) { return r0 * (1.0f - m.ramp1(c)) + 0.1f * zigzag(c); }, 0.1f);
-    for (const char* name : {"receptance", "key", "value", "output", "gate"})
+    for (const char* name : {"receptance", "key", "value"})
       m.matrix(p + "att." + name + ".weight", {C, C}, C);
+    m.matrix(p + "att.output.weight", {C, C}, C, m.out_gain);
+    m.matrix(p + "att.gate.weight", {C, C}, C);
     m.norm(p + "att.ln_x");
     m.mix(p + "ffn.time_maa_k", inv(r1));
     m.mix(p + "ffn.time_maa_r", inv(r1));
     m.matrix(p + "ffn.key.weight", {F, C}, C);
     m.matrix(p + "ffn.receptance.weight", {C, C}, C);
-    m.matrix(p + "ffn.value.weight", {C, F}, F);
+    m.matrix(p + "ffn.value.weight", {C, F}, F, m.out_gain);
   }
 }
 
@@ -260,12 +271,13 @@ void build_v7(Layout& m, int64_t C, int64_t H, int64_t N, int64_t F, int L, cons
     m.vec(p + "att.k_k", {1, 1, C}, [](int64_t) { return 0.85f; }, 0.1f);
     m.vec(p + "att.k_a", {1, 1, C}, [](int64_t) { return 1.0f; }, 0.1f);
     m.vec(p + "att.r_k", {H, N}, [](int64_t) { return 0.0f; }, 0.1f);
-    for (const char* name : {"receptance", "key", "value", "output"})
+    for (const char* name : {"receptance", "key", "value"})
       m.matrix(p + "att." + name + ".weight", {C, C}, C);
+    m.matrix(p + "att.output.weight", {C, C}, C, m.out_gain);
     m.norm(p + "att.ln_x");
     m.mix(p + "ffn.x_k", inv(r1 * r1 * r1 * r1));
     m.matrix(p + "ffn.key.weight", {F, C}, C);
-    m.matrix(p + "ffn.value.weight", {C, F}, F);
+    m.matrix(p + "ffn.value.weight", {C, F}, F, m.out_gain);
   }
 }
 
@@ -381,7 +393,10 @@ TensorMap init_model(const InitOptions& o) {
   if (arch == "6") build_v6(m, C, H, N, F, int(L), ranks);
   if (arch == "7") build_v7(m, C, H, N, F, int(L), ranks);
   m.norm("ln_out");
-  m.matrix("head.weight", {V, C}, C);
+  // Logits with a standard deviation of about 4, so the next-token distribution has an entropy
+  // of a few nats like a trained model's, not the near-uniform one unit-size logits give over
+  // a large vocabulary (which would make KL and top-1 measurements meaningless).
+  m.matrix("head.weight", {V, C}, C, 4.0f);
 
   // One allocation for all tensors, left uninitialised (every byte is generated), each tensor
   // at a 64-byte boundary.

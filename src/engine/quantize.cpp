@@ -1,0 +1,179 @@
+// Whole-model quantization: decide each tensor's type, then convert rows in parallel straight
+// into one buffer owned by the result. Work is split into fixed pieces of rows, so the output
+// does not depend on the thread count.
+#include "engine/quantize.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "model/init.h"
+#include "rwkv/error.h"
+
+namespace rwkv {
+
+namespace {
+
+constexpr int64_t kTaskElems = 1 << 16;
+
+// blocks.<n>.(att|ffn).<projection>.weight: the large matrices of a layer.
+bool is_block_matrix(const std::string& name, const Tensor& t) {
+  if (t.shape.size() != 2) return false;
+  std::string_view s = name;
+  if (s.substr(0, 7) != "blocks.") return false;
+  s.remove_prefix(7);
+  size_t digits = 0;
+  while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') ++digits;
+  if (digits == 0 || digits >= s.size() || s[digits] != '.') return false;
+  s.remove_prefix(digits + 1);
+  for (std::string_view m : {"att.key.weight", "att.value.weight", "att.receptance.weight",
+                             "att.output.weight", "att.gate.weight", "ffn.key.weight",
+                             "ffn.value.weight", "ffn.receptance.weight"})
+    if (s == m) return true;
+  return false;
+}
+
+bool is_low_bit(DType t) {
+  return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1;
+}
+
+// Heads and embeddings smaller than this stay as they are (see policy_dtype).
+constexpr int64_t kSmallMatrix = int64_t(1) << 20;
+
+}  // namespace
+
+DType policy_dtype(const std::string& name, const Tensor& t, DType type,
+                   const QuantizeOptions& options) {
+  DType want = DType::F32;
+  if (is_block_matrix(name, t)) {
+    want = type;
+  } else if (name == "head.weight" || name == "emb.weight") {
+    const bool head = name == "head.weight";
+    const std::optional<DType>& override = head ? options.head : options.emb;
+    if (override)
+      want = *override;
+    else if (!is_quantized(type))
+      want = type;
+    else if (t.numel() < kSmallMatrix)
+      want = t.dtype;
+    else
+      want = head ? (is_low_bit(type) ? DType::Q8_0 : type) : DType::F16;
+  }
+  if (is_quantized(want) && t.cols() % 32 != 0) want = DType::F16;
+  return want;
+}
+
+TensorMap quantize_model(std::shared_ptr<const TensorMap> in, DType type,
+                         const QuantizeOptions& o) {
+  TensorMap out;
+  out.path = in->path;
+  out.format = "safetensors";
+  out.metadata = in->metadata;
+  out.metadata["quantization"] = std::string(dtype_name(type));
+  out.metadata["quantized_from"] = in->format;
+
+  struct Job {
+    std::string name;
+    const Tensor* src;
+    DType dtype;
+    uint64_t offset;
+  };
+  std::vector<Job> jobs;
+  uint64_t total_bytes = 0, total_elems = 0;
+  for (const std::string& name : in->names()) {
+    const Tensor& t = in->at(name);
+    const DType want = policy_dtype(name, t, type, o);
+    if (want == t.dtype) continue;
+    jobs.push_back({name, &t, want, total_bytes});
+    total_bytes += (*dtype_bytes(want, uint64_t(t.numel())) + 63) / 64 * 64;
+    total_elems += uint64_t(t.numel());
+  }
+  std::shared_ptr<uint8_t> storage;
+  if (total_bytes > 0) storage = allocate_weights(total_bytes);
+
+  // Pieces of whole rows, about kTaskElems elements each.
+  struct Task {
+    size_t job;
+    int64_t row, rows;
+  };
+  std::vector<Task> tasks;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const Tensor& t = *jobs[j].src;
+    const int64_t per = std::max<int64_t>(1, kTaskElems / std::max<int64_t>(1, t.cols()));
+    for (int64_t r = 0; r < t.rows(); r += per) tasks.push_back({j, r, std::min(per, t.rows() - r)});
+  }
+
+  // The first offending tensor (job index << 1 | 1 if the values are finite but too large for
+  // fp16), reported after the pass.
+  std::atomic<uint64_t> bad{UINT64_MAX};
+  auto run = [&](int64_t i) {
+    const Task& task = tasks[size_t(i)];
+    const Job& job = jobs[task.job];
+    const Tensor& t = *job.src;
+    const int64_t n = task.rows * t.cols();
+    thread_local std::vector<float> buf;
+    buf.resize(size_t(n));
+    dequantize(t.dtype, t.row(task.row), n, buf.data());
+    const bool limited = job.dtype != DType::F32 && job.dtype != DType::BF16;
+    for (int64_t k = 0; k < n; ++k) {
+      const float v = buf[size_t(k)];
+      if (!std::isfinite(v) || (limited && std::fabs(v) > 65504.0f)) {
+        const uint64_t code = uint64_t(task.job) << 1 | (std::isfinite(v) ? 1 : 0);
+        uint64_t prev = bad.load();
+        while (code < prev && !bad.compare_exchange_weak(prev, code)) {
+        }
+        return;
+      }
+    }
+    const uint64_t row_bytes = *dtype_bytes(job.dtype, uint64_t(t.cols()));
+    quantize(job.dtype, buf.data(), n, storage.get() + job.offset + uint64_t(task.row) * row_bytes,
+             o.method);
+  };
+  uint64_t done = 0;
+  for (size_t first = 0; first < tasks.size();) {
+    size_t last = first;
+    uint64_t batch = 0;
+    while (last < tasks.size() && (batch == 0 || batch < total_elems / 100)) {
+      batch += uint64_t(tasks[last].rows * jobs[tasks[last].job].src->cols());
+      ++last;
+    }
+    auto fn = [&, first](int64_t k) { run(int64_t(first) + k); };
+    if (o.pool)
+      o.pool->parallel_for(int64_t(last - first), fn);
+    else
+      for (int64_t k = 0; k < int64_t(last - first); ++k) fn(k);
+    done += batch;
+    if (o.progress) o.progress(done, total_elems);
+    first = last;
+  }
+  if (const uint64_t code = bad.load(); code != UINT64_MAX) {
+    const Job& job = jobs[size_t(code >> 1)];
+    throw Error(in->path + ": tensor " + job.name +
+                (code & 1 ? " has values beyond the fp16 range, which " +
+                                 std::string(dtype_name(job.dtype)) + " cannot store"
+                           : " has non-finite values (NaN or infinity)"));
+  }
+
+  size_t next = 0;
+  for (const std::string& name : in->names()) {
+    if (next < jobs.size() && jobs[next].name == name) {
+      const Job& job = jobs[next++];
+      Tensor t;
+      t.dtype = job.dtype;
+      t.shape = job.src->shape;
+      t.data = storage.get() + job.offset;
+      t.nbytes = *dtype_bytes(job.dtype, uint64_t(job.src->numel()));
+      out.add(name, std::move(t));
+    } else {
+      out.add(name, in->at(name));
+    }
+  }
+  if (storage) out.keep_alive(std::shared_ptr<const void>(storage, storage.get()));
+  out.keep_alive(std::shared_ptr<const void>(in, in.get()));
+  return out;
+}
+
+}  // namespace rwkv

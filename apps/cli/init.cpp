@@ -1,5 +1,7 @@
 // `rwkv init`: write a random-weight model of any size in the official layout, so anyone can
 // reproduce the benchmarks and quantization measurements without downloading a checkpoint.
+#include "model/init.h"
+
 #include <fmt/format.h>
 
 #include <chrono>
@@ -7,7 +9,6 @@
 
 #include "cli.h"
 #include "io/readers.h"
-#include "model/init.h"
 #include "progress.h"
 
 namespace rwkv::cli {
@@ -22,8 +23,12 @@ void add_init_command(CLI::App& app) {
   cmd->add_option("--arch", o->arch, "Architecture: v4, v5 (the 5.2 layout), v6 or v7")
       ->required()
       ->check(CLI::IsMember({"v4", "v5", "v6", "v7", "4", "5", "6", "7"}));
-  cmd->add_option("--n-embd", o->n_embd, "Embedding size C")->required()->check(CLI::PositiveNumber);
-  cmd->add_option("--n-layer", o->n_layer, "Number of layers")->required()->check(CLI::PositiveNumber);
+  cmd->add_option("--n-embd", o->n_embd, "Embedding size C")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--n-layer", o->n_layer, "Number of layers")
+      ->required()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--vocab", o->n_vocab, "Vocabulary size")->required()->check(CLI::PositiveNumber);
   cmd->add_option("--head-size", o->head_size, "Head size of RWKV-5/6/7 (default 64)")
       ->check(CLI::PositiveNumber);

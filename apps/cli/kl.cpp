@@ -1,6 +1,8 @@
 // `rwkv kl MODEL_A MODEL_B --file TEXT`: how much model B's next-token distributions differ
 // from model A's over a text (mean KL(P_A || P_B), top-1 agreement, perplexity of each). The
 // measure of what quantization costs: A the full-precision file, B the quantized one.
+#include "engine/kl.h"
+
 #include <fmt/format.h>
 
 #include <fstream>
@@ -10,7 +12,6 @@
 #include <thread>
 
 #include "cli.h"
-#include "engine/kl.h"
 #include "progress.h"
 #include "rwkv/tokenizer.h"
 
@@ -25,7 +26,7 @@ struct KlCliOptions {
   float ln_x_eps = 0;
   int64_t chunk = 512;
   int64_t max_tokens = 0;
-  int threads = 1;
+  int threads = 0;  // 0: one per core
   bool json = false;
 };
 
@@ -73,12 +74,15 @@ void run(const KlCliOptions& o) {
     const auto tok = Tokenizer::for_model(o.model_a, a->info().n_vocab, o.tokenizer);
     tokens = tok->encode(read_file(o.file));
   }
-  if (o.max_tokens > 0 && int64_t(tokens.size()) > o.max_tokens) tokens.resize(size_t(o.max_tokens));
+  if (o.max_tokens > 0 && int64_t(tokens.size()) > o.max_tokens)
+    tokens.resize(size_t(o.max_tokens));
 
-  ThreadPool pool(o.threads);
+  const int n_threads =
+      o.threads > 0 ? o.threads : std::max(1, int(std::thread::hardware_concurrency()));
+  ThreadPool pool(n_threads);
   KlOptions opts;
   opts.chunk = o.chunk;
-  opts.pool = o.threads > 1 ? &pool : nullptr;
+  opts.pool = n_threads > 1 ? &pool : nullptr;
   ProgressBar bar("comparing");
   opts.progress = [&](int64_t done, int64_t total) {
     bar.update(double(done), double(total), fmt::format("{} / {} tokens", done, total));
@@ -87,12 +91,17 @@ void run(const KlCliOptions& o) {
   bar.finish();
 
   if (o.json) {
-    nlohmann::json j = {{"model_a", o.model_a},     {"model_b", o.model_b},
-                        {"tokens", r.n_tokens},     {"positions", r.n_positions},
-                        {"mean_kl", r.mean_kl},     {"max_kl", r.max_kl},
+    nlohmann::json j = {{"model_a", o.model_a},
+                        {"model_b", o.model_b},
+                        {"tokens", r.n_tokens},
+                        {"positions", r.n_positions},
+                        {"mean_kl", r.mean_kl},
+                        {"max_kl", r.max_kl},
                         {"top1_agreement", r.top1_agreement},
-                        {"nll_a", r.nll_a},         {"nll_b", r.nll_b},
-                        {"ppl_a", r.ppl_a},         {"ppl_b", r.ppl_b}};
+                        {"nll_a", r.nll_a},
+                        {"nll_b", r.nll_b},
+                        {"ppl_a", r.ppl_a},
+                        {"ppl_b", r.ppl_b}};
     fmt::print("{}\n", j.dump(1));
     return;
   }
@@ -128,7 +137,8 @@ void add_kl_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--max-tokens", o->max_tokens, "Use only the first N tokens")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--threads", o->threads, "Threads (default 1)")->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", o->threads, "Threads (default: one per core)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--arch", o->arch, "Architecture to assume for both models")
       ->check(CLI::IsMember({"4", "5", "5.0", "5.1", "5.2", "6", "7", "v4", "v5", "v6", "v7"}));
   cmd->add_option("--ln-x-eps", o->ln_x_eps, "GroupNorm eps for both models")

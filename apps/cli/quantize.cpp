@@ -1,5 +1,7 @@
 // `rwkv quantize IN OUT TYPE`: convert any supported model file to safetensors with quantized
 // weights, following the per-tensor policy of engine/quantize.h, atomically.
+#include "engine/quantize.h"
+
 #include <fmt/format.h>
 
 #include <chrono>
@@ -7,7 +9,6 @@
 #include <thread>
 
 #include "cli.h"
-#include "engine/quantize.h"
 #include "io/readers.h"
 #include "progress.h"
 
@@ -15,8 +16,8 @@ namespace rwkv::cli {
 
 namespace {
 
-const std::vector<std::string> kTypes = {"Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_1",
-                                         "F16",  "BF16", "F32"};
+const std::vector<std::string> kTypes = {"Q8_0", "Q5_0", "Q5_1", "Q4_0",
+                                         "Q4_1", "F16",  "BF16", "F32"};
 
 DType parse_type(std::string s) {
   for (char& c : s) c = char(std::toupper(static_cast<unsigned char>(c)));
@@ -83,7 +84,8 @@ void add_quantize_command(CLI::App& app) {
       bytes += t.nbytes;
       out_bytes += t.nbytes;
     }
-    if (isatty(2)) fmt::print(stderr, "writing {} to {}...\n", human_bytes(double(out_bytes)), *out);
+    if (isatty(2))
+      fmt::print(stderr, "writing {} to {}...\n", human_bytes(double(out_bytes)), *out);
     write_safetensors(map, *out);
     std::string parts;
     for (const auto& [name, cb] : by_type)

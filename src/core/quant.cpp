@@ -132,11 +132,16 @@ struct Grid {
 
 Grid grid_of(DType t) {
   switch (t) {
-    case DType::Q4_0: return {false, 16, 8};
-    case DType::Q4_1: return {true, 16, 0};
-    case DType::Q5_0: return {false, 32, 16};
-    case DType::Q5_1: return {true, 32, 0};
-    default: return {false, 256, 128};  // Q8_0: int8 stored as is
+    case DType::Q4_0:
+      return {false, 16, 8};
+    case DType::Q4_1:
+      return {true, 16, 0};
+    case DType::Q5_0:
+      return {false, 32, 16};
+    case DType::Q5_1:
+      return {true, 32, 0};
+    default:
+      return {false, 256, 128};  // Q8_0: int8 stored as is
   }
 }
 

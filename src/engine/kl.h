@@ -22,8 +22,8 @@ struct KlOptions {
 
 // One position: the two distributions after the same prefix.
 struct KlPosition {
-  double kl = 0;            // KL(P_A || P_B) in nats
-  bool same_top1 = false;   // argmax of A == argmax of B (the first on ties)
+  double kl = 0;                // KL(P_A || P_B) in nats
+  bool same_top1 = false;       // argmax of A == argmax of B (the first on ties)
   double nll_a = 0, nll_b = 0;  // -log P(target)
 };
 
@@ -37,7 +37,7 @@ struct KlResult {
   int64_t n_positions = 0;  // predictions compared: every token but the last predicts the next
   double mean_kl = 0;       // nats
   double max_kl = 0;
-  double top1_agreement = 0;  // fraction of positions
+  double top1_agreement = 0;    // fraction of positions
   double nll_a = 0, nll_b = 0;  // mean negative log-likelihood of the text, nats per token
   double ppl_a = 0, ppl_b = 0;  // exp(nll)
 };

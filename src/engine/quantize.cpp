@@ -29,9 +29,9 @@ bool is_block_matrix(const std::string& name, const Tensor& t) {
   while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') ++digits;
   if (digits == 0 || digits >= s.size() || s[digits] != '.') return false;
   s.remove_prefix(digits + 1);
-  for (std::string_view m : {"att.key.weight", "att.value.weight", "att.receptance.weight",
-                             "att.output.weight", "att.gate.weight", "ffn.key.weight",
-                             "ffn.value.weight", "ffn.receptance.weight"})
+  for (std::string_view m :
+       {"att.key.weight", "att.value.weight", "att.receptance.weight", "att.output.weight",
+        "att.gate.weight", "ffn.key.weight", "ffn.value.weight", "ffn.receptance.weight"})
     if (s == m) return true;
   return false;
 }
@@ -103,7 +103,8 @@ TensorMap quantize_model(std::shared_ptr<const TensorMap> in, DType type,
   for (size_t j = 0; j < jobs.size(); ++j) {
     const Tensor& t = *jobs[j].src;
     const int64_t per = std::max<int64_t>(1, kTaskElems / std::max<int64_t>(1, t.cols()));
-    for (int64_t r = 0; r < t.rows(); r += per) tasks.push_back({j, r, std::min(per, t.rows() - r)});
+    for (int64_t r = 0; r < t.rows(); r += per)
+      tasks.push_back({j, r, std::min(per, t.rows() - r)});
   }
 
   // The first offending tensor (job index << 1 | 1 if the values are finite but too large for
@@ -153,8 +154,8 @@ TensorMap quantize_model(std::shared_ptr<const TensorMap> in, DType type,
     const Job& job = jobs[size_t(code >> 1)];
     throw Error(in->path + ": tensor " + job.name +
                 (code & 1 ? " has values beyond the fp16 range, which " +
-                                 std::string(dtype_name(job.dtype)) + " cannot store"
-                           : " has non-finite values (NaN or infinity)"));
+                                std::string(dtype_name(job.dtype)) + " cannot store"
+                          : " has non-finite values (NaN or infinity)"));
   }
 
   size_t next = 0;

@@ -16,8 +16,8 @@ namespace rwkv {
 
 struct QuantizeOptions {
   QuantMethod method = QuantMethod::kReference;
-  std::optional<DType> head;  // override the policy's type for head.weight
-  std::optional<DType> emb;   // ... and for emb.weight
+  std::optional<DType> head;   // override the policy's type for head.weight
+  std::optional<DType> emb;    // ... and for emb.weight
   ThreadPool* pool = nullptr;  // nullptr: the calling thread does everything
   // Called on the calling thread as work proceeds, with elements done and in total.
   std::function<void(uint64_t done, uint64_t total)> progress;

@@ -4,14 +4,14 @@
 // so the result does not depend on the thread count and nothing is copied.
 #include "model/init.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <new>
-
-#include <sys/mman.h>
 
 #include "rwkv/error.h"
 
@@ -122,14 +122,16 @@ class Layout {
     vec(name, {1, 1, C_}, std::move(profile), 0.05f, 0.0f, 1.0f);
   }
   void norm(const std::string& prefix) {
-    vec(prefix + ".weight", {C_}, [](int64_t) { return 1.0f; }, 0.1f);
-    vec(prefix + ".bias", {C_}, [](int64_t) { return 0.0f; }, 0.05f);
+    vec(
+        prefix + ".weight", {C_}, [](int64_t) { return 1.0f; }, 0.1f);
+    vec(
+        prefix + ".bias", {C_}, [](int64_t) { return 0.0f; }, 0.05f);
   }
 
   // The official init's per-layer ratios and per-channel ramp.
   float r0(int layer) const { return L_ > 1 ? float(layer) / float(L_ - 1) : 0.0f; }
   float r1(int layer) const { return 1.0f - float(layer) / float(L_); }
-  float ramp(int64_t c) const { return float(c) / float(C_); }                  // c / C
+  float ramp(int64_t c) const { return float(c) / float(C_); }                       // c / C
   float ramp1(int64_t c) const { return C_ > 1 ? float(c) / float(C_ - 1) : 0.0f; }  // to 1
 
  private:
@@ -146,11 +148,13 @@ void build_v4(Layout& m, int64_t C, int64_t F, int L) {
     m.norm(p + "ln2");
     if (i == 0) m.norm(p + "ln0");
     // Decay from fast to slow across channels (exp(td) per token), bonus around ln(0.3).
-    m.vec(p + "att.time_decay", {C},
-          [&m, r0](int64_t c) { return -5.0f + 8.0f * std::pow(m.ramp1(c), 0.7f + 1.3f * r0); },
-          0.3f);
-    m.vec(p + "att.time_first", {C},
-          [](int64_t c) { return std::log(0.3f) + 0.5f * zigzag(c); }, 0.3f);
+    m.vec(
+        p + "att.time_decay", {C},
+        [&m, r0](int64_t c) { return -5.0f + 8.0f * std::pow(m.ramp1(c), 0.7f + 1.3f * r0); },
+        0.3f);
+    m.vec(
+        p + "att.time_first", {C}, [](int64_t c) { return std::log(0.3f) + 0.5f * zigzag(c); },
+        0.3f);
     m.mix(p + "att.time_mix_k", [&m, r1](int64_t c) { return std::pow(m.ramp(c), r1); });
     m.mix(p + "att.time_mix_v",
           [&m, r0, r1](int64_t c) { return std::pow(m.ramp(c), r1) + 0.3f * r0; });
@@ -179,11 +183,13 @@ void build_v5(Layout& m, int64_t C, int64_t H, int64_t N, int64_t F, int L) {
           [&m, r0, r1](int64_t c) { return std::pow(m.ramp(c), r1) + 0.3f * r0; });
     m.mix(p + "att.time_mix_r", [&m, r1](int64_t c) { return std::pow(m.ramp(c), 0.5f * r1); });
     m.mix(p + "att.time_mix_g", [&m, r1](int64_t c) { return std::pow(m.ramp(c), 0.5f * r1); });
-    m.vec(p + "att.time_decay", {H, N},
-          [&m, r0](int64_t c) { return -6.0f + 5.0f * std::pow(m.ramp1(c), 0.7f + 1.3f * r0); },
-          0.3f);
-    m.vec(p + "att.time_faaaa", {H, N},
-          [&m, r0](int64_t c) { return r0 * (1.0f - m.ramp1(c)) + 0.1f * zigzag(c); }, 0.1f);
+    m.vec(
+        p + "att.time_decay", {H, N},
+        [&m, r0](int64_t c) { return -6.0f + 5.0f * std::pow(m.ramp1(c), 0.7f + 1.3f * r0); },
+        0.3f);
+    m.vec(
+        p + "att.time_faaaa", {H, N},
+        [&m, r0](int64_t c) { return r0 * (1.0f - m.ramp1(c)) + 0.1f * zigzag(c); }, 0.1f);
     for (const char* name : {"receptance", "key", "value"})
       m.matrix(p + "att." + name + ".weight", {C, C}, C);
     m.matrix(p + "att.output.weight", {C, C}, C, m.out_gain);
@@ -207,7 +213,9 @@ void build_v6(Layout& m, int64_t C, int64_t H, int64_t N, int64_t F, int L, cons
     m.norm(p + "ln1");
     m.norm(p + "ln2");
     if (i == 0) m.norm(p + "ln0");
-    auto inv = [&m](float e) { return [&m, e](int64_t c) { return 1.0f - std::pow(m.ramp(c), e); }; };
+    auto inv = [&m](float e) {
+      return [&m, e](int64_t c) { return 1.0f - std::pow(m.ramp(c), e); };
+    };
     m.mix(p + "att.time_maa_x", inv(r1));
     m.mix(p + "att.time_maa_w", inv(r1));
     m.mix(p + "att.time_maa_k", inv(r1));
@@ -217,13 +225,15 @@ void build_v6(Layout& m, int64_t C, int64_t H, int64_t N, int64_t F, int L, cons
     m.mix(p + "att.time_maa_g", inv(0.5f * r1));
     m.matrix(p + "att.time_maa_w1", {C, 5 * r.mix}, C);
     m.matrix(p + "att.time_maa_w2", {5, r.mix, C}, r.mix, 0.1f);
-    m.vec(p + "att.time_decay", {1, 1, C},
-          [&m, r0](int64_t c) { return -6.0f + 5.0f * std::pow(m.ramp1(c), 0.7f + 1.3f * r0); },
-          0.3f);
+    m.vec(
+        p + "att.time_decay", {1, 1, C},
+        [&m, r0](int64_t c) { return -6.0f + 5.0f * std::pow(m.ramp1(c), 0.7f + 1.3f * r0); },
+        0.3f);
     m.matrix(p + "att.time_decay_w1", {C, r.decay}, C);
     m.matrix(p + "att.time_decay_w2", {r.decay, C}, r.decay, 0.5f);
-    m.vec(p + "att.time_faaaa", {H, N},
-          [&m, r0](int64_t c) { return r0 * (1.0f - m.ramp1(c)) + 0.1f * zigzag(c); }, 0.1f);
+    m.vec(
+        p + "att.time_faaaa", {H, N},
+        [&m, r0](int64_t c) { return r0 * (1.0f - m.ramp1(c)) + 0.1f * zigzag(c); }, 0.1f);
     for (const char* name : {"receptance", "key", "value"})
       m.matrix(p + "att." + name + ".weight", {C, C}, C);
     m.matrix(p + "att.output.weight", {C, C}, C, m.out_gain);
@@ -246,7 +256,9 @@ void build_v7(Layout& m, int64_t C, int64_t H, int64_t N, int64_t F, int L, cons
     m.norm(p + "ln1");
     m.norm(p + "ln2");
     if (i == 0) m.norm(p + "ln0");
-    auto inv = [&m](float e) { return [&m, e](int64_t c) { return 1.0f - std::pow(m.ramp(c), e); }; };
+    auto inv = [&m](float e) {
+      return [&m, e](int64_t c) { return 1.0f - std::pow(m.ramp(c), e); };
+    };
     m.mix(p + "att.x_r", inv(0.2f * r1));
     m.mix(p + "att.x_w", inv(0.9f * r1));
     m.mix(p + "att.x_k",
@@ -256,21 +268,27 @@ void build_v7(Layout& m, int64_t C, int64_t H, int64_t N, int64_t F, int L, cons
     m.mix(p + "att.x_a", inv(0.9f * r1));
     m.mix(p + "att.x_g", inv(0.2f * r1));
     const float w_exp = 0.85f + std::sqrt(r0);
-    m.vec(p + "att.w0", {1, 1, C},
-          [&m, w_exp](int64_t c) { return -6.5f + 5.0f * std::pow(m.ramp1(c), w_exp); }, 0.3f);
+    m.vec(
+        p + "att.w0", {1, 1, C},
+        [&m, w_exp](int64_t c) { return -6.5f + 5.0f * std::pow(m.ramp1(c), w_exp); }, 0.3f);
     m.matrix(p + "att.w1", {C, r.w}, C);
     m.matrix(p + "att.w2", {r.w, C}, r.w, 0.5f);
-    m.vec(p + "att.a0", {1, 1, C}, [](int64_t) { return 0.0f; }, 0.3f);
+    m.vec(
+        p + "att.a0", {1, 1, C}, [](int64_t) { return 0.0f; }, 0.3f);
     m.matrix(p + "att.a1", {C, r.a}, C);
     m.matrix(p + "att.a2", {r.a, C}, r.a, 0.5f);
-    m.vec(p + "att.v0", {1, 1, C}, [](int64_t) { return 1.0f; }, 0.2f);
+    m.vec(
+        p + "att.v0", {1, 1, C}, [](int64_t) { return 1.0f; }, 0.2f);
     m.matrix(p + "att.v1", {C, r.v}, C);
     m.matrix(p + "att.v2", {r.v, C}, r.v, 0.5f);
     m.matrix(p + "att.g1", {C, r.g}, C);
     m.matrix(p + "att.g2", {r.g, C}, r.g);
-    m.vec(p + "att.k_k", {1, 1, C}, [](int64_t) { return 0.85f; }, 0.1f);
-    m.vec(p + "att.k_a", {1, 1, C}, [](int64_t) { return 1.0f; }, 0.1f);
-    m.vec(p + "att.r_k", {H, N}, [](int64_t) { return 0.0f; }, 0.1f);
+    m.vec(
+        p + "att.k_k", {1, 1, C}, [](int64_t) { return 0.85f; }, 0.1f);
+    m.vec(
+        p + "att.k_a", {1, 1, C}, [](int64_t) { return 1.0f; }, 0.1f);
+    m.vec(
+        p + "att.r_k", {H, N}, [](int64_t) { return 0.0f; }, 0.1f);
     for (const char* name : {"receptance", "key", "value"})
       m.matrix(p + "att." + name + ".weight", {C, C}, C);
     m.matrix(p + "att.output.weight", {C, C}, C, m.out_gain);
@@ -358,7 +376,8 @@ LoraRanks default_lora_ranks(const std::string& arch, int64_t n_embd) {
   } else if (a == "7") {
     // max(32, round(k * C^e / 32) * 32); Python's round() is ties-to-even, as is nearbyint.
     auto rank = [n_embd](double k, double e) {
-      return std::max<int64_t>(32, int64_t(std::nearbyint(k * std::pow(double(n_embd), e) / 32)) * 32);
+      return std::max<int64_t>(32,
+                               int64_t(std::nearbyint(k * std::pow(double(n_embd), e) / 32)) * 32);
     };
     r.w = rank(1.8, 0.5);
     r.a = rank(1.8, 0.5);

@@ -24,7 +24,7 @@ struct InitOptions {
   int64_t head_size = 64;  // RWKV-5/6/7
   int64_t ffn_dim = 0;     // 0: the version's default (default_ffn_dim)
   uint64_t seed = 0;
-  DType dtype = DType::F32;  // F32, F16 or BF16, for every tensor (as official releases)
+  DType dtype = DType::F32;    // F32, F16 or BF16, for every tensor (as official releases)
   ThreadPool* pool = nullptr;  // nullptr: generate on the calling thread
   // Called on the calling thread as generation proceeds, with elements done and in total.
   std::function<void(uint64_t done, uint64_t total)> progress;
@@ -38,7 +38,7 @@ int64_t default_ffn_dim(const std::string& arch, int64_t n_embd);
 // both doubled at n_embd >= 4096 (the 7B and 14B); RWKV-7 w/a/v/g from the x070 training
 // code's formulas (e.g. 64/64/32/128 at C = 768, 96/96/64/256 at C = 2048).
 struct LoraRanks {
-  int64_t mix = 0, decay = 0;        // RWKV-6
+  int64_t mix = 0, decay = 0;          // RWKV-6
   int64_t w = 0, a = 0, v = 0, g = 0;  // RWKV-7
 };
 LoraRanks default_lora_ranks(const std::string& arch, int64_t n_embd);

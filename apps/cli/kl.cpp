@@ -144,10 +144,9 @@ void add_kl_command(CLI::App& app) {
   cmd->add_option("--ln-x-eps", o->ln_x_eps, "GroupNorm eps for both models")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Print one JSON object");
-  cmd->callback([o, cmd] {
+  cmd->callback([o] {
     if (o->file.empty() && o->tokens_file.empty())
       throw Error("give the text with --file TEXT or the ids with --tokens-file IDS");
-    (void)cmd;
     run(*o);
   });
 }

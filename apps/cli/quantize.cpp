@@ -34,6 +34,7 @@ void add_quantize_command(CLI::App& app) {
   auto type = std::make_shared<std::string>();
   auto head = std::make_shared<std::string>();
   auto emb = std::make_shared<std::string>();
+  auto lora = std::make_shared<std::string>();
   auto search = std::make_shared<bool>(false);
   auto threads = std::make_shared<int>(0);
   cmd->add_option("input", *in, "Model file: .pth, .safetensors or rwkv.cpp .bin")
@@ -47,6 +48,8 @@ void add_quantize_command(CLI::App& app) {
       ->check(CLI::IsMember(kTypes, CLI::ignore_case));
   cmd->add_option("--emb", *emb, "Type of emb.weight instead of the policy's")
       ->check(CLI::IsMember(kTypes, CLI::ignore_case));
+  cmd->add_option("--lora", *lora, "Type of the RWKV-6/7 LoRA matrices instead of the policy's")
+      ->check(CLI::IsMember(kTypes, CLI::ignore_case));
   cmd->add_flag("--search", *search,
                 "Search each block's scale for the least squared error instead of ggml's "
                 "round-to-nearest (lower weight error, not reliably lower KL)");
@@ -58,6 +61,7 @@ void add_quantize_command(CLI::App& app) {
     o.method = *search ? QuantMethod::kSearch : QuantMethod::kReference;
     if (!head->empty()) o.head = parse_type(*head);
     if (!emb->empty()) o.emb = parse_type(*emb);
+    if (!lora->empty()) o.lora = parse_type(*lora);
     const int n_threads =
         *threads > 0 ? *threads : std::max(1, int(std::thread::hardware_concurrency()));
     ThreadPool pool(n_threads);

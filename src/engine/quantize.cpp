@@ -36,34 +36,49 @@ bool is_block_matrix(const std::string& name, const Tensor& t) {
   return false;
 }
 
+// The low-rank matrices of RWKV-6 (token-shift and decay LoRA) and RWKV-7 (w, a, v, g).
+bool is_lora(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  if (name.rfind("blocks.", 0) != 0 || dot == std::string::npos) return false;
+  const std::string_view last = std::string_view(name).substr(dot + 1);
+  for (std::string_view m : {"w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2", "time_maa_w1",
+                             "time_maa_w2", "time_decay_w1", "time_decay_w2"})
+    if (last == m) return true;
+  return false;
+}
+
 bool is_low_bit(DType t) {
   return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1;
 }
 
-// Heads and embeddings smaller than this stay as they are (see policy_dtype).
-constexpr int64_t kSmallMatrix = int64_t(1) << 20;
-
 }  // namespace
 
-DType policy_dtype(const std::string& name, const Tensor& t, DType type,
+DType policy_dtype(const std::string& name, const Tensor& t, DType type, bool small_model,
                    const QuantizeOptions& options) {
+  const bool quantized = is_quantized(type);
   DType want = DType::F32;
   if (is_block_matrix(name, t)) {
     want = type;
-  } else if (name == "head.weight" || name == "emb.weight") {
-    const bool head = name == "head.weight";
-    const std::optional<DType>& override = head ? options.head : options.emb;
+  } else if (name == "head.weight" || name == "emb.weight" || is_lora(name)) {
+    const bool head = name == "head.weight", emb = name == "emb.weight";
+    const std::optional<DType>& override = head ? options.head : emb ? options.emb : options.lora;
     if (override)
       want = *override;
-    else if (!is_quantized(type))
+    else if (!quantized)
       want = type;
-    else if (t.numel() < kSmallMatrix)
+    else if (small_model)
       want = t.dtype;
     else
-      want = head ? (is_low_bit(type) ? DType::Q8_0 : type) : DType::F16;
+      want = head && is_low_bit(type) ? DType::Q8_0 : head ? type : DType::F16;
   }
   if (is_quantized(want) && t.cols() % 32 != 0) want = DType::F16;
   return want;
+}
+
+bool is_small_model(const TensorMap& map) {
+  int64_t n = 0;
+  for (const std::string& name : map.names()) n += map.at(name).numel();
+  return n < kSmallModelParams;
 }
 
 TensorMap quantize_model(std::shared_ptr<const TensorMap> in, DType type,
@@ -82,10 +97,11 @@ TensorMap quantize_model(std::shared_ptr<const TensorMap> in, DType type,
     uint64_t offset;
   };
   std::vector<Job> jobs;
+  const bool small = is_small_model(*in);
   uint64_t total_bytes = 0, total_elems = 0;
   for (const std::string& name : in->names()) {
     const Tensor& t = in->at(name);
-    const DType want = policy_dtype(name, t, type, o);
+    const DType want = policy_dtype(name, t, type, small, o);
     if (want == t.dtype) continue;
     jobs.push_back({name, &t, want, total_bytes});
     total_bytes += (*dtype_bytes(want, uint64_t(t.numel())) + 63) / 64 * 64;

@@ -17,26 +17,38 @@ namespace rwkv {
 struct QuantizeOptions {
   QuantMethod method = QuantMethod::kReference;
   std::optional<DType> head;   // override the policy's type for head.weight
-  std::optional<DType> emb;    // ... and for emb.weight
+  std::optional<DType> emb;    // ... for emb.weight
+  std::optional<DType> lora;   // ... for the LoRA matrices of RWKV-6/7
   ThreadPool* pool = nullptr;  // nullptr: the calling thread does everything
   // Called on the calling thread as work proceeds, with elements done and in total.
   std::function<void(uint64_t done, uint64_t total)> progress;
 };
 
-// The type `rwkv quantize ... TYPE` stores tensor `name` as:
+// Models under this many parameters (the byte-level test models, 0.7-3M) get TYPE for their
+// block matrices only; see policy_dtype.
+constexpr int64_t kSmallModelParams = int64_t(1) << 23;
+
+// The type `rwkv quantize ... TYPE` stores tensor `name` as (measurements in
+// docs/BENCHMARKS.md):
 // - the 2-D matrices of the blocks (att/ffn key, value, receptance, output, gate): TYPE;
 // - head.weight: Q8_0 when TYPE is a 4- or 5-bit type (the head is the most sensitive matrix,
-//   and for a small model with a real vocabulary most of the bytes read per token), else TYPE;
+//   and with a real vocabulary the largest), else TYPE;
 // - emb.weight: F16 when TYPE is quantized (one row is read per token, so its size costs no
-//   speed, and Q8_0 there cost 10-20x the KL of a Q8_0 head on the tiny models), else TYPE;
-// - for a quantized TYPE, a head or embedding under 2^20 weights (byte-level toy models) is kept
-//   as it is: a few hundred KB at most, and any rounding of it shows in KL on such models;
-// - everything else (LoRA matrices, time_* vectors, LayerNorm/GroupNorm, v7's k_k, r_k...) F32:
-//   tiny, and read once into float32 at load anyway;
+//   speed, and Q8_0 there cost more KL than a Q8_0 head), else TYPE;
+// - LoRA matrices of RWKV-6/7: F16 when TYPE is quantized (read every token; F16 halves their
+//   bytes and moved the KL by 6e-8), else TYPE;
+// - in a small model (`small_model`: under kSmallModelParams) the head, embedding and LoRA are
+//   kept as they are for a quantized TYPE: they are a few hundred KB, and any rounding of them
+//   shows in KL on such models;
+// - everything else (time_* and other vectors, LayerNorm/GroupNorm): F32, being tiny and
+//   converted to float32 at load anyway;
 // - a matrix whose rows are not whole blocks of 32 gets F16 instead of a quantized type.
-// options.head / options.emb override the head and embedding types.
-DType policy_dtype(const std::string& name, const Tensor& t, DType type,
+// options.head / emb / lora override the head, embedding and LoRA types.
+DType policy_dtype(const std::string& name, const Tensor& t, DType type, bool small_model,
                    const QuantizeOptions& options = {});
+
+// Whether a model counts as small for the policy: under kSmallModelParams parameters.
+bool is_small_model(const TensorMap& map);
 
 // A copy of `in` with every tensor converted per the policy. Tensors whose type does not change
 // are not copied: they point into `in`, which the result keeps alive. Names, order and metadata

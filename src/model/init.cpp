@@ -96,7 +96,7 @@ struct Spec {
 // Builds the tensor list of one model, layer by layer, in the official key order.
 class Layout {
  public:
-  Layout(int64_t C, int64_t L) : C_(C), L_(L), out_gain(1.0f / std::sqrt(2.0f * float(L))) {}
+  Layout(int64_t C, int64_t L) : out_gain(1.0f / std::sqrt(2.0f * float(L))), C_(C), L_(L) {}
 
   std::vector<Spec> specs;
   // Gain of the projections that write into the residual stream (att.output, ffn.value):
@@ -117,15 +117,18 @@ class Layout {
            float hi = std::numeric_limits<float>::infinity()) {
     specs.push_back({name, std::move(shape), noise, std::move(mean), lo, hi});
   }
+  // A vector around a constant.
+  void constant(const std::string& name, std::vector<int64_t> shape, float value, float noise) {
+    vec(
+        name, std::move(shape), [value](int64_t) { return value; }, noise);
+  }
   // Token-shift mix coefficients: a per-channel profile in [0, 1] plus a little noise.
   void mix(const std::string& name, std::function<float(int64_t)> profile) {
     vec(name, {1, 1, C_}, std::move(profile), 0.05f, 0.0f, 1.0f);
   }
   void norm(const std::string& prefix) {
-    vec(
-        prefix + ".weight", {C_}, [](int64_t) { return 1.0f; }, 0.1f);
-    vec(
-        prefix + ".bias", {C_}, [](int64_t) { return 0.0f; }, 0.05f);
+    constant(prefix + ".weight", {C_}, 1.0f, 0.1f);
+    constant(prefix + ".bias", {C_}, 0.0f, 0.05f);
   }
 
   // The official init's per-layer ratios and per-channel ramp.
@@ -273,22 +276,17 @@ void build_v7(Layout& m, int64_t C, int64_t H, int64_t N, int64_t F, int L, cons
         [&m, w_exp](int64_t c) { return -6.5f + 5.0f * std::pow(m.ramp1(c), w_exp); }, 0.3f);
     m.matrix(p + "att.w1", {C, r.w}, C);
     m.matrix(p + "att.w2", {r.w, C}, r.w, 0.5f);
-    m.vec(
-        p + "att.a0", {1, 1, C}, [](int64_t) { return 0.0f; }, 0.3f);
+    m.constant(p + "att.a0", {1, 1, C}, 0.0f, 0.3f);
     m.matrix(p + "att.a1", {C, r.a}, C);
     m.matrix(p + "att.a2", {r.a, C}, r.a, 0.5f);
-    m.vec(
-        p + "att.v0", {1, 1, C}, [](int64_t) { return 1.0f; }, 0.2f);
+    m.constant(p + "att.v0", {1, 1, C}, 1.0f, 0.2f);
     m.matrix(p + "att.v1", {C, r.v}, C);
     m.matrix(p + "att.v2", {r.v, C}, r.v, 0.5f);
     m.matrix(p + "att.g1", {C, r.g}, C);
     m.matrix(p + "att.g2", {r.g, C}, r.g);
-    m.vec(
-        p + "att.k_k", {1, 1, C}, [](int64_t) { return 0.85f; }, 0.1f);
-    m.vec(
-        p + "att.k_a", {1, 1, C}, [](int64_t) { return 1.0f; }, 0.1f);
-    m.vec(
-        p + "att.r_k", {H, N}, [](int64_t) { return 0.0f; }, 0.1f);
+    m.constant(p + "att.k_k", {1, 1, C}, 0.85f, 0.1f);
+    m.constant(p + "att.k_a", {1, 1, C}, 1.0f, 0.1f);
+    m.constant(p + "att.r_k", {H, N}, 0.0f, 0.1f);
     for (const char* name : {"receptance", "key", "value"})
       m.matrix(p + "att." + name + ".weight", {C, C}, C);
     m.matrix(p + "att.output.weight", {C, C}, C, m.out_gain);

@@ -70,7 +70,9 @@ TEST_F(QuantCli, InitEveryVersionLoadsWithTheRequestedDims) {
     EXPECT_EQ(info.n_layer, 2);
     EXPECT_EQ(info.n_vocab, 300);
     EXPECT_EQ(info.ffn_dim, 320);
-    if (std::string(arch) != "v4") EXPECT_EQ(info.head_size, 32);
+    if (std::string(arch) != "v4") {
+      EXPECT_EQ(info.head_size, 32);
+    }
     auto logits = run("logits " + out + " --tokens '1 2 299'");
     EXPECT_EQ(logits.exit_code, 0) << logits.err;
   }
@@ -102,14 +104,20 @@ TEST_F(QuantCli, EveryTypeLoadsRunsAndFollowsThePolicy) {
     auto r = run("quantize " + tiny("7v0-834K", "FP32") + " " + out + " " + type);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     auto model = Model::load(out);
+    const std::string lora_names[] = {".w1", ".w2", ".a1", ".a2", ".v1", ".v2", ".g1", ".g2"};
     for (const TensorInfo& t : model->info().tensors) {
       const bool matrix = t.name.find(".weight") != std::string::npos && t.shape.size() == 2 &&
                           t.name.find("ln") == std::string::npos && t.name != "head.weight" &&
                           t.name != "emb.weight";
-      const bool small_float = std::string(type) == "F16" || std::string(type) == "BF16";
+      bool lora = false;
+      for (const std::string& l : lora_names)
+        lora |=
+            t.name.size() > l.size() && t.name.compare(t.name.size() - l.size(), l.size(), l) == 0;
+      const bool float_type = std::string(type) == "F16" || std::string(type) == "BF16";
+      // A model this small keeps head, embedding and LoRA as they are for a quantized type;
+      // float types cast them.
       std::string want = matrix ? type : "F32";
-      // Head and embedding: cast for float types, kept as they are (small) for quantized ones.
-      if ((t.name == "head.weight" || t.name == "emb.weight") && small_float) want = type;
+      if ((t.name == "head.weight" || t.name == "emb.weight" || lora) && float_type) want = type;
       EXPECT_EQ(t.dtype, want) << type << " " << t.name;
     }
     std::vector<float> state(model->state_size()), logits(256);
@@ -119,12 +127,13 @@ TEST_F(QuantCli, EveryTypeLoadsRunsAndFollowsThePolicy) {
   }
 }
 
-// With a real vocabulary the head is large: Q8_0 under a 4/5-bit type, the embedding F16,
-// LoRA and vectors F32; --head/--emb override.
-TEST_F(QuantCli, LargeHeadGetsQ8_0AndEmbeddingF16) {
-  ASSERT_EQ(
-      run("init --arch v6 --n-embd 64 --n-layer 1 --vocab 16384 --out " + path("m.st")).exit_code,
-      0);
+// Above kSmallModelParams: the head gets Q8_0 under a 4/5-bit type, the embedding and the LoRA
+// F16, the vectors F32; --head/--emb/--lora override.
+TEST_F(QuantCli, LargeModelPolicy) {
+  ASSERT_EQ(run("init --arch v6 --n-embd 128 --n-layer 1 --vocab 32768 --dtype BF16 --out " +
+                path("m.st"))
+                .exit_code,
+            0);
   ASSERT_EQ(run("quantize " + path("m.st") + " " + path("q.st") + " Q4_1").exit_code, 0);
   std::map<std::string, std::string> dtype;
   auto types_of = [&](const std::string& file) {
@@ -136,16 +145,20 @@ TEST_F(QuantCli, LargeHeadGetsQ8_0AndEmbeddingF16) {
   EXPECT_EQ(dtype["emb.weight"], "F16");
   EXPECT_EQ(dtype["blocks.0.att.gate.weight"], "Q4_1");
   EXPECT_EQ(dtype["blocks.0.ffn.value.weight"], "Q4_1");
-  EXPECT_EQ(dtype["blocks.0.att.time_maa_w1"], "F32");
-  EXPECT_EQ(dtype["blocks.0.att.time_maa_w2"], "F32");
+  EXPECT_EQ(dtype["blocks.0.att.time_maa_w1"], "F16");
+  EXPECT_EQ(dtype["blocks.0.att.time_decay_w2"], "F16");
   EXPECT_EQ(dtype["blocks.0.att.time_decay"], "F32");
+  EXPECT_EQ(dtype["blocks.0.att.time_faaaa"], "F32");
   EXPECT_EQ(dtype["blocks.0.ln1.weight"], "F32");
-  ASSERT_EQ(run("quantize " + path("m.st") + " " + path("o.st") + " Q8_0 --head F16 --emb Q4_0")
+  ASSERT_EQ(run("quantize " + path("m.st") + " " + path("o.st") +
+                " Q8_0 --head F16 --emb Q4_0 --lora F32")
                 .exit_code,
             0);
   types_of(path("o.st"));
   EXPECT_EQ(dtype["head.weight"], "F16");
   EXPECT_EQ(dtype["emb.weight"], "Q4_0");
+  EXPECT_EQ(dtype["blocks.0.att.time_maa_w1"], "F32");
+  EXPECT_EQ(dtype["blocks.0.att.key.weight"], "Q8_0");
 }
 
 // rwkv.cpp's v5 files use GroupNorm eps 1e-5; the quantized file keeps that convention.

@@ -51,6 +51,7 @@ void add_kl_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_detokenize_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
 void add_eval_commands(CLI::App& app);
 
 }  // namespace rwkv::cli

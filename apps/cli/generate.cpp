@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "progress.h"
 
 namespace rwkv::cli {
 
@@ -54,7 +55,15 @@ void run(const GenerateCliOptions& o) {
 
   const std::vector<int> ids = tokenizer->encode(prompt);
   if (ids.empty()) throw Error("the prompt is empty");
-  session.feed(ids);
+  {
+    ProgressBar bar("prefill");
+    std::function<void(size_t, size_t)> progress;
+    if (ids.size() > 1024)
+      progress = [&](size_t done, size_t total) {
+        bar.update(double(done), double(total), fmt::format("{}/{} tokens", done, total));
+      };
+    session.feed(ids, progress);
+  }
   const double prefill_s = session.feed_seconds();
   if (o.echo && !o.json) {
     std::fwrite(prompt.data(), 1, prompt.size(), stdout);

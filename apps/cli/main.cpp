@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   rwkv::cli::add_tokenize_command(app);
   rwkv::cli::add_detokenize_command(app);
   rwkv::cli::add_generate_command(app);
+  rwkv::cli::add_chat_command(app);
   rwkv::cli::add_eval_commands(app);
   try {
     app.parse(argc, argv);

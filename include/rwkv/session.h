@@ -42,8 +42,19 @@ class Session {
   void set_state(const State& state);
   void reset();
 
-  // Feeds tokens / text from the current state; returns the number of tokens fed.
-  int feed(std::span<const int> tokens);
+  // The state and logits at one point of the conversation, to return to later (e.g. to answer
+  // again from the state before an answer). Copies: the session keeps running independently.
+  struct Snapshot {
+    State state;
+    std::vector<float> logits;
+  };
+  Snapshot snapshot() const { return {state_, logits_}; }
+  void restore(const Snapshot& snapshot);
+
+  // Feeds tokens / text from the current state; returns the number of tokens fed. With
+  // `on_progress`, long inputs go in pieces (same result) and it is told the tokens done so far.
+  int feed(std::span<const int> tokens,
+           const std::function<void(size_t done, size_t total)>& on_progress = {});
   int feed_text(std::string_view text);
   // Logits after the last token fed (empty before the first).
   std::span<const float> logits() const { return logits_; }

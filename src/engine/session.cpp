@@ -21,16 +21,29 @@ void Session::set_state(const State& state) {
   logits_.clear();
 }
 
+void Session::restore(const Snapshot& snapshot) {
+  set_state(snapshot.state);
+  logits_ = snapshot.logits;
+}
+
 void Session::reset() {
   state_.reset();
   logits_.clear();
 }
 
-int Session::feed(std::span<const int> tokens) {
+int Session::feed(std::span<const int> tokens,
+                  const std::function<void(size_t, size_t)>& on_progress) {
   if (tokens.empty()) return 0;
   const double start = now();
   logits_.resize(size_t(model_.info().n_vocab));
-  model_.forward_seq(tokens, state_.data(), logits_, false, scratch_, eval_);
+  // Pieces of a few chunks keep the progress fine-grained without slowing the prefill.
+  const size_t piece = on_progress ? size_t(std::max<int64_t>(256, eval_.chunk * 4)) : tokens.size();
+  for (size_t done = 0; done < tokens.size();) {
+    const size_t n = std::min(piece, tokens.size() - done);
+    model_.forward_seq(tokens.subspan(done, n), state_.data(), logits_, false, scratch_, eval_);
+    done += n;
+    if (on_progress) on_progress(done, tokens.size());
+  }
   feed_seconds_ += now() - start;
   tokens_fed_ += int64_t(tokens.size());
   return int(tokens.size());

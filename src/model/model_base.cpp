@@ -85,8 +85,7 @@ void ModelBase::forward_batch(std::span<const Sequence> batch, Scratch& scratch,
       const int64_t n = g.len - first;
       if (n > 0) {
         for (int64_t i = 0; i < n; ++i)
-          kernels::layer_norm(x + (g.begin + first + i) * C, io_.ln_out_weight.data(),
-                              io_.ln_out_bias.data(), C, kLayerNormEps, normed + i * C);
+          io_.ln_out.layer_norm(x + (g.begin + first + i) * C, 1, C, normed + i * C);
         const size_t position = s.all_logits ? done[b] + size_t(first) : 0;
         kernels::linear(io_.head, normed, n, s.logits.data() + position * size_t(V), options.pool);
       }

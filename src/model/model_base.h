@@ -3,6 +3,7 @@
 // sequences into chunks of bounded size, and computes the logits that were asked for.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <span>
 
@@ -35,6 +36,22 @@ class ModelBase : public Model {
 
   std::shared_ptr<const TensorMap> map_;
   EmbeddingHead io_;
+};
+
+// RWKV-5, 6 and 7 keep per layer two token-shift rows and one H x N x N matrix per head, all
+// starting at zero.
+class MatrixStateModel : public ModelBase {
+ public:
+  size_t state_size() const override {
+    const size_t C = size_t(info_.n_embd), N = size_t(info_.head_size);
+    return size_t(info_.n_layer) * (2 * C + C * N);
+  }
+  void init_state(std::span<float> state) const override {
+    std::fill(state.begin(), state.end(), 0.0f);
+  }
+
+ protected:
+  using ModelBase::ModelBase;
 };
 
 // Token shift over a chunk: prev[t] is row t-1 of the same segment, or for a segment's first row

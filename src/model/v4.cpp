@@ -17,7 +17,7 @@ namespace rwkv {
 namespace {
 
 struct V4Layer {
-  std::vector<float> ln1_weight, ln1_bias, ln2_weight, ln2_bias;
+  Norm ln1, ln2;
   std::vector<float> att_time_mix_k, att_time_mix_v, att_time_mix_r;
   std::vector<float> att_w;  // -exp(time_decay)
   std::vector<float> att_u;  // time_first as stored
@@ -38,10 +38,8 @@ class ModelV4 final : public ModelBase {
     for (int i = 0; i < info_.n_layer; ++i) {
       const std::string p = layer_prefix(i);
       V4Layer L;
-      L.ln1_weight = w.f32(p + "ln1.weight", {C});
-      L.ln1_bias = w.f32(p + "ln1.bias", {C});
-      L.ln2_weight = w.f32(p + "ln2.weight", {C});
-      L.ln2_bias = w.f32(p + "ln2.bias", {C});
+      L.ln1.load(w, p + "ln1", C);
+      L.ln2.load(w, p + "ln2", C);
       L.att_time_mix_k = w.f32(p + "att.time_mix_k", {C});
       L.att_time_mix_v = w.f32(p + "att.time_mix_v", {C});
       L.att_time_mix_r = w.f32(p + "att.time_mix_r", {C});
@@ -86,9 +84,7 @@ class ModelV4 final : public ModelBase {
       const V4Layer& L = layers_[size_t(i)];
       const size_t base = size_t(i) * 5 * C;  // att_xx, aa, bb, pp, ffn_xx
 
-      for (int64_t t = 0; t < T; ++t)
-        kernels::layer_norm(x + t * C, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps,
-                            xx + t * C);
+      L.ln1.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, base, prev);
       for (int64_t j = 0; j < T * C; ++j) {
         const int64_t c = j % C;
@@ -124,9 +120,7 @@ class ModelV4 final : public ModelBase {
       kernels::linear(L.att_output, xr, T, v, pool);
       for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
 
-      for (int64_t t = 0; t < T; ++t)
-        kernels::layer_norm(x + t * C, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps,
-                            xx + t * C);
+      L.ln2.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, base + 4 * C, prev);
       for (int64_t j = 0; j < T * C; ++j) {
         const int64_t c = j % C;

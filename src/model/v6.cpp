@@ -21,7 +21,7 @@ namespace {
 enum Branch { kW, kK, kV, kR, kG, kBranches };
 
 struct V6Layer {
-  std::vector<float> ln1_weight, ln1_bias, ln2_weight, ln2_bias;
+  Norm ln1, ln2;
   std::vector<float> att_time_maa_x;
   std::vector<float> att_time_maa[kBranches];  // time_maa_w, _k, _v, _r, _g
   Tensor att_time_maa_w1;                      // (C, 5 * D_mix)
@@ -31,15 +31,15 @@ struct V6Layer {
   Tensor att_time_decay_w2;                    // (D_decay, C)
   std::vector<float> att_u;                    // time_faaaa (H, N)
   Tensor att_key, att_value, att_receptance, att_output, att_gate;  // (C, C)
-  std::vector<float> ln_x_weight, ln_x_bias;
+  Norm ln_x;
   std::vector<float> ffn_time_maa_k, ffn_time_maa_r;
   ChannelMix ffn;
 };
 
-class ModelV6 final : public ModelBase {
+class ModelV6 final : public MatrixStateModel {
  public:
   ModelV6(std::shared_ptr<const TensorMap> map, ModelInfo info)
-      : ModelBase(std::move(map), std::move(info)) {
+      : MatrixStateModel(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
     WeightLoader w(*map_);
     io_.load(w, info_.n_vocab, C);
@@ -64,10 +64,8 @@ class ModelV6 final : public ModelBase {
     for (int i = 0; i < info_.n_layer; ++i) {
       const std::string p = layer_prefix(i);
       V6Layer L;
-      L.ln1_weight = w.f32(p + "ln1.weight", {C});
-      L.ln1_bias = w.f32(p + "ln1.bias", {C});
-      L.ln2_weight = w.f32(p + "ln2.weight", {C});
-      L.ln2_bias = w.f32(p + "ln2.bias", {C});
+      L.ln1.load(w, p + "ln1", C);
+      L.ln2.load(w, p + "ln2", C);
       L.att_time_maa_x = w.f32(p + "att.time_maa_x", {C});
       for (int b = 0; b < kBranches; ++b)
         L.att_time_maa[b] = w.f32(p + "att.time_maa_" + names[b], {C});
@@ -83,23 +81,13 @@ class ModelV6 final : public ModelBase {
       L.att_receptance = w.tensor(p + "att.receptance.weight", {C, C});
       L.att_output = w.tensor(p + "att.output.weight", {C, C});
       L.att_gate = w.tensor(p + "att.gate.weight", {C, C});
-      L.ln_x_weight = w.f32(p + "att.ln_x.weight", {C});
-      L.ln_x_bias = w.f32(p + "att.ln_x.bias", {C});
+      L.ln_x.load(w, p + "att.ln_x", C);
       L.ffn_time_maa_k = w.f32(p + "ffn.time_maa_k", {C});
       L.ffn_time_maa_r = w.f32(p + "ffn.time_maa_r", {C});
       L.ffn.load(w, p + "ffn.", C, F);
       layers_.push_back(std::move(L));
     }
     report_unused(w);
-  }
-
-  size_t state_size() const override {
-    const size_t C = info_.n_embd, N = info_.head_size;
-    return size_t(info_.n_layer) * (2 * C + C * N);
-  }
-
-  void init_state(std::span<float> state) const override {
-    std::fill(state.begin(), state.end(), 0.0f);
   }
 
  protected:
@@ -127,9 +115,7 @@ class ModelV6 final : public ModelBase {
       const V6Layer& L = layers_[size_t(i)];
       const size_t att_xx = size_t(i) * layer_size, att_kv = att_xx + C, ffn_xx = att_kv + C * N;
 
-      for (int64_t t = 0; t < T; ++t)
-        kernels::layer_norm(x + t * C, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps,
-                            xx + t * C);
+      L.ln1.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, att_xx, sx);
       for (int64_t j = 0; j < T * C; ++j) {
         sx[j] -= xx[j];
@@ -160,16 +146,12 @@ class ModelV6 final : public ModelBase {
         for (int64_t t = s.begin; t < s.begin + s.len; ++t)
           kernels::wkv5(r + t * C, k + t * C, v + t * C, decay + t * C, L.att_u.data(), H, N,
                         s.state + att_kv, y + t * C);
-      for (int64_t t = 0; t < T; ++t)
-        kernels::group_norm(y + t * C, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N,
-                            info_.ln_x_eps, y + t * C);
+      L.ln_x.group_norm(y, T, H, N, info_.ln_x_eps, y);
       for (int64_t j = 0; j < T * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu gate
       kernels::linear(L.att_output, y, T, v, pool);
       for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
 
-      for (int64_t t = 0; t < T; ++t)
-        kernels::layer_norm(x + t * C, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps,
-                            xx + t * C);
+      L.ln2.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, ffn_xx, sx);
       float* xk = xb[kK];
       float* xr = xb[kR];

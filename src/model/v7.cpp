@@ -21,7 +21,7 @@ namespace {
 enum Mix { kR, kW, kK, kV, kA, kG, kMixes };
 
 struct V7Layer {
-  std::vector<float> ln1_weight, ln1_bias, ln2_weight, ln2_bias;
+  Norm ln1, ln2;
   std::vector<float> att_x[kMixes];
   std::vector<float> att_w0, att_a0, att_v0;  // (C,)
   Tensor att_w1, att_a1, att_v1, att_g1;      // (C, D)
@@ -29,16 +29,16 @@ struct V7Layer {
   std::vector<float> att_k_k, att_k_a;        // (C,)
   std::vector<float> att_r_k;                 // (H, N)
   Tensor att_key, att_value, att_receptance, att_output;  // (C, C)
-  std::vector<float> ln_x_weight, ln_x_bias;
+  Norm ln_x;
   std::vector<float> ffn_x_k;
   Tensor ffn_key;    // (F, C)
   Tensor ffn_value;  // (C, F)
 };
 
-class ModelV7 final : public ModelBase {
+class ModelV7 final : public MatrixStateModel {
  public:
   ModelV7(std::shared_ptr<const TensorMap> map, ModelInfo info)
-      : ModelBase(std::move(map), std::move(info)) {
+      : MatrixStateModel(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
     WeightLoader w(*map_);
     io_.load(w, info_.n_vocab, C);
@@ -64,10 +64,8 @@ class ModelV7 final : public ModelBase {
     for (int i = 0; i < info_.n_layer; ++i) {
       const std::string p = layer_prefix(i);
       V7Layer L;
-      L.ln1_weight = w.f32(p + "ln1.weight", {C});
-      L.ln1_bias = w.f32(p + "ln1.bias", {C});
-      L.ln2_weight = w.f32(p + "ln2.weight", {C});
-      L.ln2_bias = w.f32(p + "ln2.bias", {C});
+      L.ln1.load(w, p + "ln1", C);
+      L.ln2.load(w, p + "ln2", C);
       for (int b = 0; b < kMixes; ++b) L.att_x[b] = w.f32(p + "att." + mix_names[b], {C});
       L.att_w0 = w.f32(p + "att.w0", {C});
       L.att_w1 = w.tensor(p + "att.w1", {C, Dw});
@@ -92,23 +90,13 @@ class ModelV7 final : public ModelBase {
       L.att_value = w.tensor(p + "att.value.weight", {C, C});
       L.att_receptance = w.tensor(p + "att.receptance.weight", {C, C});
       L.att_output = w.tensor(p + "att.output.weight", {C, C});
-      L.ln_x_weight = w.f32(p + "att.ln_x.weight", {C});
-      L.ln_x_bias = w.f32(p + "att.ln_x.bias", {C});
+      L.ln_x.load(w, p + "att.ln_x", C);
       L.ffn_x_k = w.f32(p + "ffn.x_k", {C});
       L.ffn_key = w.tensor(p + "ffn.key.weight", {F, C});
       L.ffn_value = w.tensor(p + "ffn.value.weight", {C, F});
       layers_.push_back(std::move(L));
     }
     report_unused(w);
-  }
-
-  size_t state_size() const override {
-    const size_t C = info_.n_embd, N = info_.head_size;
-    return size_t(info_.n_layer) * (2 * C + C * N);
-  }
-
-  void init_state(std::span<float> state) const override {
-    std::fill(state.begin(), state.end(), 0.0f);
   }
 
  protected:
@@ -139,9 +127,7 @@ class ModelV7 final : public ModelBase {
       const size_t att_x_prev = size_t(i) * layer_size, att_kv = att_x_prev + C,
                    ffn_x_prev = att_kv + C * N;
 
-      for (int64_t t = 0; t < T; ++t)
-        kernels::layer_norm(x + t * C, L.ln1_weight.data(), L.ln1_bias.data(), C, kLayerNormEps,
-                            xx + t * C);
+      L.ln1.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, att_x_prev, sx);
       for (int64_t j = 0; j < T * C; ++j) sx[j] -= xx[j];
       for (int b = 0; b < kMixes; ++b)
@@ -181,9 +167,7 @@ class ModelV7 final : public ModelBase {
         for (int64_t t = s.begin; t < s.begin + s.len; ++t)
           kernels::wkv7(r + t * C, w + t * C, k + t * C, v + t * C, kk + t * C, a + t * C, H, N,
                         s.state + att_kv, y + t * C);
-      for (int64_t t = 0; t < T; ++t)
-        kernels::group_norm(y + t * C, L.ln_x_weight.data(), L.ln_x_bias.data(), H, N,
-                            info_.ln_x_eps, y + t * C);
+      L.ln_x.group_norm(y, T, H, N, info_.ln_x_eps, y);
       // Bonus: per head, (sum_j r_j k_j r_k[h][j]) * v.
       for (int64_t h = 0; h < T * H; ++h) {
         const int64_t o = h * N, ho = (h % H) * N;
@@ -195,9 +179,7 @@ class ModelV7 final : public ModelBase {
       kernels::linear(L.att_output, y, T, v, pool);
       for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
 
-      for (int64_t t = 0; t < T; ++t)
-        kernels::layer_norm(x + t * C, L.ln2_weight.data(), L.ln2_bias.data(), C, kLayerNormEps,
-                            xx + t * C);
+      L.ln2.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, ffn_x_prev, sx);
       float* xk = xm[kK];
       for (int64_t j = 0; j < T * C; ++j) xk[j] = xx[j] + (sx[j] - xx[j]) * L.ffn_x_k[j % C];

@@ -37,12 +37,26 @@ std::vector<std::string> WeightLoader::unused() const {
 
 std::string layer_prefix(int layer) { return "blocks." + std::to_string(layer) + "."; }
 
+void Norm::load(WeightLoader& w, const std::string& name, int64_t n) {
+  weight = w.f32(name + ".weight", {n});
+  bias = w.f32(name + ".bias", {n});
+}
+
+void Norm::layer_norm(const float* x, int64_t T, int64_t n, float* y) const {
+  for (int64_t t = 0; t < T; ++t)
+    kernels::layer_norm(x + t * n, weight.data(), bias.data(), n, kLayerNormEps, y + t * n);
+}
+
+void Norm::group_norm(const float* x, int64_t T, int64_t H, int64_t N, float eps,
+                      float* y) const {
+  for (int64_t t = 0; t < T; ++t)
+    kernels::group_norm(x + t * H * N, weight.data(), bias.data(), H, N, eps, y + t * H * N);
+}
+
 void EmbeddingHead::load(WeightLoader& w, int64_t n_vocab, int64_t n_embd) {
   emb = w.tensor("emb.weight", {n_vocab, n_embd});
-  ln0_weight = w.f32("blocks.0.ln0.weight", {n_embd});
-  ln0_bias = w.f32("blocks.0.ln0.bias", {n_embd});
-  ln_out_weight = w.f32("ln_out.weight", {n_embd});
-  ln_out_bias = w.f32("ln_out.bias", {n_embd});
+  ln0.load(w, "blocks.0.ln0", n_embd);
+  ln_out.load(w, "ln_out", n_embd);
   head = w.tensor("head.weight", {n_vocab, n_embd});
 }
 
@@ -52,7 +66,7 @@ void EmbeddingHead::embed(int token, float* x) const {
                 std::to_string(emb.rows()) + ")");
   const int64_t n = emb.cols();
   dequantize(emb.dtype, emb.row(token), n, x);
-  kernels::layer_norm(x, ln0_weight.data(), ln0_bias.data(), n, kLayerNormEps, x);
+  ln0.layer_norm(x, 1, n, x);
 }
 
 void ChannelMix::load(WeightLoader& w, const std::string& prefix, int64_t n_embd,

@@ -32,10 +32,21 @@ class WeightLoader {
   std::set<std::string> used_;
 };
 
+// The float32 weight and bias of one normalisation (`ln1`, `ln2`, `att.ln_x`, ...).
+struct Norm {
+  std::vector<float> weight, bias;
+
+  void load(WeightLoader& w, const std::string& name, int64_t n);  // name.weight, name.bias
+  // LayerNorm (eps 1e-5) of each of T rows of n values.
+  void layer_norm(const float* x, int64_t T, int64_t n, float* y) const;
+  // GroupNorm of each of T rows: H groups (heads) of N channels.
+  void group_norm(const float* x, int64_t T, int64_t H, int64_t N, float eps, float* y) const;
+};
+
 // The part every version shares: the embedding with its ln0, and the output norm and head.
 struct EmbeddingHead {
   Tensor emb;  // (n_vocab, n_embd)
-  std::vector<float> ln0_weight, ln0_bias, ln_out_weight, ln_out_bias;
+  Norm ln0, ln_out;
   Tensor head;  // (n_vocab, n_embd)
 
   void load(WeightLoader& w, int64_t n_vocab, int64_t n_embd);

@@ -41,6 +41,10 @@ struct SamplingOptions {
   GenerateOptions generate_options() const;
 };
 
+// Token ids separated by spaces or commas; throws rwkv::Error naming `source` (a flag or file)
+// and the first word that is not a non-negative integer.
+std::vector<int> parse_token_ids(std::string_view text, std::string_view source);
+
 void add_info_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
@@ -53,5 +57,8 @@ void add_detokenize_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_eval_commands(CLI::App& app);
+void add_grad_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace rwkv::cli

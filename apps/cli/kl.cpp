@@ -38,25 +38,6 @@ std::string read_file(const std::string& path) {
   return data;
 }
 
-std::vector<int> parse_ids(const std::string& path, const std::string& text) {
-  std::vector<int> ids;
-  std::istringstream in(text);
-  std::string word;
-  while (in >> word) {
-    size_t used = 0;
-    long v = -1;
-    try {
-      v = std::stol(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size() || v < 0 || v > INT32_MAX)
-      throw Error(path + ": '" + word + "' is not a token id");
-    ids.push_back(int(v));
-  }
-  return ids;
-}
-
 void run(const KlCliOptions& o) {
   LoadOptions load;
   load.version = !o.arch.empty() && o.arch[0] == 'v' ? o.arch.substr(1) : o.arch;
@@ -69,7 +50,7 @@ void run(const KlCliOptions& o) {
 
   std::vector<int> tokens;
   if (!o.tokens_file.empty()) {
-    tokens = parse_ids(o.tokens_file, read_file(o.tokens_file));
+    tokens = parse_token_ids(read_file(o.tokens_file), o.tokens_file);
   } else {
     const auto tok = Tokenizer::for_model(o.model_a, a->info().n_vocab, o.tokenizer);
     tokens = tok->encode(read_file(o.file));

@@ -27,27 +27,6 @@ struct LogitsOptions {
   std::string state_out;
 };
 
-std::vector<int> parse_tokens(const std::string& text) {
-  std::vector<int> ids;
-  std::string cleaned = text;
-  std::replace(cleaned.begin(), cleaned.end(), ',', ' ');
-  std::istringstream in(cleaned);
-  for (std::string word; in >> word;) {
-    size_t used = 0;
-    long value = -1;
-    try {
-      value = std::stol(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size() || value < 0 || value > INT32_MAX)
-      throw Error("--tokens: '" + word + "' is not a token id (a non-negative integer)");
-    ids.push_back(int(value));
-  }
-  if (ids.empty()) throw Error("--tokens: no token ids given");
-  return ids;
-}
-
 void print_top(const float* logits, int n_vocab, int k, size_t position) {
   std::vector<int> order(static_cast<size_t>(n_vocab));
   std::iota(order.begin(), order.end(), 0);
@@ -60,7 +39,8 @@ void print_top(const float* logits, int n_vocab, int k, size_t position) {
 }
 
 void run(const LogitsOptions& o) {
-  const std::vector<int> tokens = parse_tokens(o.tokens);
+  const std::vector<int> tokens = parse_token_ids(o.tokens, "--tokens");
+  if (tokens.empty()) throw Error("--tokens: no token ids given");
   auto model = o.model.load();
   const size_t V = size_t(model->info().n_vocab);
   State state = o.state_in.empty() ? State(*model) : State::load(*model, o.state_in);

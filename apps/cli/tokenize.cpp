@@ -53,27 +53,6 @@ std::unique_ptr<Tokenizer> pick_tokenizer(const TokenizeOptions& o) {
   return Tokenizer::for_model(o.model, model->info().n_vocab, o.tokenizer);
 }
 
-std::vector<int> parse_ids(const std::string& text) {
-  std::vector<int> ids;
-  std::string cleaned = text;
-  for (char& c : cleaned)
-    if (c == ',') c = ' ';
-  std::istringstream in(cleaned);
-  for (std::string word; in >> word;) {
-    size_t used = 0;
-    long value = -1;
-    try {
-      value = std::stol(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size() || value < 0 || value > INT32_MAX)
-      throw Error("'" + word + "' is not a token id (a non-negative integer)");
-    ids.push_back(int(value));
-  }
-  return ids;
-}
-
 void write_stdout(std::string_view bytes) {
   if (std::fwrite(bytes.data(), 1, bytes.size(), stdout) != bytes.size() || std::fflush(stdout))
     throw Error(std::string("writing to stdout failed: ") + std::strerror(errno));
@@ -119,7 +98,7 @@ void add_detokenize_command(CLI::App& app) {
   detok->add_flag("--skip-special", *skip_special,
                   "Leave out special tokens (<|endoftext|>, <|padding|>, World's 0)");
   detok->callback([detok, dto, skip_special] {
-    std::vector<int> ids = parse_ids(read_input(*dto, *detok));
+    std::vector<int> ids = parse_token_ids(read_input(*dto, *detok), "detokenize");
     const auto tokenizer = pick_tokenizer(*dto);
     if (*skip_special) std::erase_if(ids, [&](int id) { return tokenizer->is_special(id); });
     write_stdout(tokenizer->decode(ids));

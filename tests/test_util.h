@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -43,6 +44,11 @@ inline void write_bytes(const std::filesystem::path& p, const std::vector<uint8_
   f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
 }
 
+inline std::string read_text(const std::filesystem::path& p) {
+  const std::vector<uint8_t> b = read_bytes(p);
+  return {b.begin(), b.end()};
+}
+
 inline std::vector<float> read_f32(const std::filesystem::path& p) {
   std::vector<uint8_t> b = read_bytes(p);
   std::vector<float> out(b.size() / 4);
@@ -72,6 +78,23 @@ inline std::filesystem::path temp_dir() {
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p;
+}
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs a shell command line (it may hold pipes and redirections) with `input` on stdin,
+// capturing stdout and stderr through files in `dir`.
+inline CommandResult run_shell(const std::string& command, const std::filesystem::path& dir,
+                               const std::string& input = "") {
+  const auto in = dir / "stdin", out = dir / "stdout", err = dir / "stderr";
+  write_bytes(in, std::vector<uint8_t>(input.begin(), input.end()));
+  const int status = std::system(("(" + command + ") <" + in.string() + " >" + out.string() +
+                                  " 2>" + err.string())
+                                     .c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_text(out), read_text(err)};
 }
 
 }  // namespace rwkv::test

@@ -28,22 +28,9 @@ class ChatCli : public ::testing::Test {
     dir_ = temp_dir();
     model_ = (shared_dir() / "testdata/tiny-rwkv/tiny-rwkv-7v0-834K-FP32.bin").string();
   }
-  struct Output {
-    std::string out, err;
-    int code = -1;
-  };
+  using Output = CommandResult;
   Output run(const std::string& args, const std::string& input) {
-    const auto in = dir_ / "in", out = dir_ / "out", err = dir_ / "err";
-    write_bytes(in, std::vector<uint8_t>(input.begin(), input.end()));
-    const int status = std::system((cli_path() + " " + args + " <" + in.string() + " >" +
-                                    out.string() + " 2>" + err.string())
-                                       .c_str());
-    Output o;
-    o.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    auto b = read_bytes(out), e = read_bytes(err);
-    o.out.assign(b.begin(), b.end());
-    o.err.assign(e.begin(), e.end());
-    return o;
+    return run_shell(cli_path() + " " + args, dir_, input);
   }
   // The answers in chat's stdout: "Assistant:<answer>\n\n" per turn.
   static std::vector<std::string> answers(const std::string& out) {
@@ -75,7 +62,7 @@ class ChatCli : public ::testing::Test {
 TEST_F(ChatCli, ThreeTurnsThroughAPipeProcessOnlyTheirOwnTokens) {
   const Output o = run("chat " + model_ + kGreedy + " -v",
                        "Hello there\nWhat is the time?\nTell me about the sea.\n");
-  ASSERT_EQ(o.code, 0) << o.err;
+  ASSERT_EQ(o.exit_code, 0) << o.err;
   const auto a = answers(o.out);
   ASSERT_EQ(a.size(), 3u) << o.out;
   // Byte-level model: a turn feeds " <message>\n\nAssistant:", one token per byte, however
@@ -91,7 +78,7 @@ TEST_F(ChatCli, ThreeTurnsThroughAPipeProcessOnlyTheirOwnTokens) {
   const auto prompt = dir_ / "prompt";
   write_bytes(prompt, std::vector<uint8_t>(transcript.begin(), transcript.end()));
   const Output g = run("generate " + model_ + kGreedy + " --file " + prompt.string(), "");
-  ASSERT_EQ(g.code, 0) << g.err;
+  ASSERT_EQ(g.exit_code, 0) << g.err;
   EXPECT_EQ(g.out, a[2]);
 }
 
@@ -101,7 +88,7 @@ TEST_F(ChatCli, SaveThenLoadInANewProcessContinuesIdentically) {
   const Output first = run("chat " + model_ + kGreedy, "Hi\nHow are you?\n/save " + saved +
                                                            "\nWhat did I say?\nAnd then?\n/save " +
                                                            end_a + "\n");
-  ASSERT_EQ(first.code, 0) << first.err;
+  ASSERT_EQ(first.exit_code, 0) << first.err;
   const auto a = answers(first.out);
   ASSERT_EQ(a.size(), 4u);
   EXPECT_NE(first.err.find("[state saved to"), std::string::npos);
@@ -109,7 +96,7 @@ TEST_F(ChatCli, SaveThenLoadInANewProcessContinuesIdentically) {
   const Output second = run("chat " + model_ + kGreedy, "/load " + saved +
                                                             "\nWhat did I say?\nAnd then?\n/save " +
                                                             end_b + "\n");
-  ASSERT_EQ(second.code, 0) << second.err;
+  ASSERT_EQ(second.exit_code, 0) << second.err;
   const auto b = answers(second.out);
   ASSERT_EQ(b.size(), 2u);
   EXPECT_EQ(b[0], a[2]);
@@ -125,7 +112,7 @@ TEST_F(ChatCli, SaveThenLoadInANewProcessContinuesIdentically) {
 TEST_F(ChatCli, RegenAndResetReturnToTheRightStates) {
   const Output plain = run("chat " + model_ + kGreedy, "Hi\nWho are you?\n");
   const Output with = run("chat " + model_ + kGreedy, "Hi\n/regen\nWho are you?\n/reset\nHi\n");
-  ASSERT_EQ(with.code, 0) << with.err;
+  ASSERT_EQ(with.exit_code, 0) << with.err;
   const auto p = answers(plain.out), w = answers(with.out);
   ASSERT_EQ(p.size(), 2u);
   ASSERT_EQ(w.size(), 4u);
@@ -147,7 +134,7 @@ TEST_F(ChatCli, SystemPromptAndParamsTakeEffect) {
   EXPECT_NE(read_bytes(a), read_bytes(b));
   const Output plain = run("chat " + model_ + kGreedy, "Hi\n");
   const Output params = run("chat " + model_ + kGreedy, "/params max_tokens=5\nHi\n/params top_p=2\n");
-  ASSERT_EQ(params.code, 0);
+  ASSERT_EQ(params.exit_code, 0);
   EXPECT_EQ(answers(params.out).at(0), answers(plain.out).at(0).substr(0, 5));
   EXPECT_NE(params.err.find("max_tokens=5"), std::string::npos);
   EXPECT_NE(params.err.find("out of range: top_p=2"), std::string::npos);
@@ -157,16 +144,16 @@ TEST_F(ChatCli, BadInputIsReportedAndTheChatGoesOn) {
   const Output o = run("chat " + model_ + kGreedy,
                        "/load " + (dir_ / "missing.state").string() + "\n/load " + model_ +
                            "\n/frobnicate\n/save\nHi\n");
-  ASSERT_EQ(o.code, 0);
+  ASSERT_EQ(o.exit_code, 0);
   EXPECT_NE(o.err.find("missing.state"), std::string::npos) << o.err;
   EXPECT_NE(o.err.find("unknown command /frobnicate"), std::string::npos);
   EXPECT_NE(o.err.find("/save needs a file name"), std::string::npos);
   EXPECT_EQ(answers(o.out).size(), 1u);
   const Output missing = run("chat " + (dir_ / "nope.bin").string(), "");
-  EXPECT_NE(missing.code, 0);
+  EXPECT_NE(missing.exit_code, 0);
   EXPECT_NE(missing.err.find("nope.bin"), std::string::npos);
   const Output flag = run("chat " + model_ + " --temperature -1", "");
-  EXPECT_NE(flag.code, 0);
+  EXPECT_NE(flag.exit_code, 0);
 }
 
 // Drives `rwkv chat` on a pseudo-terminal, as a person would.

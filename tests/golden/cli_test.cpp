@@ -10,12 +10,6 @@
 namespace rwkv::test {
 namespace {
 
-struct CommandResult {
-  int exit_code;
-  std::string out;
-  std::string err;
-};
-
 class Cli : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -23,16 +17,7 @@ class Cli : public ::testing::Test {
     cli_ = cli_path();
     dir_ = temp_dir();
   }
-  CommandResult run(const std::string& args) {
-    const auto out = dir_ / "stdout", err = dir_ / "stderr";
-    const std::string cmd = cli_ + " " + args + " >" + out.string() + " 2>" + err.string();
-    int status = std::system(cmd.c_str());
-    auto text = [](const std::filesystem::path& p) {
-      auto b = read_bytes(p);
-      return std::string(b.begin(), b.end());
-    };
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text(out), text(err)};
-  }
+  CommandResult run(const std::string& args) { return run_shell(cli_ + " " + args, dir_); }
   std::string tiny(const std::string& file) {
     return (shared_dir() / "testdata/tiny-rwkv" / file).string();
   }

@@ -13,11 +13,9 @@ namespace rwkv::test {
 namespace {
 
 std::string run_cli(const std::string& args, const std::filesystem::path& dir, int* code = nullptr) {
-  const auto out = dir / "out";
-  const int status = std::system((cli_path() + " " + args + " >" + out.string() + " 2>/dev/null").c_str());
-  if (code) *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  auto b = read_bytes(out);
-  return std::string(b.begin(), b.end());
+  const CommandResult r = run_shell(cli_path() + " " + args, dir);
+  if (code) *code = r.exit_code;
+  return r.out;
 }
 
 TEST(Perplexity, EqualsExpOfMeanNllFromLogitsAll) {

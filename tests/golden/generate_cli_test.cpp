@@ -20,13 +20,9 @@ class GenerateCli : public ::testing::Test {
   }
   // Runs the CLI; returns stdout, and the exit code in `code`.
   std::string run(const std::string& args, int* code = nullptr) {
-    const auto out = dir_ / "out", err = dir_ / "err";
-    const int status = std::system((cli_path() + " " + args + " >" + out.string() + " 2>" +
-                                    err.string() + " </dev/null")
-                                       .c_str());
-    if (code) *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    auto b = read_bytes(out);
-    return std::string(b.begin(), b.end());
+    const CommandResult r = run_shell(cli_path() + " " + args, dir_);
+    if (code) *code = r.exit_code;
+    return r.out;
   }
   std::vector<nlohmann::json> json_lines(const std::string& text) {
     std::vector<nlohmann::json> out;
@@ -92,12 +88,8 @@ TEST_F(GenerateCli, PromptFromStdinAndFile) {
   const std::string greedy = " -n 8 --temperature 0";
   const std::string from_arg = run("generate " + model_ + " 'The '" + greedy);
   EXPECT_EQ(run("generate " + model_ + " --file " + (dir_ / "p.txt").string() + greedy), from_arg);
-  const auto out = dir_ / "o";
-  std::system((cli_path() + " generate " + model_ + greedy + " --file - < " +
-               (dir_ / "p.txt").string() + " > " + out.string() + " 2>/dev/null")
-                  .c_str());
-  auto b = read_bytes(out);
-  EXPECT_EQ(std::string(b.begin(), b.end()), from_arg);
+  EXPECT_EQ(run_shell(cli_path() + " generate " + model_ + greedy + " --file -", dir_, "The ").out,
+            from_arg);
 }
 
 TEST_F(GenerateCli, BadInputIsAClearError) {

@@ -20,24 +20,12 @@ namespace {
 
 class QuantCli : public ::testing::Test {
  protected:
-  struct Result {
-    int exit_code;
-    std::string out, err;
-  };
+  using Result = CommandResult;
   void SetUp() override {
     if (shared_dir().empty()) GTEST_SKIP() << "SKIPPED: ../shared/testdata not found";
     dir_ = temp_dir();
   }
-  Result run(const std::string& args) {
-    const auto out = dir_ / "stdout", err = dir_ / "stderr";
-    const std::string cmd = cli_path() + " " + args + " >" + out.string() + " 2>" + err.string();
-    const int status = std::system(cmd.c_str());
-    auto text = [](const std::filesystem::path& p) {
-      auto b = read_bytes(p);
-      return std::string(b.begin(), b.end());
-    };
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text(out), text(err)};
-  }
+  Result run(const std::string& args) { return run_shell(cli_path() + " " + args, dir_); }
   void expect_error(const Result& r, const std::string& what) {
     EXPECT_NE(r.exit_code, 0);
     EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;

@@ -11,12 +11,6 @@
 namespace rwkv::test {
 namespace {
 
-struct CommandResult {
-  int exit_code;
-  std::string out;
-  std::string err;
-};
-
 class TokenizeCli : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -27,21 +21,8 @@ class TokenizeCli : public ::testing::Test {
     vectors_ = shared_dir() / "testdata/tokenizer";
   }
   // Runs `rwkv ARGS` through the shell, so ARGS may hold pipes and redirections.
-  CommandResult run(const std::string& args) {
-    const auto out = dir_ / "stdout", err = dir_ / "stderr";
-    const std::string cmd = "(" + args + ") >" + out.string() + " 2>" + err.string();
-    const int status = std::system(cmd.c_str());
-    auto text = [](const std::filesystem::path& p) {
-      auto b = read_bytes(p);
-      return std::string(b.begin(), b.end());
-    };
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text(out), text(err)};
-  }
+  CommandResult run(const std::string& args) { return run_shell(args, dir_); }
   std::string rwkv() const { return cli_path(); }
-  std::string file_text(const std::filesystem::path& p) {
-    auto b = read_bytes(p);
-    return std::string(b.begin(), b.end());
-  }
   void expect_error(const CommandResult& r, const std::string& what) {
     EXPECT_NE(r.exit_code, 0);
     EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
@@ -69,11 +50,11 @@ TEST_F(TokenizeCli, OutputMatchesEveryVectorFile) {
       SCOPED_TRACE(name + " " + kind);
       auto r = run(rwkv() + " tokenize --tokenizer " + vocab + " --file " + txt.string());
       ASSERT_EQ(r.exit_code, 0) << r.err;
-      EXPECT_EQ(r.out, file_text(ids));
+      EXPECT_EQ(r.out, read_text(ids));
       if (std::string(kind) == "world") {
         auto d = run(rwkv() + " detokenize -t " + vocab + " --file " + ids.string());
         ASSERT_EQ(d.exit_code, 0) << d.err;
-        EXPECT_EQ(d.out, file_text(txt));
+        EXPECT_EQ(d.out, read_text(txt));
       }
       ++checked;
     }
@@ -90,7 +71,7 @@ TEST_F(TokenizeCli, TextArgumentStdinAndPipes) {
   r = run("cat " + (dir_ / "in.bin").string() + " | " + rwkv() + " tokenize -t " + world_ +
           " --file - | " + rwkv() + " detokenize -t " + world_ + " --file -");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out, file_text(dir_ / "in.bin"));
+  EXPECT_EQ(r.out, read_text(dir_ / "in.bin"));
   // Ids may be separated by commas and newlines too.
   r = run(rwkv() + " detokenize -t byte '104,105\n33'");
   EXPECT_EQ(r.out, "hi!");

@@ -335,6 +335,7 @@ void add_chat_command(CLI::App& app) {
   o->sampling.params.presence_penalty = 0.0f;
   o->sampling.params.frequency_penalty = 1.0f;
   o->sampling.max_tokens = 500;
+  o->model.allow_default = true;
   o->model.add_to(*cmd);
   cmd->add_option("--system", o->system, "System prompt, fed once at the start");
   cmd->add_option("--tokenizer", o->tokenizer,

@@ -19,6 +19,8 @@ struct ModelOptions {
   std::string arch;    // "" = detect
   float ln_x_eps = 0;  // 0 = the file's convention
   int threads = 0;     // 0 = one per core
+  // Without a model file, run the built-in default model (generate, chat).
+  bool allow_default = false;
 
   void add_to(CLI::App& cmd, bool required = true);
   // Loads the model and prints its warnings to stderr.

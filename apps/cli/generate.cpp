@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -28,6 +29,12 @@ struct GenerateCliOptions {
   int64_t chunk = 64;
 };
 
+bool looks_like_model_file(const std::string& arg) {
+  for (const char* ext : {".pth", ".safetensors", ".st", ".bin"})
+    if (arg.ends_with(ext)) return true;
+  return std::filesystem::exists(arg);
+}
+
 std::string read_prompt(const GenerateCliOptions& o) {
   if (!o.prompt.empty() && !o.file.empty()) throw Error("give the prompt as text or --file, not both");
   if (!o.prompt.empty()) return o.prompt;
@@ -44,7 +51,13 @@ std::string read_prompt(const GenerateCliOptions& o) {
   return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
 }
 
-void run(const GenerateCliOptions& o) {
+void run(GenerateCliOptions o) {
+  // `rwkv generate "prompt"`: one argument that is not a model file is the prompt for the
+  // built-in model.
+  if (o.prompt.empty() && !o.model.path.empty() && !looks_like_model_file(o.model.path)) {
+    o.prompt = o.model.path;
+    o.model.path.clear();
+  }
   const std::string prompt = read_prompt(o);
   auto model = o.model.load();
   auto tokenizer = Tokenizer::for_model(o.model.path, model->info().n_vocab, o.tokenizer);
@@ -103,6 +116,7 @@ void run(const GenerateCliOptions& o) {
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt, streaming it");
   auto o = std::make_shared<GenerateCliOptions>();
+  o->model.allow_default = true;
   o->model.add_to(*cmd);
   cmd->add_option("prompt", o->prompt, "Prompt text (or --file, or stdin)");
   cmd->add_option("--file", o->file, "Read the prompt from a file ('-' = stdin)");

@@ -7,9 +7,14 @@
 namespace rwkv::cli {
 
 void ModelOptions::add_to(CLI::App& cmd, bool required) {
-  cmd.add_option("model", path, "Model file: .pth, .safetensors or rwkv.cpp .bin")
-      ->required(required)
-      ->check(CLI::ExistingFile);
+  auto* model = cmd.add_option("model", path,
+                               allow_default
+                                   ? "Model file: .pth, .safetensors or rwkv.cpp .bin (default: "
+                                     "the built-in byte-level RWKV-7)"
+                                   : "Model file: .pth, .safetensors or rwkv.cpp .bin")
+                    ->required(required && !allow_default);
+  // generate takes `rwkv generate "prompt"` for the default model, so it checks the file itself.
+  if (!allow_default) model->check(CLI::ExistingFile);
   cmd.add_option("--arch", arch, "Architecture to assume instead of detecting it")
       ->check(CLI::IsMember({"4", "5", "5.0", "5.1", "5.2", "6", "7", "v4", "v5", "v6", "v7"}));
   cmd.add_option("--ln-x-eps", ln_x_eps,
@@ -29,6 +34,7 @@ std::unique_ptr<Model> ModelOptions::load() const {
   LoadOptions options;
   options.version = !arch.empty() && arch[0] == 'v' ? arch.substr(1) : arch;
   if (ln_x_eps > 0) options.ln_x_eps = ln_x_eps;
+  if (path.empty() && allow_default) return Model::load_default(options);
   auto model = Model::load(path, options);
   for (const std::string& w : model->info().warnings)
     std::fprintf(stderr, "warning: %s: %s\n", path.c_str(), w.c_str());

@@ -91,6 +91,9 @@ class Model {
  public:
   // Reads a `.pth`, `.safetensors` or rwkv.cpp `.bin` file. Throws rwkv::Error on bad input.
   static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& options = {});
+  // The small byte-level RWKV-7 built into the library (trained with `rwkv train`, see README):
+  // what the CLI runs when no model file is given. Throws rwkv::Error in a build without it.
+  static std::unique_ptr<Model> load_default(const LoadOptions& options = {});
   virtual ~Model() = default;
 
   const ModelInfo& info() const { return info_; }

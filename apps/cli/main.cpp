@@ -22,6 +22,9 @@ int main(int argc, char** argv) {
   rwkv::cli::add_generate_command(app);
   rwkv::cli::add_chat_command(app);
   rwkv::cli::add_eval_commands(app);
+  rwkv::cli::add_grad_command(app);
+  rwkv::cli::add_train_command(app);
+  rwkv::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

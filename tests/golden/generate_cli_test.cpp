@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
+#include <cctype>
 #include <sstream>
 
 #include "test_util.h"
@@ -102,6 +104,28 @@ TEST_F(GenerateCli, BadInputIsAClearError) {
   EXPECT_NE(code, 0);
   run("generate /nonexistent.bin 'x'", &code);
   EXPECT_NE(code, 0);
+}
+
+// The built-in model (models/default.safetensors, compiled into the binary) runs without a file:
+// `rwkv generate "prompt"` and `rwkv chat`, and writes text, not byte soup.
+TEST(DefaultModel, GenerateAndChatRunWithoutAModelFile) {
+  const auto dir = temp_dir();
+  const CommandResult g =
+      run_shell(cli_path() + " generate 'And it came to pass' -n 300 --temperature 0.7 --seed 1", dir);
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  ASSERT_GE(g.out.size(), 250u) << g.out;
+  const auto plain = std::count_if(g.out.begin(), g.out.end(), [](unsigned char c) {
+    return std::isalpha(c) || c == ' ' || c == ',' || c == '.' || c == ';' || c == ':' || c == '\n';
+  });
+  EXPECT_GE(double(plain) / double(g.out.size()), 0.95) << g.out;
+  const CommandResult same = run_shell(
+      cli_path() + " generate 'And it came to pass' -n 300 --temperature 0.7 --seed 1", dir);
+  EXPECT_EQ(same.out, g.out);
+
+  const CommandResult c = run_shell(cli_path() + " chat -n 20 -v", dir, "Hello\n");
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_EQ(c.out.rfind("Assistant:", 0), 0u) << c.out;
+  EXPECT_NE(c.err.find("[turn 1: 18 new tokens processed"), std::string::npos) << c.err;
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
-// Micro-benchmarks of the scalar reference path: one-token forward of real models, and the
-// matrix-vector kernel for every stored type. Run: build/rwkv_bench --benchmark_repetitions=5
-// --benchmark_report_aggregates_only=true (medians go to docs/BENCHMARKS.md).
+// Micro-benchmarks: one-token forward of real models, and linear() for every stored type, as a
+// matrix-vector product (T = 1) and over several tokens. Kernels follow RWKV_KERNELS. Run:
+// build/rwkv_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true (CPU-time
+// medians go to docs/BENCHMARKS.md).
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -20,7 +21,7 @@ std::filesystem::path shared_dir() {
 }
 
 void BM_Forward(benchmark::State& st, const std::string& rel_path) {
-  const auto path = shared_dir() / rel_path;
+  const auto path = shared_dir() / rel_path;  // an absolute rel_path stands for itself
   if (!std::filesystem::exists(path)) {
     st.SkipWithError(("missing " + path.string()).c_str());
     return;
@@ -64,6 +65,55 @@ void BM_Matvec(benchmark::State& st, rwkv::DType dtype) {
   st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(w.nbytes));
 }
 
+// Prefill of 64 tokens in sequence mode (one chunk), tokens per CPU second.
+void BM_Prefill64(benchmark::State& st, const std::string& path) {
+  auto model = rwkv::Model::load(path);
+  std::vector<float> state(model->state_size()), logits(size_t(model->info().n_vocab));
+  std::vector<int> tokens(64);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int(i * 7919 % size_t(model->info().n_vocab));
+  rwkv::Scratch scratch;
+  for (auto _ : st) {
+    model->init_state(state);
+    model->forward_seq(tokens, state, logits, false, scratch, {.chunk = 64});
+  }
+  st.SetItemsProcessed(int64_t(st.iterations()) * 64);
+}
+
+// RWKV_BENCH_MODELS=a.safetensors:b.bin adds one-token forward and 64-token prefill benchmarks
+// of those files (e.g. the 2048 x 24 models of docs/BENCHMARKS.md, which are too big to keep).
+const bool kModelsRegistered = [] {
+  const char* env = std::getenv("RWKV_BENCH_MODELS");
+  std::string list = env ? env : "";
+  for (size_t start = 0; start < list.size();) {
+    size_t end = list.find(':', start);
+    if (end == std::string::npos) end = list.size();
+    const std::string path = list.substr(start, end - start);
+    const std::string name = std::filesystem::path(path).filename().string();
+    if (!path.empty()) {
+      benchmark::RegisterBenchmark(("BM_Forward/" + name).c_str(), BM_Forward, path);
+      benchmark::RegisterBenchmark(("BM_Prefill64/" + name).c_str(), BM_Prefill64, path);
+    }
+    start = end + 1;
+  }
+  return true;
+}();
+
+// linear() over T token rows of an n x n matrix (T = 1 is generation, larger T prefill); the
+// GFLOPS counter is 2 n^2 T per CPU second.
+void BM_Linear(benchmark::State& st, rwkv::DType dtype) {
+  const int64_t n = st.range(0), T = st.range(1);
+  rwkv::TensorMap map = random_matrix(dtype, n, n);
+  const rwkv::Tensor& w = map.at("w");
+  std::vector<float> x(static_cast<size_t>(n * T), 0.5f), y(static_cast<size_t>(n * T));
+  for (auto _ : st) {
+    rwkv::kernels::linear(w, x.data(), T, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(w.nbytes));
+  st.counters["GFLOPS"] = benchmark::Counter(2e-9 * double(n * n * T),
+                                             benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
 BENCHMARK_CAPTURE(BM_Forward, rwkv4_ref_fp32, "testdata/reference/models/rwkv4-ref-fp32.pth");
@@ -78,5 +128,15 @@ BENCHMARK_CAPTURE(BM_Matvec, BF16, rwkv::DType::BF16)->Arg(1024);
 BENCHMARK_CAPTURE(BM_Matvec, Q8_0, rwkv::DType::Q8_0)->Arg(1024);
 BENCHMARK_CAPTURE(BM_Matvec, Q5_1, rwkv::DType::Q5_1)->Arg(1024);
 BENCHMARK_CAPTURE(BM_Matvec, Q4_0, rwkv::DType::Q4_0)->Arg(1024);
+BENCHMARK_CAPTURE(BM_Matvec, Q4_1, rwkv::DType::Q4_1)->Arg(1024);
+BENCHMARK_CAPTURE(BM_Matvec, Q5_0, rwkv::DType::Q5_0)->Arg(1024);
+#define RWKV_LINEAR_BENCH(type) \
+  BENCHMARK_CAPTURE(BM_Linear, type, rwkv::DType::type)->ArgsProduct({{256, 1024}, {1, 4, 16, 64}})
+RWKV_LINEAR_BENCH(F32);
+RWKV_LINEAR_BENCH(F16);
+RWKV_LINEAR_BENCH(BF16);
+RWKV_LINEAR_BENCH(Q8_0);
+RWKV_LINEAR_BENCH(Q5_1);
+RWKV_LINEAR_BENCH(Q4_0);
 
 BENCHMARK_MAIN();

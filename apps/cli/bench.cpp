@@ -1,9 +1,12 @@
 // `rwkv bench MODEL`: load time, prefill speed in sequence mode next to token-by-token speed,
 // and the memory traffic of one generated token. Medians of --runs runs.
 #include <fmt/format.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -33,6 +36,21 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// Resident set size now (Linux /proc/self/statm; mapped weight pages count once touched).
+double rss_mb() {
+  std::ifstream statm("/proc/self/statm");
+  long pages_total = 0, pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return double(pages_resident) * double(sysconf(_SC_PAGESIZE)) / 1e6;
+}
+
+// Peak resident set size of the process so far.
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) * 1024 / 1e6;  // Linux reports KiB
 }
 
 struct Probes {
@@ -72,6 +90,7 @@ void run(const BenchOptions& o) {
   const EvalOptions eval{.chunk = o.chunk, .pool = pool.get()};
 
   std::vector<double> prefill, generate;
+  double gen_rss_mb = 0;
   for (int r = 0; r < o.runs; ++r) {
     model->init_state(state);
     start = std::chrono::steady_clock::now();
@@ -84,10 +103,13 @@ void run(const BenchOptions& o) {
       token = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
     }
     generate.push_back(double(o.gen) / seconds_since(start));
+    gen_rss_mb = std::max(gen_rss_mb, rss_mb());
   }
+  // Before the machine probes, whose 1 GiB read buffer would dominate the peak.
+  const double peak_mb = peak_rss_mb();
   // A generated token reads every weight once, except the embedding: one row of it. Each weight
   // a token multiplies is one FMA (2 flops).
-  double bytes = 0, flops = 0;
+  double bytes = 0, flops = 0, weight_bytes = 0;
   for (const TensorInfo& t : info.tensors) {
     int64_t n = 1;
     for (int64_t d : t.shape) n *= d;
@@ -96,6 +118,7 @@ void run(const BenchOptions& o) {
         double(dtype_info(dtype).block_bytes) / double(dtype_info(dtype).block_elems);
     const bool emb = t.name == "emb.weight";
     bytes += double(emb ? info.n_embd : n) * per;
+    weight_bytes += double(n) * per;
     if (!emb && t.shape.size() == 2) flops += 2.0 * double(n);
   }
   const Probes probes = probe_machine(*pool);
@@ -103,6 +126,8 @@ void run(const BenchOptions& o) {
   const double read_gbps = bytes * gen_tps / 1e9;
   const double bandwidth_fraction = read_gbps / probes.read_gbps;
   const double fma_fraction = prefill_tps * flops / 1e9 / probes.fma_gflops;
+  // The memory budget: weights + state + 64 MB.
+  const double rss_budget_mb = (weight_bytes + double(state.size()) * 4) / 1e6 + 64;
   if (o.json) {
     fmt::print("{}\n", nlohmann::json{{"model", info.path},
                                       {"version", info.version},
@@ -118,6 +143,10 @@ void run(const BenchOptions& o) {
                                       {"flops_per_token", flops},
                                       {"machine_fma_gflops", probes.fma_gflops},
                                       {"fma_fraction", fma_fraction},
+                                      {"weights_mb", weight_bytes / 1e6},
+                                      {"rss_gen_mb", gen_rss_mb},
+                                      {"rss_peak_mb", peak_mb},
+                                      {"rss_budget_mb", rss_budget_mb},
                                       {"kernels", kernels::variant_name(kernels::active_variant())}}
                            .dump());
     return;
@@ -138,6 +167,10 @@ void run(const BenchOptions& o) {
       "bytes read per token: {:.1f} MB, effective {:.2f} GB/s = {:.0f}% of the measured "
       "{:.1f} GB/s\n",
       bytes / 1e6, read_gbps, 100 * bandwidth_fraction, probes.read_gbps);
+  fmt::print(
+      "memory:     RSS {:.0f} MB while generating, {:.0f} MB peak; budget weights + state + 64 MB "
+      "= {:.0f} MB{}\n",
+      gen_rss_mb, peak_mb, rss_budget_mb, std::max(gen_rss_mb, peak_mb) <= rss_budget_mb ? "" : " (over)");
 }
 
 }  // namespace

@@ -48,6 +48,10 @@ inline float load1(const uint8_t* row, int64_t k) {
   return v;
 }
 
+// Fully unrolled small loops keep a tile's accumulators and weights in registers (GCC -O2 left
+// them on the stack otherwise).
+#define RWKV_UNROLL _Pragma("GCC unroll 16")
+
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -58,18 +62,25 @@ inline float hsum(__m256 v) {
 template <DType kType, int R, int TT>
 inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y, int64_t ldy) {
   __m256 acc[R][TT];
+  RWKV_UNROLL
   for (int i = 0; i < R; ++i)
+    RWKV_UNROLL
     for (int t = 0; t < TT; ++t) acc[i][t] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 8 <= K; k += 8) {
     __m256 w[R];
+    RWKV_UNROLL
     for (int i = 0; i < R; ++i) w[i] = load8<kType>(rows[i], k);
+    RWKV_UNROLL
     for (int t = 0; t < TT; ++t) {
       const __m256 xv = _mm256_loadu_ps(x + t * K + k);
+      RWKV_UNROLL
       for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(w[i], xv, acc[i][t]);
     }
   }
+  RWKV_UNROLL
   for (int i = 0; i < R; ++i)
+    RWKV_UNROLL
     for (int t = 0; t < TT; ++t) {
       float s = hsum(acc[i][t]);
       for (int64_t j = k; j < K; ++j) s += load1<kType>(rows[i], j) * x[t * K + j];

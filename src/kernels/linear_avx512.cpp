@@ -1,13 +1,13 @@
 // AVX-512 variants of linear() and matmul(). Plain float weights (F32, F16, BF16) are widened to
-// float32 while they are loaded; ggml blocks are decoded a few rows at a time into float32 in
-// L1/L2 and then multiplied like F32. Products and sums stay in float32 (exact widening, FMA), so
-// results differ from the scalar reference only by summation order.
+// float32 while they are loaded; ggml blocks are unpacked to float32 in registers inside the
+// multiply tile (measured faster than decoding rows into a buffer first, for one token and for
+// 64). Products and sums stay in float32 (exact decoding, FMA), so results differ from the
+// scalar reference only by summation order.
 // Headers come before the target pragma so that no inline function they define is compiled
 // for this ISA and then shared with code that runs on any CPU.
 #include <immintrin.h>
 
 #include <cstring>
-#include <vector>
 
 #include "kernels/variants.h"
 
@@ -16,6 +16,11 @@
 #else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
+// GCC 12 flags the deliberately undefined pass-through lanes inside its own AVX-512 intrinsics
+// (GCC bug 105593) wherever they are inlined.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
 namespace rwkv::kernels::avx512 {
@@ -52,33 +57,141 @@ inline __m512 load_tail(const uint8_t* row, int64_t k, __mmask16 m) {
   }
 }
 
+// Fully unrolled small loops keep a tile's accumulators and weights in registers (GCC -O2 left
+// them on the stack otherwise).
+#define RWKV_UNROLL _Pragma("GCC unroll 16")
+
+// Sum of the 16 lanes in a fixed order (halving). Spelled out because GCC 12 warns about the
+// undefined upper lanes inside _mm512_reduce_add_ps.
+inline float hsum(__m512 v) {
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+  __m128 s = _mm512_castps512_ps128(v);
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// Element type traits of the ggml block formats (32 weights per block).
+template <DType kType>
+constexpr bool kIsBlock = kType != DType::F32 && kType != DType::F16 && kType != DType::BF16;
+
+// The 32 weights of one ggml block as float32, elements 0-15 in `lo` and 16-31 in `hi`: exactly
+// the values of the scalar dequantize() (each is one product of a small integer and the fp16
+// scale, exact in float32, plus at most one rounded addition of the offset). Unpacked in
+// registers from the block bytes, so a matrix-vector product reads each weight byte once and
+// writes nothing; decode_rows() stores the same vectors for matmul().
+template <DType kType>
+inline void block_vectors(const uint8_t* b, __m512& lo, __m512& hi) {
+  const __m512 d = _mm512_set1_ps(half(b));
+  if constexpr (kType == DType::Q8_0) {
+    lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2)))),
+                       d);
+    hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 18)))),
+                       d);
+  } else {
+    // The block's 16 (or 32) possible values form a table in one (two) registers, and a
+    // permute, which reads only the low 4 (5) bits of each index, turns levels into weights.
+    constexpr bool kHasMin = kType == DType::Q4_1 || kType == DType::Q5_1;
+    constexpr bool kFiveBit = kType == DType::Q5_0 || kType == DType::Q5_1;
+    const __m512 level = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    // (q - zero) * d is exact, so computing it as (level - zero) * d, or q * d + m with the one
+    // rounding of the reference's addition as an FMA, gives the reference's values.
+    const __m512 m = kHasMin ? _mm512_set1_ps(half(b + 2)) : _mm512_setzero_ps();
+    const __m512 base = kHasMin ? level : _mm512_sub_ps(level, _mm512_set1_ps(kFiveBit ? 16 : 8));
+    const __m512 table0 = _mm512_fmadd_ps(base, d, m);
+    const uint8_t* p = b + (kHasMin ? 4 : 2);
+    uint32_t qh = 0;
+    if constexpr (kFiveBit) {
+      std::memcpy(&qh, p, 4);
+      p += 4;
+    }
+    // Byte j holds element j (low nibble) and j + 16 (high nibble).
+    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m512i hi_nibbles = _mm512_srli_epi32(bytes, 4);
+    if constexpr (kFiveBit) {
+      const __m512 table1 = _mm512_fmadd_ps(_mm512_add_ps(base, _mm512_set1_ps(16)), d, m);
+      const __m512i bit4 = _mm512_set1_epi32(16);
+      const __m512i lo_nibbles = _mm512_and_si512(bytes, _mm512_set1_epi32(0x0f));
+      const __m512i q0 = _mm512_mask_or_epi32(lo_nibbles, __mmask16(qh), lo_nibbles, bit4);
+      const __m512i q1 = _mm512_mask_or_epi32(hi_nibbles, __mmask16(qh >> 16), hi_nibbles, bit4);
+      lo = _mm512_permutex2var_ps(table0, q0, table1);
+      hi = _mm512_permutex2var_ps(table0, q1, table1);
+    } else {
+      lo = _mm512_permutexvar_ps(bytes, table0);
+      hi = _mm512_permutexvar_ps(hi_nibbles, table0);
+    }
+  }
+}
+
+// How far ahead of the tile each weight row is prefetched.
+constexpr int64_t kPrefetchBytes = 1024;
+
 // out[i][t] = dot(row i, x row t) for R weight rows and TT tokens: R x TT accumulators of 16
-// lanes, so each weight vector loaded serves TT tokens and each x vector R rows.
+// lanes, so each weight vector loaded serves TT tokens and each x vector R rows. Lane j of an
+// accumulator sums elements j, j + 16, j + 32, ... in order whatever R and TT are, so an output
+// does not depend on T or on which rows and tokens share its tile.
 template <DType kType, int R, int TT>
 inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y, int64_t ldy) {
   __m512 acc[R][TT];
+  RWKV_UNROLL
   for (int i = 0; i < R; ++i)
+    RWKV_UNROLL
     for (int t = 0; t < TT; ++t) acc[i][t] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 16 <= K; k += 16) {
-    __m512 w[R];
-    for (int i = 0; i < R; ++i) w[i] = load16<kType>(rows[i], k);
-    for (int t = 0; t < TT; ++t) {
-      const __m512 xv = _mm512_loadu_ps(x + t * K + k);
-      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(w[i], xv, acc[i][t]);
+  if constexpr (kIsBlock<kType>) {
+    const int64_t bb = dtype_info(kType).block_bytes;
+    for (int64_t k = 0, b = 0; k < K; k += 32, b += bb) {
+      __m512 w[R][2];
+      // Blocks are not cache-line aligned and unpacking leaves gaps between loads, which the
+      // hardware prefetcher alone does not cover when the weights stream from DRAM.
+      // Only where the weights stream (one token); larger tiles reread them from L1.
+      if constexpr (TT == 1) {
+        RWKV_UNROLL
+        for (int i = 0; i < R; ++i)
+          _mm_prefetch(reinterpret_cast<const char*>(rows[i] + b + kPrefetchBytes), _MM_HINT_T0);
+      }
+      RWKV_UNROLL
+      for (int i = 0; i < R; ++i) block_vectors<kType>(rows[i] + b, w[i][0], w[i][1]);
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) {
+        const __m512 x0 = _mm512_loadu_ps(x + t * K + k), x1 = _mm512_loadu_ps(x + t * K + k + 16);
+        RWKV_UNROLL
+        for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(w[i][0], x0, acc[i][t]);
+        RWKV_UNROLL
+        for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(w[i][1], x1, acc[i][t]);
+      }
+    }
+  } else {
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+      __m512 w[R];
+      RWKV_UNROLL
+      for (int i = 0; i < R; ++i) w[i] = load16<kType>(rows[i], k);
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) {
+        const __m512 xv = _mm512_loadu_ps(x + t * K + k);
+        RWKV_UNROLL
+        for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(w[i], xv, acc[i][t]);
+      }
+    }
+    if (k < K) {
+      const __mmask16 m = __mmask16((1u << (K - k)) - 1);
+      __m512 w[R];
+      RWKV_UNROLL
+      for (int i = 0; i < R; ++i) w[i] = load_tail<kType>(rows[i], k, m);
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) {
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * K + k);
+        RWKV_UNROLL
+        for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(w[i], xv, acc[i][t]);
+      }
     }
   }
-  if (k < K) {
-    const __mmask16 m = __mmask16((1u << (K - k)) - 1);
-    __m512 w[R];
-    for (int i = 0; i < R; ++i) w[i] = load_tail<kType>(rows[i], k, m);
-    for (int t = 0; t < TT; ++t) {
-      const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * K + k);
-      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(w[i], xv, acc[i][t]);
-    }
-  }
+  RWKV_UNROLL
   for (int i = 0; i < R; ++i)
-    for (int t = 0; t < TT; ++t) y[t * ldy + i] = _mm512_reduce_add_ps(acc[i][t]);
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) y[t * ldy + i] = hsum(acc[i][t]);
 }
 
 // All T tokens against R rows, tokens four at a time.
@@ -102,8 +215,9 @@ inline void rows_times_tokens(const uint8_t* const* rows, const float* x, int64_
   }
 }
 
+// Weights read straight from the tensor (plain floats widened, blocks unpacked in the tile).
 template <DType kType>
-void linear_plain(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
+void linear_direct(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
   const int64_t K = w.cols(), O = w.rows();
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) {
@@ -116,71 +230,14 @@ void linear_plain(const Tensor& w, const float* x, int64_t T, float* y, int64_t 
   }
 }
 
-// Decodes 32 ggml-block weights to float32.
-template <DType kType>
-inline void decode_block(const uint8_t* b, float* out) {
-  if constexpr (kType == DType::Q8_0) {
-    const __m512 d = _mm512_set1_ps(half(b));
-    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
-    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 18));
-    _mm512_storeu_ps(out, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), d));
-    _mm512_storeu_ps(out + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), d));
-  } else {
-    constexpr bool kHasMin = kType == DType::Q4_1 || kType == DType::Q5_1;
-    constexpr bool kFiveBit = kType == DType::Q5_0 || kType == DType::Q5_1;
-    const uint8_t* p = b;
-    const __m512 d = _mm512_set1_ps(half(p));
-    p += 2;
-    __m512 m = _mm512_setzero_ps();
-    if constexpr (kHasMin) {
-      m = _mm512_set1_ps(half(p));
-      p += 2;
-    }
-    uint32_t qh = 0;
-    if constexpr (kFiveBit) {
-      std::memcpy(&qh, p, 4);
-      p += 4;
-    }
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    const __m128i mask = _mm_set1_epi8(0x0f);
-    __m512i q[2] = {_mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask)),
-                    _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask))};
-    for (int h = 0; h < 2; ++h) {
-      if constexpr (kFiveBit)
-        q[h] = _mm512_mask_add_epi32(q[h], __mmask16(qh >> (16 * h)), q[h], _mm512_set1_epi32(16));
-      if constexpr (!kHasMin) q[h] = _mm512_sub_epi32(q[h], _mm512_set1_epi32(kFiveBit ? 16 : 8));
-      __m512 v = _mm512_cvtepi32_ps(q[h]);
-      v = kHasMin ? _mm512_fmadd_ps(v, d, m) : _mm512_mul_ps(v, d);
-      _mm512_storeu_ps(out + 16 * h, v);
-    }
-  }
-}
-
 template <DType kType>
 void decode_row(const uint8_t* row, int64_t K, float* out) {
   const int64_t bb = dtype_info(kType).block_bytes;
-  for (int64_t i = 0; i < K / 32; ++i) decode_block<kType>(row + i * bb, out + 32 * i);
-}
-
-// Blocks: decode four rows into float32, then multiply as F32.
-template <DType kType>
-void linear_blocks(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
-  const int64_t K = w.cols(), O = w.rows();
-  thread_local std::vector<float> buf;
-  buf.resize(size_t(4 * K));
-  int64_t r = r0;
-  for (; r < r1; r += 4) {
-    const int n = int(std::min<int64_t>(4, r1 - r));
-    const uint8_t* rows[4];
-    for (int i = 0; i < n; ++i) {
-      decode_row<kType>(w.row(r + i), K, buf.data() + i * K);
-      rows[i] = reinterpret_cast<const uint8_t*>(buf.data() + i * K);
-    }
-    if (n == 4) {
-      rows_times_tokens<DType::F32, 4>(rows, x, T, K, y + r, O);
-    } else {
-      for (int i = 0; i < n; ++i) rows_times_tokens<DType::F32, 1>(rows + i, x, T, K, y + r + i, O);
-    }
+  for (int64_t i = 0; i < K / 32; ++i) {
+    __m512 lo, hi;
+    block_vectors<kType>(row + i * bb, lo, hi);
+    _mm512_storeu_ps(out + 32 * i, lo);
+    _mm512_storeu_ps(out + 32 * i + 16, hi);
   }
 }
 
@@ -189,21 +246,21 @@ void linear_blocks(const Tensor& w, const float* x, int64_t T, float* y, int64_t
 void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
   switch (w.dtype) {
     case DType::F32:
-      return linear_plain<DType::F32>(w, x, T, y, r0, r1);
+      return linear_direct<DType::F32>(w, x, T, y, r0, r1);
     case DType::F16:
-      return linear_plain<DType::F16>(w, x, T, y, r0, r1);
+      return linear_direct<DType::F16>(w, x, T, y, r0, r1);
     case DType::BF16:
-      return linear_plain<DType::BF16>(w, x, T, y, r0, r1);
+      return linear_direct<DType::BF16>(w, x, T, y, r0, r1);
     case DType::Q4_0:
-      return linear_blocks<DType::Q4_0>(w, x, T, y, r0, r1);
+      return linear_direct<DType::Q4_0>(w, x, T, y, r0, r1);
     case DType::Q4_1:
-      return linear_blocks<DType::Q4_1>(w, x, T, y, r0, r1);
+      return linear_direct<DType::Q4_1>(w, x, T, y, r0, r1);
     case DType::Q5_0:
-      return linear_blocks<DType::Q5_0>(w, x, T, y, r0, r1);
+      return linear_direct<DType::Q5_0>(w, x, T, y, r0, r1);
     case DType::Q5_1:
-      return linear_blocks<DType::Q5_1>(w, x, T, y, r0, r1);
+      return linear_direct<DType::Q5_1>(w, x, T, y, r0, r1);
     case DType::Q8_0:
-      return linear_blocks<DType::Q8_0>(w, x, T, y, r0, r1);
+      return linear_direct<DType::Q8_0>(w, x, T, y, r0, r1);
   }
 }
 
@@ -266,5 +323,6 @@ void axpy_rows(const float* x, int64_t T, int64_t ldx, const float* row, int64_t
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
+#pragma GCC diagnostic pop
 #pragma GCC pop_options
 #endif

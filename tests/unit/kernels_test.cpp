@@ -111,6 +111,30 @@ TEST_P(KernelVariants, MatmulMatchesReference) {
   }
 }
 
+// Sequence mode and batches rely on this: a token's outputs are bit-identical whether it is
+// multiplied alone (generation) or inside a chunk of any size, at any position of a tile.
+TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
+  for (KernelVariant v : available_variants()) {
+    for (DType dtype : kAllTypes) {
+      for (int64_t cols : {int64_t(160), int64_t(is_quantized(dtype) ? 2048 : 2055)}) {
+        TensorMap map;
+        const int64_t rows = 37, T = 13;
+        const Tensor& w = random_tensor(map, dtype, rows, cols, 11);
+        std::vector<float> x(size_t(T * cols)), chunk(size_t(T * rows)), alone(static_cast<size_t>(rows));
+        std::mt19937 rng(3);
+        std::normal_distribution<float> normal;
+        for (float& e : x) e = normal(rng);
+        linear(w, x.data(), T, chunk.data(), nullptr, v);
+        for (int64_t t = 0; t < T; ++t) {
+          linear(w, x.data() + t * cols, 1, alone.data(), nullptr, v);
+          ASSERT_EQ(0, std::memcmp(alone.data(), chunk.data() + t * rows, size_t(rows) * 4))
+              << variant_name(v) << " " << dtype_name(dtype) << " cols=" << cols << " t=" << t;
+        }
+      }
+    }
+  }
+}
+
 // Splitting rows over threads changes nothing: each output is computed by one thread.
 TEST_P(KernelVariants, ThreadedLinearIsIdentical) {
   ThreadPool pool(3);

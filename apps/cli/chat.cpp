@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "cli.h"
+#include "engine/chat_template.h"
 
 namespace rwkv::cli {
 
@@ -86,12 +87,9 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
-// A blank line separates turns in the format, so a message never contains one (as ChatRWKV).
-std::string clean_message(std::string_view text) {
-  std::string s = trim(text);
-  for (size_t pos; (pos = s.find("\n\n")) != std::string::npos;) s.erase(pos, 1);
-  return s;
-}
+// A blank line separates turns in the format, so a message never contains one (as ChatRWKV):
+// the server's template cleans messages the same way.
+std::string clean_message(std::string_view text) { return ChatTemplate{}.normalize(text); }
 
 class Chat {
  public:

@@ -13,6 +13,7 @@
 #include <memory>
 #include <new>
 
+#include "core/random.h"
 #include "rwkv/error.h"
 
 namespace rwkv {
@@ -21,18 +22,7 @@ namespace {
 
 // ---- random numbers ------------------------------------------------------------------------
 
-// splitmix64: one multiply-xorshift chain per 64 bits, plenty for weights and fast.
-struct Rng {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-};
-
-uint64_t mix(uint64_t a, uint64_t b) { return Rng{a ^ (b * 0xd1b54a32d192ed03ull)}.next(); }
+uint64_t mix(uint64_t a, uint64_t b) { return splitmix64(a ^ (b * 0xd1b54a32d192ed03ull)); }
 
 // Standard normal samples by inverting the CDF with a table: 32 random bits pick a point of
 // (0, 1); the top 16 select one of 65536 equal-probability bins and the low 16 interpolate
@@ -312,7 +302,7 @@ constexpr int64_t kChunk = 1 << 16;  // elements per random stream (and per task
 void generate_chunk(const Spec& s, uint64_t stream, int64_t begin, int64_t end, DType dtype,
                     uint8_t* dst) {
   const NormalTable& table = normal_table();
-  Rng rng{stream};
+  SplitMix64 rng{stream};
   float buf[256];
   for (int64_t i0 = begin; i0 < end; i0 += 256) {
     const int64_t n = std::min<int64_t>(256, end - i0);

@@ -17,10 +17,6 @@ namespace {
 constexpr char kMagic[8] = {'R', 'W', 'K', 'V', 'T', 'O', 'K', '1'};
 constexpr char kIdxMagic[9] = {'M', 'M', 'I', 'D', 'I', 'D', 'X', 0, 0};
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 uint64_t u64_at(const uint8_t* p) {
   uint64_t v;
   std::memcpy(&v, p, 8);
@@ -30,13 +26,13 @@ uint64_t u64_at(const uint8_t* p) {
 }  // namespace
 
 bool TokenData::is_token_data(const std::string& path) {
-  return ends_with(path, ".tok") || ends_with(path, ".bin") || ends_with(path, ".idx") ||
+  return path.ends_with(".tok") || path.ends_with(".bin") || path.ends_with(".idx") ||
          (std::filesystem::exists(path + ".bin") && std::filesystem::exists(path + ".idx"));
 }
 
 TokenData TokenData::open(const std::string& path) {
   TokenData d;
-  if (ends_with(path, ".tok")) {
+  if (path.ends_with(".tok")) {
     d.bytes_ = map_file(path);
     const auto& b = d.bytes_.data;
     if (b.size() < 16 || std::memcmp(b.data(), kMagic, 8) != 0)
@@ -48,7 +44,7 @@ TokenData TokenData::open(const std::string& path) {
     return d;
   }
   std::string prefix = path;
-  if (ends_with(prefix, ".bin") || ends_with(prefix, ".idx")) prefix.resize(prefix.size() - 4);
+  if (prefix.ends_with(".bin") || prefix.ends_with(".idx")) prefix.resize(prefix.size() - 4);
   const std::string idx_path = prefix + ".idx";
   const Bytes idx = map_file(idx_path);
   const auto& ib = idx.data;
@@ -98,7 +94,7 @@ uint64_t tokenize_to_file(const std::string& input, const Tokenizer& tokenizer,
   const Bytes file = map_file(input);
   const std::string_view text(reinterpret_cast<const char*>(file.data.data()), file.data.size());
   std::vector<int> ids;
-  if (ends_with(input, ".jsonl")) {
+  if (input.ends_with(".jsonl")) {
     size_t line_no = 0;
     for (size_t pos = 0; pos < text.size();) {
       size_t end = text.find('\n', pos);

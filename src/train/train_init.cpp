@@ -4,22 +4,15 @@
 #include <functional>
 
 #include "model/init.h"
+#include "core/random.h"
 #include "rwkv/error.h"
 
 namespace rwkv::train {
 
 namespace {
 
-// splitmix64 and Box-Muller: simple, and the same numbers on every platform.
-struct Rng {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  double uniform() { return double(next() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1)
+// Box-Muller on splitmix64: simple, and the same numbers on every platform.
+struct Rng : SplitMix64 {
   double normal() {
     const double u = 1.0 - uniform(), v = uniform();
     return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
@@ -190,7 +183,7 @@ ParamSet init_for_training(const TrainInitOptions& o) {
   io.seed = o.seed;
   // The official layout (names, shapes, order) with placeholder values, all replaced below.
   ParamSet p = ParamSet::from_map(init_model(io));
-  Rng rng{o.seed * 0x2545f4914f6cdd1dull + 1};
+  Rng rng{{o.seed * 0x2545f4914f6cdd1dull + 1}};
   const std::string arch = detect_train_arch(p);
   if (arch == "7")
     init_v7(p, o.n_embd, o.n_layer, o.n_vocab, o.head_size, rng);

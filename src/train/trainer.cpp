@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "io/readers.h"
+#include "core/random.h"
 #include "rwkv/error.h"
 #include "rwkv/state.h"
 #include "train/train_math.h"
@@ -15,20 +16,9 @@ namespace rwkv::train {
 
 namespace {
 
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // The matrices of the blocks that get adapters: every 2-D "blocks.*.weight".
 bool lora_target(const ParamInfo& p) {
-  return p.name.rfind("blocks.", 0) == 0 && ends_with(p.name, ".weight") && p.shape.size() == 2;
+  return p.name.rfind("blocks.", 0) == 0 && p.name.ends_with(".weight") && p.shape.size() == 2;
 }
 
 class Loop {
@@ -67,7 +57,7 @@ class Loop {
         float* a = tuned_.get(p.name + ".lora_A");
         const double bound = 1.0 / std::sqrt(double(p.shape[1]));
         for (int64_t i = 0; i < o.lora_rank * p.shape[1]; ++i)
-          a[i] = float((double(mix64(s++) >> 11) / 9007199254740992.0 * 2 - 1) * bound);
+          a[i] = float((double(splitmix64(s++) >> 11) / 9007199254740992.0 * 2 - 1) * bound);
       }
     }
     opt_ = o.tune == "full" ? &model_ : &tuned_;
@@ -96,7 +86,7 @@ class Loop {
       for (int64_t i = 0; i < B; ++i) {
         const uint64_t b = uint64_t(o_.rank * B + i);
         const uint64_t off =
-            mix64(mix64(o_.seed ^ uint64_t(step) * 0x9e37) ^ b) % (data_.size() - uint64_t(T));
+            splitmix64(splitmix64(o_.seed ^ uint64_t(step) * 0x9e37) ^ b) % (data_.size() - uint64_t(T));
         for (int64_t t = 0; t < T; ++t) {
           inputs[size_t(i * T + t)] = data_[off + uint64_t(t)];
           targets[size_t(i * T + t)] = data_[off + uint64_t(t) + 1];

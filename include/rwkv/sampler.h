@@ -46,6 +46,10 @@ class Sampler {
 
   // Picks a token from `logits` (modified in place by the penalties and biases) and records it.
   int sample(std::span<float> logits);
+  // Picks a token from a copy of `logits` (left as they are), never one of the ids from
+  // `n_valid` on: a model's vocabulary may have rows with no token (World models have 65536
+  // rows for 65530 tokens). Records it.
+  int sample_valid(std::span<const float> logits, int n_valid);
   // Records a token chosen elsewhere (e.g. a forced one) for the penalties.
   void accept(int token);
   // Forgets what was generated (not the random generator's position).
@@ -64,6 +68,7 @@ class Sampler {
   int n_vocab_;
   std::vector<float> counts_;  // decayed occurrence counts
   std::vector<int> seen_;      // tokens with a count, for sparse updates
+  std::vector<float> work_;    // sample_valid's copy of the logits, reused token after token
   std::mt19937_64 rng_;
 };
 

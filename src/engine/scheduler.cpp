@@ -1,7 +1,6 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
-#include <limits>
 
 namespace rwkv {
 
@@ -149,12 +148,7 @@ void Scheduler::cache_state(const Slot& slot) {
 }
 
 bool Scheduler::sample(Slot& slot) {
-  std::vector<float> logits = slot.logits;
-  // Rows past the tokenizer's vocabulary (World models have 65536 rows for 65530 tokens) have
-  // no text: never pick them.
-  std::fill(logits.begin() + std::min<size_t>(logits.size(), size_t(tokenizer_.vocab_size())),
-            logits.end(), -std::numeric_limits<float>::infinity());
-  const int id = slot.sampler.sample(logits);
+  const int id = slot.sampler.sample_valid(slot.logits, tokenizer_.vocab_size());
   if (tokenizer_.is_special(id)) {  // end of text
     const std::string rest = slot.stops.push(slot.utf8.flush()) + slot.stops.flush();
     if (!rest.empty()) slot.handle->push(text_event(rest));

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <limits>
 
 namespace rwkv {
 
@@ -59,14 +58,8 @@ GenerateResult Session::generate(Sampler& sampler, const GenerateOptions& option
   const double start = now();
   Utf8Stream utf8;
   StopMatcher stops(options.stop_strings);
-  std::vector<float> logits;
   for (int i = 0; i < options.max_tokens; ++i) {
-    logits = logits_;
-    // Rows past the tokenizer's vocabulary (World models have 65536 rows for 65530 tokens) have
-    // no text: never pick them.
-    std::fill(logits.begin() + std::min<size_t>(logits.size(), size_t(tokenizer_.vocab_size())),
-              logits.end(), -std::numeric_limits<float>::infinity());
-    const int id = sampler.sample(logits);
+    const int id = sampler.sample_valid(logits_, tokenizer_.vocab_size());
     const bool stop_token =
         std::count(options.stop_tokens.begin(), options.stop_tokens.end(), id) ||
         (options.stop_at_special && tokenizer_.is_special(id));

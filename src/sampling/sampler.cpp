@@ -102,6 +102,13 @@ std::vector<float> Sampler::distribution(std::span<float> logits) const {
   return p;
 }
 
+int Sampler::sample_valid(std::span<const float> logits, int n_valid) {
+  work_.assign(logits.begin(), logits.end());
+  std::fill(work_.begin() + std::clamp<ptrdiff_t>(n_valid, 0, ptrdiff_t(work_.size())), work_.end(),
+            -std::numeric_limits<float>::infinity());
+  return sample(work_);
+}
+
 int Sampler::sample(std::span<float> logits) {
   const std::vector<float> p = distribution(logits);
   int token = 0;

@@ -32,6 +32,22 @@ TEST(Sampler, PlainIsSoftmax) {
   EXPECT_NEAR(p[3], 0.4, 1e-6);
 }
 
+TEST(Sampler, SampleValidNeverPicksRowsWithoutATokenAndKeepsTheLogits) {
+  // The largest logits sit in the rows past n_valid = 3, as in a World model's 6 padding rows.
+  const std::vector<float> logits = {0.5f, 1.0f, 0.2f, 9.0f, 8.0f};
+  SamplerParams greedy;
+  greedy.temperature = 0;
+  greedy.presence_penalty = greedy.frequency_penalty = 0;
+  Sampler argmax(greedy, 5);
+  EXPECT_EQ(argmax.sample_valid(logits, 3), 1);
+  EXPECT_EQ(logits[3], 9.0f);
+  SamplerParams plain;
+  plain.top_p = 1;
+  plain.seed = 5;
+  Sampler sampler(plain, 5);
+  for (int i = 0; i < 200; ++i) EXPECT_LT(sampler.sample_valid(logits, 3), 3);
+}
+
 TEST(Sampler, TemperatureZeroIsArgmax) {
   SamplerParams params = plain();
   params.temperature = 0;

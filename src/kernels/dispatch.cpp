@@ -16,15 +16,14 @@ namespace {
 
 struct VariantFns {
   void (*linear_rows)(const Tensor&, const float*, int64_t, float*, int64_t, int64_t);
-  void (*decode_rows)(const Tensor&, int64_t, int64_t, float*);
-  void (*axpy_rows)(const float*, int64_t, int64_t, const float*, int64_t, float*, int64_t);
+  void (*matmul_cols)(const float*, int64_t, const Tensor&, float*, int64_t, int64_t);
 };
 
 const VariantFns& fns(KernelVariant v) {
   static const VariantFns table[] = {
-      {scalar::linear_rows, scalar::decode_rows, scalar::axpy_rows},
-      {avx2::linear_rows, avx2::decode_rows, avx2::axpy_rows},
-      {avx512::linear_rows, avx512::decode_rows, avx512::axpy_rows},
+      {scalar::linear_rows, scalar::matmul_cols},
+      {avx2::linear_rows, avx2::matmul_cols},
+      {avx512::linear_rows, avx512::matmul_cols},
   };
   return table[static_cast<int>(v)];
 }
@@ -81,16 +80,22 @@ void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* po
   });
 }
 
-void matmul(const float* x, int64_t T, const Tensor& w, float* y, KernelVariant v) {
+void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* pool,
+            KernelVariant v) {
   const VariantFns& f = fns(v);
-  thread_local std::vector<float> buf;
-  const int64_t rows = w.rows(), cols = w.cols();
-  buf.resize(size_t(cols));
-  std::fill(y, y + T * cols, 0.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    f.decode_rows(w, r, 1, buf.data());
-    f.axpy_rows(x + r, T, rows, buf.data(), cols, y, cols);
+  const int64_t cols = w.cols();
+  const int threads = pool ? pool->size() : 1;
+  // LoRA matrices are small: below about 64K multiply-adds a fork/join costs more than it saves.
+  if (threads == 1 || cols < 64 || T * w.rows() * cols < (int64_t(1) << 16)) {
+    f.matmul_cols(x, T, w, y, 0, cols);
+    return;
   }
+  // Column blocks are whole ggml blocks (multiples of 32), several per thread.
+  const int64_t block = std::max<int64_t>(32, (cols / (4 * threads) + 31) / 32 * 32);
+  const int64_t n_blocks = (cols + block - 1) / block;
+  pool->parallel_for(n_blocks, [&](int64_t b) {
+    f.matmul_cols(x, T, w, y, b * block, std::min(cols, (b + 1) * block));
+  });
 }
 
 }  // namespace rwkv::kernels

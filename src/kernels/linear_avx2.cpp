@@ -63,9 +63,8 @@ template <DType kType, int R, int TT>
 inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y, int64_t ldy) {
   __m256 acc[R][TT];
   RWKV_UNROLL
-  for (int i = 0; i < R; ++i)
-    RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) acc[i][t] = _mm256_setzero_ps();
+  for (int i = 0; i < R; ++i) RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) acc[i][t] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 8 <= K; k += 8) {
     __m256 w[R];
@@ -79,13 +78,12 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
     }
   }
   RWKV_UNROLL
-  for (int i = 0; i < R; ++i)
-    RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) {
-      float s = hsum(acc[i][t]);
-      for (int64_t j = k; j < K; ++j) s += load1<kType>(rows[i], j) * x[t * K + j];
-      y[t * ldy + i] = s;
-    }
+  for (int i = 0; i < R; ++i) RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) {
+    float s = hsum(acc[i][t]);
+    for (int64_t j = k; j < K; ++j) s += load1<kType>(rows[i], j) * x[t * K + j];
+    y[t * ldy + i] = s;
+  }
 }
 
 template <DType kType, int R>
@@ -219,44 +217,47 @@ void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r
   }
 }
 
-void decode_rows(const Tensor& w, int64_t r0, int64_t n, float* out) {
+namespace {
+
+// Weight row i of w as float32.
+void decode_row_any(const Tensor& w, int64_t i, float* out) {
   const int64_t K = w.cols();
-  for (int64_t i = 0; i < n; ++i) {
-    const uint8_t* row = w.row(r0 + i);
-    float* o = out + i * K;
-    switch (w.dtype) {
-      case DType::Q4_0:
-        decode_row<DType::Q4_0>(row, K, o);
-        break;
-      case DType::Q4_1:
-        decode_row<DType::Q4_1>(row, K, o);
-        break;
-      case DType::Q5_0:
-        decode_row<DType::Q5_0>(row, K, o);
-        break;
-      case DType::Q5_1:
-        decode_row<DType::Q5_1>(row, K, o);
-        break;
-      case DType::Q8_0:
-        decode_row<DType::Q8_0>(row, K, o);
-        break;
-      default:
-        dequantize(w.dtype, row, K, o);
-        break;
-    }
+  const uint8_t* row = w.row(i);
+  switch (w.dtype) {
+    case DType::Q4_0:
+      return decode_row<DType::Q4_0>(row, K, out);
+    case DType::Q4_1:
+      return decode_row<DType::Q4_1>(row, K, out);
+    case DType::Q5_0:
+      return decode_row<DType::Q5_0>(row, K, out);
+    case DType::Q5_1:
+      return decode_row<DType::Q5_1>(row, K, out);
+    case DType::Q8_0:
+      return decode_row<DType::Q8_0>(row, K, out);
+    default:
+      return dequantize(w.dtype, row, K, out);
   }
 }
 
-void axpy_rows(const float* x, int64_t T, int64_t ldx, const float* row, int64_t n, float* y,
-               int64_t ldy) {
-  for (int64_t t = 0; t < T; ++t) {
-    const __m256 a = _mm256_set1_ps(x[t * ldx]);
-    float* yt = y + t * ldy;
-    int64_t c = 0;
-    for (; c + 8 <= n; c += 8)
-      _mm256_storeu_ps(yt + c,
-                       _mm256_fmadd_ps(a, _mm256_loadu_ps(row + c), _mm256_loadu_ps(yt + c)));
-    for (; c < n; ++c) yt[c] += x[t * ldx] * row[c];
+}  // namespace
+
+void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c0, int64_t c1) {
+  thread_local std::vector<float> buf;
+  const int64_t I = w.rows(), O = w.cols(), n = c1 - c0;
+  buf.resize(size_t(O));
+  for (int64_t t = 0; t < T; ++t) std::fill(y + t * O + c0, y + t * O + c1, 0.0f);
+  for (int64_t i = 0; i < I; ++i) {
+    decode_row_any(w, i, buf.data());
+    const float* row = buf.data() + c0;
+    for (int64_t t = 0; t < T; ++t) {
+      const __m256 a = _mm256_set1_ps(x[t * I + i]);
+      float* yt = y + t * O + c0;
+      int64_t c = 0;
+      for (; c + 8 <= n; c += 8)
+        _mm256_storeu_ps(yt + c,
+                         _mm256_fmadd_ps(a, _mm256_loadu_ps(row + c), _mm256_loadu_ps(yt + c)));
+      for (; c < n; ++c) yt[c] += x[t * I + i] * row[c];
+    }
   }
 }
 

@@ -12,7 +12,8 @@
 #include "kernels/variants.h"
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))), apply_to = function)
+#pragma clang attribute push( \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c"))), apply_to = function)
 #else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
@@ -73,13 +74,13 @@ inline float hsum(__m512 v) {
 
 // Element type traits of the ggml block formats (32 weights per block).
 template <DType kType>
-constexpr bool kIsBlock = kType != DType::F32 && kType != DType::F16 && kType != DType::BF16;
+constexpr bool kIsBlock = kType != DType::F32&& kType != DType::F16&& kType != DType::BF16;
 
 // The 32 weights of one ggml block as float32, elements 0-15 in `lo` and 16-31 in `hi`: exactly
 // the values of the scalar dequantize() (each is one product of a small integer and the fp16
 // scale, exact in float32, plus at most one rounded addition of the offset). Unpacked in
 // registers from the block bytes, so a matrix-vector product reads each weight byte once and
-// writes nothing; decode_rows() stores the same vectors for matmul().
+// writes nothing.
 template <DType kType>
 inline void block_vectors(const uint8_t* b, __m512& lo, __m512& hi) {
   const __m512 d = _mm512_set1_ps(half(b));
@@ -108,7 +109,8 @@ inline void block_vectors(const uint8_t* b, __m512& lo, __m512& hi) {
       p += 4;
     }
     // Byte j holds element j (low nibble) and j + 16 (high nibble).
-    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m512i bytes =
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     const __m512i hi_nibbles = _mm512_srli_epi32(bytes, 4);
     if constexpr (kFiveBit) {
       const __m512 table1 = _mm512_fmadd_ps(_mm512_add_ps(base, _mm512_set1_ps(16)), d, m);
@@ -136,9 +138,8 @@ template <DType kType, int R, int TT>
 inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y, int64_t ldy) {
   __m512 acc[R][TT];
   RWKV_UNROLL
-  for (int i = 0; i < R; ++i)
-    RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) acc[i][t] = _mm512_setzero_ps();
+  for (int i = 0; i < R; ++i) RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) acc[i][t] = _mm512_setzero_ps();
   if constexpr (kIsBlock<kType>) {
     const int64_t bb = dtype_info(kType).block_bytes;
     for (int64_t k = 0, b = 0; k < K; k += 32, b += bb) {
@@ -189,9 +190,8 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
     }
   }
   RWKV_UNROLL
-  for (int i = 0; i < R; ++i)
-    RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) y[t * ldy + i] = hsum(acc[i][t]);
+  for (int i = 0; i < R; ++i) RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) y[t * ldy + i] = hsum(acc[i][t]);
 }
 
 // All T tokens against R rows, tokens four at a time.
@@ -230,14 +230,91 @@ void linear_direct(const Tensor& w, const float* x, int64_t T, float* y, int64_t
   }
 }
 
+// NV vectors of 16 weights of row `row`, columns [c, c + 16 NV), as float32; `last` masks the
+// final vector's columns (ggml blocks: NV is even and the columns are whole blocks).
+template <DType kType, int NV>
+inline void row_vectors(const uint8_t* row, int64_t c, __mmask16 last, __m512 (&w)[NV]) {
+  if constexpr (kIsBlock<kType>) {
+    static_assert(NV % 2 == 0);
+    const int64_t bb = dtype_info(kType).block_bytes;
+    RWKV_UNROLL
+    for (int v = 0; v < NV; v += 2)
+      block_vectors<kType>(row + (c / 32 + v / 2) * bb, w[v], w[v + 1]);
+  } else {
+    RWKV_UNROLL
+    for (int v = 0; v + 1 < NV; ++v) w[v] = load16<kType>(row, c + 16 * v);
+    w[NV - 1] = last == 0xffff ? load16<kType>(row, c + 16 * (NV - 1))
+                               : load_tail<kType>(row, c + 16 * (NV - 1), last);
+  }
+}
+
+// y[t][c, c + 16 NV) for TT tokens: TT x NV accumulators, each output summed over the rows in
+// order with one FMA per row, as a row-by-row axpy would (so the result does not depend on T,
+// the tile or the column split).
+template <DType kType, int TT, int NV>
+inline void cols_tile(const float* x, const Tensor& w, float* y, int64_t c, __mmask16 last) {
+  const int64_t I = w.rows(), O = w.cols();
+  const uint64_t row_bytes = w.row_bytes();
+  __m512 acc[TT][NV];
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) RWKV_UNROLL
+  for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < I; ++i) {
+    __m512 wv[NV];
+    row_vectors<kType, NV>(w.data + uint64_t(i) * row_bytes, c, last, wv);
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) {
+      const __m512 a = _mm512_set1_ps(x[t * I + i]);
+      RWKV_UNROLL
+      for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_fmadd_ps(a, wv[v], acc[t][v]);
+    }
+  }
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) {
+    RWKV_UNROLL
+    for (int v = 0; v + 1 < NV; ++v) _mm512_storeu_ps(y + t * O + c + 16 * v, acc[t][v]);
+    _mm512_mask_storeu_ps(y + t * O + c + 16 * (NV - 1), last, acc[t][NV - 1]);
+  }
+}
+
+// All T tokens for NV column vectors at c, tokens four at a time.
+template <DType kType, int NV>
+inline void cols_times_tokens(const float* x, int64_t T, const Tensor& w, float* y, int64_t c,
+                              __mmask16 last) {
+  const int64_t I = w.rows(), O = w.cols();
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4) cols_tile<kType, 4, NV>(x + t * I, w, y + t * O, c, last);
+  switch (T - t) {
+    case 3:
+      return cols_tile<kType, 3, NV>(x + t * I, w, y + t * O, c, last);
+    case 2:
+      return cols_tile<kType, 2, NV>(x + t * I, w, y + t * O, c, last);
+    case 1:
+      return cols_tile<kType, 1, NV>(x + t * I, w, y + t * O, c, last);
+    default:
+      return;
+  }
+}
+
 template <DType kType>
-void decode_row(const uint8_t* row, int64_t K, float* out) {
-  const int64_t bb = dtype_info(kType).block_bytes;
-  for (int64_t i = 0; i < K / 32; ++i) {
-    __m512 lo, hi;
-    block_vectors<kType>(row + i * bb, lo, hi);
-    _mm512_storeu_ps(out + 32 * i, lo);
-    _mm512_storeu_ps(out + 32 * i + 16, hi);
+void matmul_typed(const float* x, int64_t T, const Tensor& w, float* y, int64_t c0, int64_t c1) {
+  int64_t c = c0;
+  for (; c + 64 <= c1; c += 64) cols_times_tokens<kType, 4>(x, T, w, y, c, 0xffff);
+  const int64_t rest = c1 - c;
+  if (rest == 0) return;
+  const int n_vectors = int((rest + 15) / 16);
+  const __mmask16 last = __mmask16((1u << (rest - 16 * (n_vectors - 1))) - 1);
+  if constexpr (kIsBlock<kType>) {
+    cols_times_tokens<kType, 2>(x, T, w, y, c, last);  // whole blocks: rest is 32
+  } else {
+    switch (n_vectors) {
+      case 3:
+        return cols_times_tokens<kType, 3>(x, T, w, y, c, last);
+      case 2:
+        return cols_times_tokens<kType, 2>(x, T, w, y, c, last);
+      default:
+        return cols_times_tokens<kType, 1>(x, T, w, y, c, last);
+    }
   }
 }
 
@@ -264,57 +341,24 @@ void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r
   }
 }
 
-void decode_rows(const Tensor& w, int64_t r0, int64_t n, float* out) {
-  const int64_t K = w.cols();
-  for (int64_t i = 0; i < n; ++i) {
-    const uint8_t* row = w.row(r0 + i);
-    float* o = out + i * K;
-    switch (w.dtype) {
-      case DType::F32:
-        std::memcpy(o, row, size_t(K) * 4);
-        break;
-      case DType::F16:
-      case DType::BF16: {
-        int64_t k = 0;
-        const bool f16 = w.dtype == DType::F16;
-        for (; k + 16 <= K; k += 16)
-          _mm512_storeu_ps(o + k, f16 ? load16<DType::F16>(row, k) : load16<DType::BF16>(row, k));
-        if (k < K) {
-          const __mmask16 m = __mmask16((1u << (K - k)) - 1);
-          _mm512_mask_storeu_ps(
-              o + k, m, f16 ? load_tail<DType::F16>(row, k, m) : load_tail<DType::BF16>(row, k, m));
-        }
-        break;
-      }
-      case DType::Q4_0:
-        decode_row<DType::Q4_0>(row, K, o);
-        break;
-      case DType::Q4_1:
-        decode_row<DType::Q4_1>(row, K, o);
-        break;
-      case DType::Q5_0:
-        decode_row<DType::Q5_0>(row, K, o);
-        break;
-      case DType::Q5_1:
-        decode_row<DType::Q5_1>(row, K, o);
-        break;
-      case DType::Q8_0:
-        decode_row<DType::Q8_0>(row, K, o);
-        break;
-    }
-  }
-}
-
-void axpy_rows(const float* x, int64_t T, int64_t ldx, const float* row, int64_t n, float* y,
-               int64_t ldy) {
-  for (int64_t t = 0; t < T; ++t) {
-    const __m512 a = _mm512_set1_ps(x[t * ldx]);
-    float* yt = y + t * ldy;
-    int64_t c = 0;
-    for (; c + 16 <= n; c += 16)
-      _mm512_storeu_ps(yt + c,
-                       _mm512_fmadd_ps(a, _mm512_loadu_ps(row + c), _mm512_loadu_ps(yt + c)));
-    for (; c < n; ++c) yt[c] += x[t * ldx] * row[c];
+void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c0, int64_t c1) {
+  switch (w.dtype) {
+    case DType::F32:
+      return matmul_typed<DType::F32>(x, T, w, y, c0, c1);
+    case DType::F16:
+      return matmul_typed<DType::F16>(x, T, w, y, c0, c1);
+    case DType::BF16:
+      return matmul_typed<DType::BF16>(x, T, w, y, c0, c1);
+    case DType::Q4_0:
+      return matmul_typed<DType::Q4_0>(x, T, w, y, c0, c1);
+    case DType::Q4_1:
+      return matmul_typed<DType::Q4_1>(x, T, w, y, c0, c1);
+    case DType::Q5_0:
+      return matmul_typed<DType::Q5_0>(x, T, w, y, c0, c1);
+    case DType::Q5_1:
+      return matmul_typed<DType::Q5_1>(x, T, w, y, c0, c1);
+    case DType::Q8_0:
+      return matmul_typed<DType::Q8_0>(x, T, w, y, c0, c1);
   }
 }
 

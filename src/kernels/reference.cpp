@@ -1,4 +1,5 @@
 // Scalar reference kernels: the specification every SIMD variant is tested against.
+#include <algorithm>
 #include <vector>
 
 #include "core/quant.h"
@@ -39,14 +40,16 @@ void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r
   }
 }
 
-void decode_rows(const Tensor& w, int64_t r0, int64_t n, float* out) {
-  dequantize(w.dtype, w.row(r0), n * w.cols(), out);
-}
-
-void axpy_rows(const float* x, int64_t T, int64_t ldx, const float* row, int64_t n, float* y,
-               int64_t ldy) {
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t c = 0; c < n; ++c) y[t * ldy + c] += x[t * ldx] * row[c];
+void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c0, int64_t c1) {
+  thread_local std::vector<float> buf;
+  const int64_t I = w.rows(), O = w.cols();
+  buf.resize(size_t(O));
+  for (int64_t t = 0; t < T; ++t) std::fill(y + t * O + c0, y + t * O + c1, 0.0f);
+  for (int64_t i = 0; i < I; ++i) {
+    dequantize(w.dtype, w.row(i), O, buf.data());
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = c0; c < c1; ++c) y[t * O + c] += x[t * I + i] * buf[size_t(c)];
+  }
 }
 
 }  // namespace scalar

@@ -1,4 +1,4 @@
-// The per-ISA building blocks behind kernels.h. Each variant implements the same three functions;
+// The per-ISA building blocks behind kernels.h. Each variant implements the same two functions;
 // the scalar one is the specification the others are tested against.
 #pragma once
 
@@ -11,11 +11,9 @@ namespace rwkv::kernels {
 #define RWKV_KERNEL_VARIANT_FUNCTIONS                                                             \
   /* y[t][r] = dot(w row r, x row t) for rows [r0, r1) and all T tokens; y is (T, w.rows()). */   \
   void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1); \
-  /* Rows [r0, r0 + n) of w decoded to float32, n x cols. */                                      \
-  void decode_rows(const Tensor& w, int64_t r0, int64_t n, float* out);                           \
-  /* y[t][0..n) += x[t * ldx] * row[0..n) for T rows of y (stride ldy). */                        \
-  void axpy_rows(const float* x, int64_t T, int64_t ldx, const float* row, int64_t n, float* y,   \
-                 int64_t ldy);
+  /* y[t][c] = sum over i in order of x[t][i] * w[i][c], for columns [c0, c1) and all T tokens;   \
+     x is (T, w.rows()), y is (T, w.cols()). For block types c0 is a multiple of 32. */           \
+  void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c0, int64_t c1);
 
 namespace scalar {
 RWKV_KERNEL_VARIANT_FUNCTIONS

@@ -48,8 +48,8 @@ class ModelV6 final : public MatrixStateModel {
     const Tensor& decay_w1 = map_->at("blocks.0.att.time_decay_w1");
     if (faaaa.shape.size() != 2 || faaaa.shape[0] * faaaa.shape[1] != C)
       throw Error(map_->path + ": tensor blocks.0.att.time_faaaa has shape " +
-                  shape_string(faaaa.shape) + ", expected (n_head, head_size) covering n_embd=" +
-                  std::to_string(C));
+                  shape_string(faaaa.shape) +
+                  ", expected (n_head, head_size) covering n_embd=" + std::to_string(C));
     if (maa_w1.shape.size() != 2 || maa_w1.shape[1] % kBranches != 0 || decay_w1.shape.size() != 2)
       throw Error(map_->path + ": time_maa_w1 " + shape_string(maa_w1.shape) +
                   " or time_decay_w1 " + shape_string(decay_w1.shape) + " has an invalid shape");
@@ -107,8 +107,8 @@ class ModelV6 final : public MatrixStateModel {
     float* g = v + T * C;
     float* decay = g + T * C;
     float* y = decay + T * C;
-    float* tmp = y + T * C;                           // T x (2C + F)
-    float* lora = tmp + T * (2 * C + info_.ffn_dim);  // T x 5 D_mix
+    float* tmp = y + T * C;                            // T x (2C + F)
+    float* lora = tmp + T * (2 * C + info_.ffn_dim);   // T x 5 D_mix
     float* lora_decay = lora + T * kBranches * D_mix;  // T x D_decay
     const size_t layer_size = size_t(2 * C + C * N);
     for (int i = 0; i < info_.n_layer; ++i) {
@@ -121,13 +121,13 @@ class ModelV6 final : public MatrixStateModel {
         sx[j] -= xx[j];
         m[j] = xx[j] + sx[j] * L.att_time_maa_x[j % C];
       }
-      kernels::matmul(m, T, L.att_time_maa_w1, lora);
+      kernels::matmul(m, T, L.att_time_maa_w1, lora, pool);
       for (int64_t j = 0; j < T * kBranches * D_mix; ++j) lora[j] = std::tanh(lora[j]);
       for (int b = 0; b < kBranches; ++b) {
         // Branch b's LoRA input is columns [b * D_mix, (b + 1) * D_mix) of each row of `lora`.
         for (int64_t t = 0; t < T; ++t)
           std::copy_n(lora + t * kBranches * D_mix + b * D_mix, D_mix, tmp + t * D_mix);
-        kernels::matmul(tmp, T, L.att_time_maa_w2[b], m);
+        kernels::matmul(tmp, T, L.att_time_maa_w2[b], m, pool);
         for (int64_t j = 0; j < T * C; ++j) {
           const int64_t c = j % C;
           xb[b][j] = xx[j] + sx[j] * (L.att_time_maa[b][c] + m[j]);
@@ -137,9 +137,9 @@ class ModelV6 final : public MatrixStateModel {
       kernels::linear(L.att_key, xb[kK], T, k, pool);
       kernels::linear(L.att_value, xb[kV], T, v, pool);
       kernels::linear(L.att_gate, xb[kG], T, g, pool);
-      kernels::matmul(xb[kW], T, L.att_time_decay_w1, lora_decay);
+      kernels::matmul(xb[kW], T, L.att_time_decay_w1, lora_decay, pool);
       for (int64_t j = 0; j < T * D_decay; ++j) lora_decay[j] = std::tanh(lora_decay[j]);
-      kernels::matmul(lora_decay, T, L.att_time_decay_w2, decay);
+      kernels::matmul(lora_decay, T, L.att_time_decay_w2, decay, pool);
       for (int64_t j = 0; j < T * C; ++j)
         decay[j] = std::exp(-std::exp(L.att_time_decay[j % C] + decay[j]));
       for (const Segment& s : segments)

@@ -23,11 +23,11 @@ enum Mix { kR, kW, kK, kV, kA, kG, kMixes };
 struct V7Layer {
   Norm ln1, ln2;
   std::vector<float> att_x[kMixes];
-  std::vector<float> att_w0, att_a0, att_v0;  // (C,)
-  Tensor att_w1, att_a1, att_v1, att_g1;      // (C, D)
-  Tensor att_w2, att_a2, att_v2, att_g2;      // (D, C)
-  std::vector<float> att_k_k, att_k_a;        // (C,)
-  std::vector<float> att_r_k;                 // (H, N)
+  std::vector<float> att_w0, att_a0, att_v0;              // (C,)
+  Tensor att_w1, att_a1, att_v1, att_g1;                  // (C, D)
+  Tensor att_w2, att_a2, att_v2, att_g2;                  // (D, C)
+  std::vector<float> att_k_k, att_k_a;                    // (C,)
+  std::vector<float> att_r_k;                             // (H, N)
   Tensor att_key, att_value, att_receptance, att_output;  // (C, C)
   Norm ln_x;
   std::vector<float> ffn_x_k;
@@ -138,12 +138,13 @@ class ModelV7 final : public MatrixStateModel {
       kernels::linear(L.att_value, xm[kV], T, v, pool);
       // w = exp(-e^-0.5 * sigmoid(w0 + tanh(xw @ w1) @ w2)), i.e. the reference's
       // exp(-exp(-softplus(-z) - 0.5)), in float32.
-      lora(L.att_w1, L.att_w2, xm[kW], T, hidden, w, [](float h) { return std::tanh(h); });
+      lora(L.att_w1, L.att_w2, xm[kW], T, hidden, w, pool, [](float h) { return std::tanh(h); });
       for (int64_t j = 0; j < T * C; ++j)
         w[j] = std::exp(-decay_scale * kernels::sigmoid(L.att_w0[j % C] + w[j]));
-      lora(L.att_a1, L.att_a2, xm[kA], T, hidden, a, [](float h) { return h; });
+      lora(L.att_a1, L.att_a2, xm[kA], T, hidden, a, pool, [](float h) { return h; });
       for (int64_t j = 0; j < T * C; ++j) a[j] = kernels::sigmoid(L.att_a0[j % C] + a[j]);
-      lora(L.att_g1, L.att_g2, xm[kG], T, hidden, g, [](float h) { return kernels::sigmoid(h); });
+      lora(L.att_g1, L.att_g2, xm[kG], T, hidden, g, pool,
+           [](float h) { return kernels::sigmoid(h); });
 
       // kk = per-head L2-normalised k * k_k (F.normalize, eps 1e-12), from k before k_a.
       for (int64_t j = 0; j < T * C; ++j) kk[j] = k[j] * L.att_k_k[j % C];
@@ -158,7 +159,7 @@ class ModelV7 final : public MatrixStateModel {
       if (i == 0) {
         std::copy_n(v, T * C, v_first);
       } else {
-        lora(L.att_v1, L.att_v2, xm[kV], T, hidden, y, [](float h) { return h; });
+        lora(L.att_v1, L.att_v2, xm[kV], T, hidden, y, pool, [](float h) { return h; });
         for (int64_t j = 0; j < T * C; ++j)
           v[j] += (v_first[j] - v[j]) * kernels::sigmoid(L.att_v0[j % C] + y[j]);
       }
@@ -195,10 +196,10 @@ class ModelV7 final : public MatrixStateModel {
   // out = act(x @ w1) @ w2 over T rows, the shape of every RWKV-7 LoRA.
   template <typename Act>
   static void lora(const Tensor& w1, const Tensor& w2, const float* x, int64_t T, float* hidden,
-                   float* out, Act act) {
-    kernels::matmul(x, T, w1, hidden);
+                   float* out, ThreadPool* pool, Act act) {
+    kernels::matmul(x, T, w1, hidden, pool);
     for (int64_t j = 0; j < T * w1.cols(); ++j) hidden[j] = act(hidden[j]);
-    kernels::matmul(hidden, T, w2, out);
+    kernels::matmul(hidden, T, w2, out, pool);
   }
 
   std::vector<V7Layer> layers_;

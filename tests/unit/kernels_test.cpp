@@ -103,10 +103,37 @@ TEST_P(KernelVariants, MatmulMatchesReference) {
       std::mt19937 rng(7);
       std::normal_distribution<float> normal;
       for (float& v : x) v = normal(rng);
-      matmul(x.data(), T, w, want.data(), KernelVariant::kScalar);
-      matmul(x.data(), T, w, got.data(), GetParam());
+      matmul(x.data(), T, w, want.data(), nullptr, KernelVariant::kScalar);
+      matmul(x.data(), T, w, got.data(), nullptr, GetParam());
       for (size_t i = 0; i < want.size(); ++i)
         ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::abs(want[i]))) << dtype_name(dtype);
+    }
+  }
+}
+
+// A LoRA product split over threads by column blocks, or over tokens, gives the very same bits:
+// every output is one in-order sum over the rows.
+TEST(Kernels, MatmulDoesNotDependOnTokensOrThreads) {
+  ThreadPool pool(3);
+  for (KernelVariant v : available_variants()) {
+    for (DType dtype : kAllTypes) {
+      TensorMap map;
+      const int64_t I = 300, O = is_quantized(dtype) ? 320 : 333, T = 6;
+      const Tensor& w = random_tensor(map, dtype, I, O, 9);
+      std::vector<float> x(size_t(T * I)), all(size_t(T * O)), threaded(all.size());
+      std::vector<float> alone(static_cast<size_t>(O));
+      std::mt19937 rng(5);
+      std::normal_distribution<float> normal;
+      for (float& e : x) e = normal(rng);
+      matmul(x.data(), T, w, all.data(), nullptr, v);
+      matmul(x.data(), T, w, threaded.data(), &pool, v);
+      ASSERT_EQ(0, std::memcmp(all.data(), threaded.data(), all.size() * 4))
+          << variant_name(v) << " " << dtype_name(dtype);
+      for (int64_t t = 0; t < T; ++t) {
+        matmul(x.data() + t * I, 1, w, alone.data(), &pool, v);
+        ASSERT_EQ(0, std::memcmp(alone.data(), all.data() + t * O, size_t(O) * 4))
+            << variant_name(v) << " " << dtype_name(dtype) << " t=" << t;
+      }
     }
   }
 }

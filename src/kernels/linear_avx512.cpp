@@ -7,7 +7,9 @@
 // for this ISA and then shared with code that runs on any CPU.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/variants.h"
 
@@ -133,7 +135,9 @@ constexpr int64_t kPrefetchBytes = 1024;
 // out[i][t] = dot(row i, x row t) for R weight rows and TT tokens: R x TT accumulators of 16
 // lanes, so each weight vector loaded serves TT tokens and each x vector R rows. Lane j of an
 // accumulator sums elements j, j + 16, j + 32, ... in order whatever R and TT are, so an output
-// does not depend on T or on which rows and tokens share its tile.
+// does not depend on T or on which rows and tokens share its tile. For ggml blocks, elements
+// 0-15 and 16-31 of each block go to two accumulators, added at the end: two independent FMA
+// chains, so one row alone (one token) is not bound by the FMA latency.
 template <DType kType, int R, int TT>
 inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y, int64_t ldy) {
   __m512 acc[R][TT];
@@ -142,6 +146,10 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
   for (int t = 0; t < TT; ++t) acc[i][t] = _mm512_setzero_ps();
   if constexpr (kIsBlock<kType>) {
     const int64_t bb = dtype_info(kType).block_bytes;
+    __m512 acc_hi[R][TT];
+    RWKV_UNROLL
+    for (int i = 0; i < R; ++i) RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) acc_hi[i][t] = _mm512_setzero_ps();
     for (int64_t k = 0, b = 0; k < K; k += 32, b += bb) {
       __m512 w[R][2];
       // Blocks are not cache-line aligned and unpacking leaves gaps between loads, which the
@@ -160,9 +168,12 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
         RWKV_UNROLL
         for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(w[i][0], x0, acc[i][t]);
         RWKV_UNROLL
-        for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(w[i][1], x1, acc[i][t]);
+        for (int i = 0; i < R; ++i) acc_hi[i][t] = _mm512_fmadd_ps(w[i][1], x1, acc_hi[i][t]);
       }
     }
+    RWKV_UNROLL
+    for (int i = 0; i < R; ++i) RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) acc[i][t] = _mm512_add_ps(acc[i][t], acc_hi[i][t]);
   } else {
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
@@ -216,22 +227,107 @@ inline void rows_times_tokens(const uint8_t* const* rows, const float* x, int64_
 }
 
 // Weights read straight from the tensor (plain floats widened, blocks unpacked in the tile).
+// The block order of tile() (the first and the second 16 elements of every block summed in two
+// accumulators, added at the end) over R rows already decoded to float32 (R x K). The two sums
+// advance in turns over chunks of K that stay in L1, R x TT accumulators at a time, so 4 rows x
+// 4 tokens fit the registers.
+template <int R, int TT>
+inline void decoded_block_tile(const float* rows, int64_t ld_rows, const float* x, int64_t K,
+                               float* y, int64_t ldy) {
+  constexpr int64_t kChunk = 256;
+  __m512 sums[2][R][TT];
+  RWKV_UNROLL
+  for (int i = 0; i < R; ++i) RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) sums[0][i][t] = sums[1][i][t] = _mm512_setzero_ps();
+  for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+    const int64_t k1 = std::min(K, k0 + kChunk);
+    for (int half = 0; half < 2; ++half) {
+      __m512 acc[R][TT];
+      RWKV_UNROLL
+      for (int i = 0; i < R; ++i) RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) acc[i][t] = sums[half][i][t];
+      for (int64_t k = k0 + 16 * half; k < k1; k += 32) {
+        __m512 w[R];
+        RWKV_UNROLL
+        for (int i = 0; i < R; ++i) w[i] = _mm512_loadu_ps(rows + i * ld_rows + k);
+        RWKV_UNROLL
+        for (int t = 0; t < TT; ++t) {
+          const __m512 xv = _mm512_loadu_ps(x + t * K + k);
+          RWKV_UNROLL
+          for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(w[i], xv, acc[i][t]);
+        }
+      }
+      RWKV_UNROLL
+      for (int i = 0; i < R; ++i) RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) sums[half][i][t] = acc[i][t];
+    }
+  }
+  RWKV_UNROLL
+  for (int i = 0; i < R; ++i) RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) y[t * ldy + i] = hsum(_mm512_add_ps(sums[0][i][t], sums[1][i][t]));
+}
+
+template <int R>
+inline void decoded_rows_times_tokens(const float* rows, int64_t ld_rows, const float* x, int64_t T,
+                                      int64_t K, float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4)
+    decoded_block_tile<R, 4>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
+  switch (T - t) {
+    case 3:
+      return decoded_block_tile<R, 3>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
+    case 2:
+      return decoded_block_tile<R, 2>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
+    case 1:
+      return decoded_block_tile<R, 1>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
+    default:
+      return;
+  }
+}
+
+template <DType kType>
+void decode_row(const uint8_t* row, int64_t K, float* out) {
+  const int64_t bb = dtype_info(kType).block_bytes;
+  for (int64_t i = 0; i < K / 32; ++i) {
+    __m512 lo, hi;
+    block_vectors<kType>(row + i * bb, lo, hi);
+    _mm512_storeu_ps(out + 32 * i, lo);
+    _mm512_storeu_ps(out + 32 * i + 16, hi);
+  }
+}
+
 template <DType kType>
 void linear_direct(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
   const int64_t K = w.cols(), O = w.rows();
   const uint64_t row_bytes = w.row_bytes();
   const uint8_t* row0 = w.data + uint64_t(r0) * row_bytes;
   int64_t r = r0;
-  // One plain-float row at a time for a single token: one sequential stream streams from DRAM
-  // faster than four interleaved ones, and a 16-wide FMA chain still keeps up with it. (Blocks
-  // need the four rows' independent chains to hide their unpacking.)
-  if (T == 1 && !kIsBlock<kType>) {
+  // One row at a time for a single token: one sequential stream reads DRAM much faster than
+  // interleaved ones (a 256 MB F16 matrix on one thread: ~33 vs ~22 GB/s for four rows), and
+  // the row's FMA chains still keep up with it.
+  if (T == 1) {
     for (; r < r1; ++r, row0 += row_bytes) tile<kType, 1, 1>(&row0, x, K, y + r, O);
     return;
   }
-  for (; r + 4 <= r1; r += 4, row0 += 4 * row_bytes) {
-    const uint8_t* rows[4] = {row0, row0 + row_bytes, row0 + 2 * row_bytes, row0 + 3 * row_bytes};
-    rows_times_tokens<kType, 4>(rows, x, T, K, y + r, O);
+  if constexpr (kIsBlock<kType>) {
+    // Several tokens: four rows are unpacked once into a float32 panel (L1-resident), which
+    // every token then reads.
+    // Rows one cache line further apart than K, so that they do not share L1 sets.
+    const int64_t ld_panel = K + 16;
+    // Cache-line aligned: a 64-byte load that straddles two lines costs two.
+    thread_local std::vector<float> panel_buffer;
+    panel_buffer.resize(size_t(4 * ld_panel + 16));
+    float* panel = reinterpret_cast<float*>(
+        (reinterpret_cast<uintptr_t>(panel_buffer.data()) + 63) & ~uintptr_t(63));
+    for (; r + 4 <= r1; r += 4, row0 += 4 * row_bytes) {
+      for (int i = 0; i < 4; ++i) decode_row<kType>(row0 + i * row_bytes, K, panel + i * ld_panel);
+      decoded_rows_times_tokens<4>(panel, ld_panel, x, T, K, y + r, O);
+    }
+  } else {
+    for (; r + 4 <= r1; r += 4, row0 += 4 * row_bytes) {
+      const uint8_t* rows[4] = {row0, row0 + row_bytes, row0 + 2 * row_bytes, row0 + 3 * row_bytes};
+      rows_times_tokens<kType, 4>(rows, x, T, K, y + r, O);
+    }
   }
   for (; r < r1; ++r, row0 += row_bytes) rows_times_tokens<kType, 1>(&row0, x, T, K, y + r, O);
 }

@@ -126,10 +126,11 @@ class ModelV5 final : public MatrixStateModel {
       kernels::linear(L.att_receptance, xr, T, r, pool);
       kernels::linear(L.att_key, xk, T, k, pool);
       kernels::linear(L.att_value, xv, T, v, pool);
-      for (const Segment& s : segments)
-        for (int64_t t = s.begin; t < s.begin + s.len; ++t)
-          kernels::wkv5(r + t * C, k + t * C, v + t * C, L.att_w.data(), L.att_u.data(), H, N,
-                        s.state + att_kv, y + t * C);
+      for (const Segment& s : segments) {
+        const int64_t o = s.begin * C;
+        kernels::wkv5(r + o, k + o, v + o, L.att_w.data(), 0, L.att_u.data(), s.len, H, N,
+                      s.state + att_kv, y + o, pool);
+      }
       L.ln_x.group_norm(y, T, H, N, info_.ln_x_eps, y);
       if (gated_) {
         kernels::linear(L.att_gate, xg, T, g, pool);

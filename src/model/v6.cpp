@@ -142,10 +142,11 @@ class ModelV6 final : public MatrixStateModel {
       kernels::matmul(lora_decay, T, L.att_time_decay_w2, decay, pool);
       for (int64_t j = 0; j < T * C; ++j)
         decay[j] = std::exp(-std::exp(L.att_time_decay[j % C] + decay[j]));
-      for (const Segment& s : segments)
-        for (int64_t t = s.begin; t < s.begin + s.len; ++t)
-          kernels::wkv5(r + t * C, k + t * C, v + t * C, decay + t * C, L.att_u.data(), H, N,
-                        s.state + att_kv, y + t * C);
+      for (const Segment& s : segments) {
+        const int64_t o = s.begin * C;
+        kernels::wkv5(r + o, k + o, v + o, decay + o, C, L.att_u.data(), s.len, H, N,
+                      s.state + att_kv, y + o, pool);
+      }
       L.ln_x.group_norm(y, T, H, N, info_.ln_x_eps, y);
       for (int64_t j = 0; j < T * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu gate
       kernels::linear(L.att_output, y, T, v, pool);

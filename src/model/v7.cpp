@@ -164,10 +164,11 @@ class ModelV7 final : public MatrixStateModel {
           v[j] += (v_first[j] - v[j]) * kernels::sigmoid(L.att_v0[j % C] + y[j]);
       }
 
-      for (const Segment& s : segments)
-        for (int64_t t = s.begin; t < s.begin + s.len; ++t)
-          kernels::wkv7(r + t * C, w + t * C, k + t * C, v + t * C, kk + t * C, a + t * C, H, N,
-                        s.state + att_kv, y + t * C);
+      for (const Segment& s : segments) {
+        const int64_t o = s.begin * C;
+        kernels::wkv7(r + o, w + o, k + o, v + o, kk + o, a + o, s.len, H, N, s.state + att_kv,
+                      y + o, pool);
+      }
       L.ln_x.group_norm(y, T, H, N, info_.ln_x_eps, y);
       // Bonus: per head, (sum_j r_j k_j r_k[h][j]) * v.
       for (int64_t h = 0; h < T * H; ++h) {

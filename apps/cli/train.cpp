@@ -104,6 +104,10 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--grad-clip", t.adam.grad_clip, "Clip the gradient norm (default 1; 0 = off)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--beta2", t.adam.beta2, "Adam beta2 (default 0.99)")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--l2wrap", t.l2wrap,
+                  "RWKV-LM's L2Wrap: pull every position's largest logit towards 0 with this "
+                  "coefficient (default 1e-4; 0 = off)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", t.seed, "Seed of the initial weights and the batches (default 0)");
   cmd->add_option("--save-every", t.save_every, "Checkpoint every N steps (default: at the end)")
       ->check(CLI::NonNegativeNumber);

@@ -136,7 +136,7 @@ void Api::install(httplib::Server& server) {
     return httplib::Server::HandlerResponse::Handled;
   });
   // httplib's own errors (unknown path, body too large, unparsable request) get a JSON body too.
-  server.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+  server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     ApiError e{res.status, "HTTP error " + std::to_string(res.status), "invalid_request_error", "", ""};
     if (res.status == 404) {

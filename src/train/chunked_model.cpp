@@ -52,7 +52,7 @@ void ChunkedModel::check_tokens(const int* tokens, int64_t n) const {
 }
 
 void ChunkedModel::embed(const float* P, const int* tokens, int64_t T, int64_t t0, int64_t B,
-                         int64_t Tc, float* x) {
+                         int64_t Tc, float* x, ThreadPool* pool) {
   const int64_t rows = B * Tc, C = C_;
   e_.resize(size_t(rows * C));
   e_mean_.resize(size_t(rows));
@@ -66,7 +66,7 @@ void ChunkedModel::embed(const float* P, const int* tokens, int64_t T, int64_t t
                   size_t(C) * 4);
     }
   layer_norm_fwd(e_.data(), P + ln0_w_, P + ln0_b_, rows, C, kLnEps, x, e_mean_.data(),
-                 e_rstd_.data());
+                 e_rstd_.data(), pool);
 }
 
 void ChunkedModel::head_fwd(const float* P, const float* x, int64_t rows, float* logits,
@@ -75,7 +75,7 @@ void ChunkedModel::head_fwd(const float* P, const float* x, int64_t rows, float*
   xo_mean_.resize(size_t(rows));
   xo_rstd_.resize(size_t(rows));
   layer_norm_fwd(x, P + ln_out_w_, P + ln_out_b_, rows, C_, kLnEps, xo_norm_.data(),
-                 xo_mean_.data(), xo_rstd_.data());
+                 xo_mean_.data(), xo_rstd_.data(), pool);
   linear_fwd(xo_norm_.data(), P + head_, rows, C_, V_, logits, pool);
 }
 
@@ -97,7 +97,7 @@ double ChunkedModel::forward_backward(const float* P, const Batch& batch, int64_
   for (int64_t c = 0; c + 1 < n_chunks; ++c) {
     float* next = &boundary[size_t((c + 1) * B * S)];
     std::copy_n(&boundary[size_t(c * B * S)], B * S, next);
-    embed(P, batch.inputs, T, c * chunk, B, chunk, x_.data());
+    embed(P, batch.inputs, T, c * chunk, B, chunk, x_.data(), pool);
     layers_fwd(P, x_.data(), B, chunk, next, pool);
   }
 
@@ -109,28 +109,32 @@ double ChunkedModel::forward_backward(const float* P, const Batch& batch, int64_
   for (int64_t c = n_chunks - 1; c >= 0; --c) {
     const int64_t t0 = c * chunk, Tc = std::min(chunk, T - t0), rows = B * Tc;
     std::copy_n(&boundary[size_t(c * B * S)], B * S, state.data());
-    embed(P, batch.inputs, T, t0, B, Tc, x_.data());
+    embed(P, batch.inputs, T, t0, B, Tc, x_.data(), pool);
     layers_fwd(P, x_.data(), B, Tc, state.data(), pool);
     logits_.resize(size_t(rows * V_));
     head_fwd(P, x_.data(), rows, logits_.data(), pool);
     targets.resize(size_t(rows));
     for (int64_t b = 0; b < B; ++b)
       std::copy_n(batch.targets + b * T + t0, Tc, &targets[size_t(b * Tc)]);
-    loss += cross_entropy(logits_.data(), targets.data(), rows, V_, scale);
+    loss += cross_entropy(logits_.data(), targets.data(), rows, V_, scale, l2wrap_ * scale,
+                          pool);
 
     dn_.resize(size_t(rows * C));
     dx_.resize(size_t(rows * C));
     linear_bwd(xo_norm_.data(), P + head_, logits_.data(), rows, C, V_, dn_.data(), false,
                G + head_, pool);
     layer_norm_bwd(x_.data(), P + ln_out_w_, xo_mean_.data(), xo_rstd_.data(), dn_.data(), rows,
-                   C, dx_.data(), false, G + ln_out_w_, G + ln_out_b_);
+                   C, dx_.data(), false, G + ln_out_w_, G + ln_out_b_, pool);
     layers_bwd(P, G, dx_.data(), B, Tc, dstate.data(), pool);
     layer_norm_bwd(e_.data(), P + ln0_w_, e_mean_.data(), e_rstd_.data(), dx_.data(), rows, C,
-                   dn_.data(), false, G + ln0_w_, G + ln0_b_);
-    for (int64_t r = 0; r < rows; ++r) {
-      float* de = G + emb_ + size_t(rows_tokens_[size_t(r)]) * size_t(C);
-      for (int64_t i = 0; i < C; ++i) de[i] += dn_[size_t(r * C + i)];
-    }
+                   dn_.data(), false, G + ln0_w_, G + ln0_b_, pool);
+    // By columns: rows with the same token add to the same embedding row.
+    parallel_ranges(pool, C, 16, [&](int64_t c0, int64_t c1) {
+      for (int64_t r = 0; r < rows; ++r) {
+        float* de = G + emb_ + size_t(rows_tokens_[size_t(r)]) * size_t(C);
+        for (int64_t i = c0; i < c1; ++i) de[i] += dn_[size_t(r * C + i)];
+      }
+    });
   }
   if (dstate0)
     for (int64_t b = 0; b < B; ++b)
@@ -147,7 +151,7 @@ void ChunkedModel::forward_logits(const float* P, const int* tokens, int64_t B, 
   x_.resize(size_t(B * chunk * C_));
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t Tc = std::min(chunk, T - t0), rows = B * Tc;
-    embed(P, tokens, T, t0, B, Tc, x_.data());
+    embed(P, tokens, T, t0, B, Tc, x_.data(), pool);
     layers_fwd(P, x_.data(), B, Tc, state.data(), pool);
     logits_.resize(size_t(rows * V_));
     head_fwd(P, x_.data(), rows, logits_.data(), pool);

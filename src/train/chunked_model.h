@@ -42,7 +42,7 @@ class ChunkedModel : public TrainModel {
   void check_tokens(const int* tokens, int64_t n) const;
   // x = ln0(emb[tokens]) for B x Tc rows starting at position t0 of each sequence.
   void embed(const float* P, const int* tokens, int64_t T, int64_t t0, int64_t B, int64_t Tc,
-             float* x);
+             float* x, ThreadPool* pool);
   // Logits of the final residual x (rows x V) into `logits`; keeps ln_out's input statistics.
   void head_fwd(const float* P, const float* x, int64_t rows, float* logits, ThreadPool* pool);
 

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 
 #include "rwkv/thread_pool.h"
 
@@ -12,11 +13,11 @@ namespace rwkv::train {
 
 // C (M x N) = op(A) op(B), or C += op(A) op(B) with `accumulate`. op(A) is A stored (M x K), or
 // with `trans_a` A stored (K x M) and transposed; op(B) is B stored (K x N), or with `trans_b`
-// B stored (N x K). Uses OpenBLAS where the build found it, else a threaded loop on `pool`.
+// B stored (N x K). Uses OpenBLAS where the build found it, else a loop; both threaded on `pool`.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
           const float* B, float* C, bool accumulate, ThreadPool* pool);
-// Threads of the BLAS library (no-op without one).
-void set_gemm_threads(int n);
+// Before the first gemm: the BLAS library's own threads off, as gemm threads on the pool.
+void setup_gemm();
 // "openblas" or "builtin".
 const char* gemm_backend();
 
@@ -42,14 +43,20 @@ inline void matmul_bwd(const float* x, const float* M, const float* dy, int64_t 
   gemm(true, false, in, out, rows, x, dy, dM, true, pool);
 }
 
+// Calls fn(begin, end) on consecutive pieces of [0, n), a few per thread of the pool (one piece
+// without a pool), each a multiple of `align` long but the last. Split over columns, a pass can
+// sum a per-column parameter gradient over all rows without races, in the one-thread order.
+void parallel_ranges(ThreadPool* pool, int64_t n, int64_t align,
+                     const std::function<void(int64_t, int64_t)>& fn);
+
 // LayerNorm of each of `rows` rows of n values (population variance), then the affine; keeps
 // each row's mean and 1/std for the backward pass.
 void layer_norm_fwd(const float* x, const float* w, const float* b, int64_t rows, int64_t n,
-                    float eps, float* y, float* mean, float* rstd);
+                    float eps, float* y, float* mean, float* rstd, ThreadPool* pool = nullptr);
 // dx (+)= the gradient through the normalisation; dw, db accumulate.
 void layer_norm_bwd(const float* x, const float* w, const float* mean, const float* rstd,
                     const float* dy, int64_t rows, int64_t n, float* dx, bool accumulate_dx,
-                    float* dw, float* db);
+                    float* dw, float* db, ThreadPool* pool = nullptr);
 
 // Token shift within one chunk of B sequences of T rows each: prev[b][t] = x[b][t-1], or for
 // t = 0 the C floats at `carry + b * carry_stride`, which then receive x[b][T-1].
@@ -61,8 +68,10 @@ void shift_bwd(const float* dprev, int64_t B, int64_t T, int64_t C, float* dcarr
                int64_t carry_stride, float* dx);
 
 // Softmax cross-entropy of each row of logits against its target: returns the summed loss
-// (double) and replaces the logits by scale * (softmax - onehot), the gradient of scale * loss.
-double cross_entropy(float* logits, const int* targets, int64_t rows, int64_t V, float scale);
+// (double) and replaces the logits by scale * (softmax - onehot), the gradient of scale * loss,
+// plus max_coef times the row's largest logit at its (first) position (L2Wrap).
+double cross_entropy(float* logits, const int* targets, int64_t rows, int64_t V, float scale,
+                     float max_coef = 0, ThreadPool* pool = nullptr);
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 

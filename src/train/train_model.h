@@ -40,12 +40,19 @@ class TrainModel {
   virtual double forward_backward(const float* params, const Batch& batch, int64_t chunk,
                                   const float* state0, float* grad, float* dstate0,
                                   ThreadPool* pool) = 0;
+  // RWKV-LM's L2Wrap: forward_backward adds coef / (B*T) times the largest logit of every
+  // position to that logit's gradient (the gradient of coef / (2BT) times the sum of the
+  // squared largest logits, a term the returned loss leaves out), keeping the logits from
+  // drifting upwards. 0 (the default) turns it off; RWKV-LM trains with 1e-4.
+  void set_l2wrap(float coef) { l2wrap_ = coef; }
+
   // The logits at every position (B*T x n_vocab), from zero initial states.
   virtual void forward_logits(const float* params, const int* tokens, int64_t B, int64_t T,
                               int64_t chunk, float* logits, ThreadPool* pool) = 0;
 
  protected:
   int64_t V_ = 0, C_ = 0;
+  float l2wrap_ = 0;
 };
 
 std::unique_ptr<TrainModel> create_v7(const ParamSet& params);

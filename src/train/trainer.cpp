@@ -39,6 +39,7 @@ class Loop {
     model_ = o.init_model.empty() ? init_for_training(o.init)
                                    : ParamSet::from_map(read_tensor_map(o.init_model));
     net_ = TrainModel::create(model_);
+    net_->set_l2wrap(float(o.l2wrap));
     if (data.max_token() >= net_->n_vocab())
       throw Error(fmt::format("the data holds token {} but the model's vocabulary is {}",
                               data.max_token(), net_->n_vocab()));
@@ -66,16 +67,16 @@ class Loop {
     tgrad_.resize(opt_->size());
     config_ = fmt::format(
         "tune={} rank={} params={} tensors={} ctx={} chunk={} batch={} world={} seed={} "
-        "init_seed={} lr={} lr_final={} warmup={} steps={} wd={} clip={} data={}",
+        "init_seed={} lr={} lr_final={} warmup={} steps={} wd={} clip={} l2wrap={} data={}",
         o.tune, o.lora_rank, model_.size(), model_.infos().size(), o.ctx_len, o.chunk_len,
         o.batch, o.world, o.seed, o.init.seed, o.adam.lr, o.adam.lr_final, o.adam.warmup,
-        o.adam.steps, o.adam.weight_decay, o.adam.grad_clip, data.size());
+        o.adam.steps, o.adam.weight_decay, o.adam.grad_clip, o.l2wrap, data.size());
   }
 
   TrainResult run(const std::function<void(const StepReport&)>& on_step,
                   const std::atomic<bool>& stop) {
     ThreadPool pool(std::max(1, o_.threads));
-    set_gemm_threads(std::max(1, o_.threads));
+    setup_gemm();
     int64_t step = 0;
     if (o_.resume) step = load_checkpoint();
     TrainResult result;

@@ -27,6 +27,7 @@ struct TrainerOptions {
   int64_t save_every = 0;  // steps between checkpoints (out + ".ckpt"); 0: only at the end
   bool resume = false;     // continue from out + ".ckpt"
   int threads = 1;
+  double l2wrap = 1e-4;  // RWKV-LM's L2Wrap coefficient (see TrainModel::set_l2wrap); 0: off
   // Data parallelism: this process's rank among `world`, and a sum over all processes (in
   // place); the global batch is split evenly between the ranks.
   int rank = 0, world = 1;

@@ -10,6 +10,7 @@
 #include "rwkv/error.h"
 #include "train/chunked_model.h"
 #include "train/train_math.h"
+#include "train/wkv7_train.h"
 
 namespace rwkv::train {
 
@@ -41,11 +42,90 @@ using Vec = std::vector<float>;
 struct Acts {
   Vec x_in, xx, ln1_mean, ln1_rstd, sx, xm[kMixes];
   Vec r, k0, k, v0, v, w, ws, tw, a, ha, g, hg, kk, kk_norm, hv, sgv;
-  Vec y, gn_mean, gn_rstd, zb, bonus, S, S0;
+  Vec sa, y, gn_mean, gn_rstd, zb, bonus, S;
   Vec x_mid, xx2, ln2_mean, ln2_rstd, sx2, xk2, hpre, h2;
 };
 
+// The backward pass's gradients of one layer's activations (kept from call to call).
+struct Grads {
+  Vec dvf, dxx, dh, dr, dk, dv, dw, da, dkk, dg, dzb, dy, dtmp, dlora, dxm[kMixes];
+};
+
 void fit(Vec& v, int64_t n) { v.resize(size_t(n)); }
+
+// max(x, 0) without a branch (half the pre-activations are negative, at random): exact, as
+// x + |x| is 2x or 0.
+inline float relu(float x) { return 0.5f * (x + std::fabs(x)); }
+
+// f applied to every element of v, in pieces over the pool.
+template <class Fn>
+void apply(ThreadPool* pool, Vec& v, Fn f) {
+  parallel_ranges(pool, int64_t(v.size()), 16, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) v[size_t(i)] = f(v[size_t(i)]);
+  });
+}
+
+// y += x over n floats.
+void add(ThreadPool* pool, int64_t n, const float* x, float* y) {
+  parallel_ranges(pool, n, 16, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) y[i] += x[i];
+  });
+}
+
+// The token shift and the mixes of a chunk of B sequences of T rows of x (C wide), by columns:
+// sx = prev - x (prev as shift_fwd, `carry` updated the same way) and out[m] = x + sx * mix[m].
+void shift_mix_fwd(const float* x, int64_t B, int64_t T, int64_t C, float* carry,
+                   int64_t carry_stride, int n, const float* const* mix, float* const* out,
+                   float* sx, ThreadPool* pool) {
+  parallel_ranges(pool, C, 16, [&](int64_t c0, int64_t c1) {
+    for (int64_t b = 0; b < B; ++b) {
+      float* saved = carry + b * carry_stride;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t o = (b * T + t) * C;
+        const float* prev = t > 0 ? x + o - C : saved;
+        for (int64_t c = c0; c < c1; ++c) sx[o + c] = prev[c] - x[o + c];
+        for (int m = 0; m < n; ++m)
+          for (int64_t c = c0; c < c1; ++c) out[m][o + c] = x[o + c] + sx[o + c] * mix[m][c];
+      }
+      std::copy(x + (b * T + T - 1) * C + c0, x + (b * T + T - 1) * C + c1, saved + c0);
+    }
+  });
+}
+
+// The gradient of shift_mix_fwd from dout[m]: sets dx, adds to dmix[m], and passes the carry's
+// gradient on as shift_bwd does.
+void shift_mix_bwd(const float* const* dout, const float* const* mix, int n, const float* sx,
+                   int64_t B, int64_t T, int64_t C, float* dcarry, int64_t carry_stride,
+                   float* dx, float* const* dmix, ThreadPool* pool) {
+  parallel_ranges(pool, C, 16, [&](int64_t c0, int64_t c1) {
+    Vec first(size_t(c1 - c0));  // the gradient of the first row's prev: the new carry's
+    for (int64_t b = 0; b < B; ++b) {
+      float* dc = dcarry + b * carry_stride;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t o = (b * T + t) * C;
+        for (int64_t c = c0; c < c1; ++c) {
+          float dxc = 0, dprev = 0;
+          for (int m = 0; m < n; ++m) {
+            const float dm = dout[m][o + c];
+            dxc += dm * (1 - mix[m][c]);
+            dprev += dm * mix[m][c];
+            dmix[m][c] += dm * sx[o + c];
+          }
+          dx[o + c] = dxc;
+          if (t > 0)
+            dx[o - C + c] += dprev;
+          else
+            first[size_t(c - c0)] = dprev;
+        }
+      }
+      const int64_t last = (b * T + T - 1) * C;
+      for (int64_t c = c0; c < c1; ++c) {
+        dx[last + c] += dc[c];
+        dc[c] = first[size_t(c - c0)];
+      }
+    }
+  });
+}
 
 class V7Train final : public ChunkedModel {
  public:
@@ -97,7 +177,7 @@ class V7Train final : public ChunkedModel {
       Acts& A = acts_[size_t(l)];
       auto W = [&](Field f) { return P + off_[size_t(l)][size_t(f)]; };
       for (Vec* v : {&A.x_in, &A.xx, &A.sx, &A.r, &A.k0, &A.k, &A.v0, &A.v, &A.w, &A.ws, &A.a,
-                     &A.g, &A.kk, &A.y, &A.zb, &A.x_mid, &A.xx2, &A.sx2, &A.xk2})
+                     &A.g, &A.kk, &A.sa, &A.y, &A.zb, &A.x_mid, &A.xx2, &A.sx2, &A.xk2})
         fit(*v, RC);
       for (Vec& v : A.xm) fit(v, RC);
       for (Vec* v : {&A.ln1_mean, &A.ln1_rstd, &A.ln2_mean, &A.ln2_rstd}) fit(*v, rows);
@@ -107,101 +187,110 @@ class V7Train final : public ChunkedModel {
       fit(A.hg, rows * Dg_);
       fit(A.hpre, rows * F);
       fit(A.h2, rows * F);
-      fit(A.S, rows * H * N * N);
-      fit(A.S0, B * H * N * N);
+      fit(A.S, B * H * wkv7_saved_size(Tc, N));
+      if (l > 0) {
+        fit(A.hv, rows * Dv_);
+        fit(A.sgv, RC);
+      }
       float* st = state + l * ls;
 
       std::copy_n(x, RC, A.x_in.data());
       layer_norm_fwd(x, W(kLn1W), W(kLn1B), rows, C, kLnEps, A.xx.data(), A.ln1_mean.data(),
-                     A.ln1_rstd.data());
-      shift_fwd(A.xx.data(), B, Tc, C, st, ss, A.sx.data());
-      for (int64_t j = 0; j < RC; ++j) A.sx[size_t(j)] -= A.xx[size_t(j)];
-      for (int m = 0; m < kMixes; ++m) {
-        const float* mix = W(Field(kXr + m));
-        for (int64_t j = 0; j < RC; ++j)
-          A.xm[m][size_t(j)] = A.xx[size_t(j)] + A.sx[size_t(j)] * mix[j % C];
-      }
+                     A.ln1_rstd.data(), pool);
+      const float* mixes[kMixes];
+      float* xm[kMixes];
+      for (int m = 0; m < kMixes; ++m) mixes[m] = W(Field(kXr + m)), xm[m] = A.xm[m].data();
+      shift_mix_fwd(A.xx.data(), B, Tc, C, st, ss, kMixes, mixes, xm, A.sx.data(), pool);
       linear_fwd(A.xm[kR].data(), W(kWr), rows, C, C, A.r.data(), pool);
       linear_fwd(A.xm[kK].data(), W(kWk), rows, C, C, A.k0.data(), pool);
       linear_fwd(A.xm[kV].data(), W(kWv), rows, C, C, A.v0.data(), pool);
-
-      // w = exp(-e^-0.5 * sigmoid(w0 + tanh(xw @ w1) @ w2))
+      // The LoRA paths: tanh(xw @ w1) @ w2, (xa @ a1) @ a2, sigmoid(xg @ g1) @ g2 and for the
+      // value residual (xv @ v1) @ v2.
       matmul_fwd(A.xm[kW].data(), W(kW1), rows, C, Dw_, A.tw.data(), pool);
-      for (float& h : A.tw) h = std::tanh(h);
+      apply(pool, A.tw, [](float h) { return std::tanh(h); });
       matmul_fwd(A.tw.data(), W(kW2), rows, Dw_, C, A.w.data(), pool);
-      for (int64_t j = 0; j < RC; ++j) {
-        const float s = sigmoid(W(kW0)[j % C] + A.w[size_t(j)]);
-        A.ws[size_t(j)] = s;
-        A.w[size_t(j)] = std::exp(-decay_scale * s);
-      }
-      // a = sigmoid(a0 + (xa @ a1) @ a2)
       matmul_fwd(A.xm[kA].data(), W(kA1), rows, C, Da_, A.ha.data(), pool);
       matmul_fwd(A.ha.data(), W(kA2), rows, Da_, C, A.a.data(), pool);
-      for (int64_t j = 0; j < RC; ++j) A.a[size_t(j)] = sigmoid(W(kA0)[j % C] + A.a[size_t(j)]);
-      // g = sigmoid(xg @ g1) @ g2
       matmul_fwd(A.xm[kG].data(), W(kG1), rows, C, Dg_, A.hg.data(), pool);
-      for (float& h : A.hg) h = sigmoid(h);
+      apply(pool, A.hg, sigmoid);
       matmul_fwd(A.hg.data(), W(kG2), rows, Dg_, C, A.g.data(), pool);
-
-      // kk = per-head L2-normalised k0 * k_k; then k = k0 * (1 + (a - 1) * k_a).
-      for (int64_t j = 0; j < RC; ++j) A.kk[size_t(j)] = A.k0[size_t(j)] * W(kKk)[j % C];
-      for (int64_t h = 0; h < rows * H; ++h) {
-        float* kh = &A.kk[size_t(h * N)];
-        float ss2 = 0;
-        for (int64_t j = 0; j < N; ++j) ss2 += kh[j] * kh[j];
-        const float norm = std::max(std::sqrt(ss2), 1e-12f);
-        A.kk_norm[size_t(h)] = norm;
-        for (int64_t j = 0; j < N; ++j) kh[j] /= norm;
-      }
-      for (int64_t j = 0; j < RC; ++j)
-        A.k[size_t(j)] = A.k0[size_t(j)] * (1 + (A.a[size_t(j)] - 1) * W(kKa)[j % C]);
-      // Value residual: layer 0 defines v_first, later layers mix it in by a gate.
-      if (l == 0) {
-        A.v = A.v0;
-        std::copy_n(A.v.data(), RC, v_first_.data());
-      } else {
-        fit(A.hv, rows * Dv_);
-        fit(A.sgv, RC);
+      if (l > 0) {
         matmul_fwd(A.xm[kV].data(), W(kV1), rows, C, Dv_, A.hv.data(), pool);
         matmul_fwd(A.hv.data(), W(kV2), rows, Dv_, C, A.sgv.data(), pool);
-        for (int64_t j = 0; j < RC; ++j) {
-          const float s = sigmoid(W(kV0)[j % C] + A.sgv[size_t(j)]);
-          A.sgv[size_t(j)] = s;
-          A.v[size_t(j)] = A.v0[size_t(j)] + (v_first_[size_t(j)] - A.v0[size_t(j)]) * s;
-        }
       }
 
+      // By whole heads: w = exp(-e^-0.5 * sigmoid(w0 + ...)), a = sigmoid(a0 + ...),
+      // kk = per-head L2-normalised k0 * k_k, k = k0 * (1 + (a - 1) * k_a), and the value
+      // residual: layer 0 defines v_first, later layers mix it in by a gate.
+      parallel_ranges(pool, C, N, [&](int64_t c0, int64_t c1) {
+        const float *w0 = W(kW0), *a0 = W(kA0), *k_k = W(kKk), *k_a = W(kKa);
+        const float* v0p = l > 0 ? W(kV0) : nullptr;
+        for (int64_t row = 0; row < rows; ++row)
+          for (int64_t c = c0; c < c1; ++c) {
+            const size_t j = size_t(row * C + c);
+            const float s = sigmoid(w0[c] + A.w[j]);
+            A.ws[j] = s;
+            A.w[j] = std::exp(-decay_scale * s);
+            const float a = sigmoid(a0[c] + A.a[j]), k0 = A.k0[j];
+            A.a[j] = a;
+            A.kk[j] = k0 * k_k[c];
+            A.k[j] = k0 * (1 + (a - 1) * k_a[c]);
+            if (l == 0) {
+              A.v[j] = v_first_[j] = A.v0[j];
+            } else {
+              const float g = sigmoid(v0p[c] + A.sgv[j]);
+              A.sgv[j] = g;
+              A.v[j] = A.v0[j] + (v_first_[j] - A.v0[j]) * g;
+            }
+          }
+        for (int64_t row = 0; row < rows; ++row)
+          for (int64_t h = c0 / N; h < c1 / N; ++h) {
+            float* kh = &A.kk[size_t(row * C + h * N)];
+            float ss2 = 0;
+            for (int64_t j = 0; j < N; ++j) ss2 += kh[j] * kh[j];
+            const float norm = std::max(std::sqrt(ss2), 1e-12f);
+            A.kk_norm[size_t(row * H + h)] = norm;
+            for (int64_t j = 0; j < N; ++j) kh[j] /= norm;
+          }
+      });
+
       wkv_fwd(A, B, Tc, st + C, ss, pool);
-      // GroupNorm per head, plus the bonus (sum_j r_j k_j r_k[h][j]) * v.
-      for (int64_t h = 0; h < rows * H; ++h) {
-        const int64_t o = h * N, ho = (h % H) * N;
-        layer_norm_fwd(&A.y[size_t(o)], W(kLnxW) + ho, W(kLnxB) + ho, 1, N, kLnxEps,
-                       &A.zb[size_t(o)], &A.gn_mean[size_t(h)], &A.gn_rstd[size_t(h)]);
-        float s = 0;
-        for (int64_t j = 0; j < N; ++j) s += A.r[size_t(o + j)] * A.k[size_t(o + j)] * W(kRk)[ho + j];
-        A.bonus[size_t(h)] = s;
-        for (int64_t j = 0; j < N; ++j) A.zb[size_t(o + j)] += s * A.v[size_t(o + j)];
-      }
+      // GroupNorm per head, plus the bonus (sum_j r_j k_j r_k[h][j]) * v, times the gate.
       float* yg = tmp_.data();
-      for (int64_t j = 0; j < RC; ++j) yg[j] = A.zb[size_t(j)] * A.g[size_t(j)];
+      parallel_ranges(pool, C, N, [&](int64_t c0, int64_t c1) {
+        for (int64_t row = 0; row < rows; ++row)
+          for (int64_t h = c0 / N; h < c1 / N; ++h) {
+            const int64_t o = row * C + h * N, hi = row * H + h;
+            layer_norm_fwd(&A.y[size_t(o)], W(kLnxW) + h * N, W(kLnxB) + h * N, 1, N, kLnxEps,
+                           &A.zb[size_t(o)], &A.gn_mean[size_t(hi)], &A.gn_rstd[size_t(hi)]);
+            float s = 0;
+            for (int64_t j = 0; j < N; ++j)
+              s += A.r[size_t(o + j)] * A.k[size_t(o + j)] * W(kRk)[h * N + j];
+            A.bonus[size_t(hi)] = s;
+            for (int64_t j = 0; j < N; ++j) {
+              A.zb[size_t(o + j)] += s * A.v[size_t(o + j)];
+              yg[o + j] = A.zb[size_t(o + j)] * A.g[size_t(o + j)];
+            }
+          }
+      });
       linear_fwd(yg, W(kWo), rows, C, C, A.x_mid.data(), pool);
-      for (int64_t j = 0; j < RC; ++j) A.x_mid[size_t(j)] += x[j];
+      add(pool, RC, x, A.x_mid.data());
 
       // Feed-forward: Wv relu(Wk xk)^2.
       layer_norm_fwd(A.x_mid.data(), W(kLn2W), W(kLn2B), rows, C, kLnEps, A.xx2.data(),
-                     A.ln2_mean.data(), A.ln2_rstd.data());
-      shift_fwd(A.xx2.data(), B, Tc, C, st + C + C * N, ss, A.sx2.data());
-      for (int64_t j = 0; j < RC; ++j) {
-        A.sx2[size_t(j)] -= A.xx2[size_t(j)];
-        A.xk2[size_t(j)] = A.xx2[size_t(j)] + A.sx2[size_t(j)] * W(kFx)[j % C];
-      }
+                     A.ln2_mean.data(), A.ln2_rstd.data(), pool);
+      const float* fx = W(kFx);
+      float* xk2 = A.xk2.data();
+      shift_mix_fwd(A.xx2.data(), B, Tc, C, st + C + C * N, ss, 1, &fx, &xk2, A.sx2.data(), pool);
       linear_fwd(A.xk2.data(), W(kFk), rows, C, F, A.hpre.data(), pool);
-      for (int64_t j = 0; j < rows * F; ++j) {
-        const float h = std::max(A.hpre[size_t(j)], 0.0f);
-        A.h2[size_t(j)] = h * h;
-      }
+      parallel_ranges(pool, rows * F, 16, [&](int64_t i0, int64_t i1) {
+        for (int64_t j = i0; j < i1; ++j) {
+          const float h = relu(A.hpre[size_t(j)]);
+          A.h2[size_t(j)] = h * h;
+        }
+      });
       linear_fwd(A.h2.data(), W(kFv), rows, F, C, x, pool);
-      for (int64_t j = 0; j < RC; ++j) x[j] += A.x_mid[size_t(j)];
+      add(pool, RC, A.x_mid.data(), x);
     }
   }
 
@@ -210,11 +299,14 @@ class V7Train final : public ChunkedModel {
     const int64_t C = C_, H = H_, N = N_, F = F_, rows = B * Tc, RC = rows * C;
     const int64_t ss = int64_t(state_size()), ls = 2 * C + C * N;
     const float decay_scale = std::exp(-0.5f);
-    const size_t n = size_t(RC);
-    Vec dvf(n, 0.0f), dxx(n), dprev(n), dh(size_t(rows * F)), dr(n), dk(n), dv(n), dw(n), da(n);
-    Vec dkk(n), dg(n), dzb(n), dy(n), dtmp(n), dlora(size_t(rows * std::max({Dw_, Da_, Dv_, Dg_})));
-    Vec dxm[kMixes];
-    for (Vec& v : dxm) v.assign(size_t(RC), 0.0f);
+    Grads& d = grads_;
+    d.dvf.assign(size_t(RC), 0.0f);
+    for (Vec* v : {&d.dxx, &d.dr, &d.dk, &d.dv, &d.dw, &d.da, &d.dkk, &d.dg, &d.dzb, &d.dy,
+                   &d.dtmp})
+      fit(*v, RC);
+    for (Vec& v : d.dxm) fit(v, RC);
+    fit(d.dh, rows * F);
+    fit(d.dlora, rows * std::max({Dw_, Da_, Dv_, Dg_}));
     for (int64_t l = L_ - 1; l >= 0; --l) {
       const Acts& A = acts_[size_t(l)];
       auto W = [&](Field f) { return P + off_[size_t(l)][size_t(f)]; };
@@ -222,173 +314,158 @@ class V7Train final : public ChunkedModel {
       float* dst = dstate + l * ls;
 
       // Feed-forward.
-      linear_bwd(A.h2.data(), W(kFv), dx, rows, F, C, dh.data(), false, D(kFv), pool);
-      for (int64_t j = 0; j < rows * F; ++j)
-        dh[size_t(j)] *= 2 * std::max(A.hpre[size_t(j)], 0.0f);
-      float* dxk = dtmp.data();
-      linear_bwd(A.xk2.data(), W(kFk), dh.data(), rows, C, F, dxk, false, D(kFk), pool);
-      for (int64_t j = 0; j < RC; ++j) {
-        const float m = W(kFx)[j % C];
-        dxx[size_t(j)] = dxk[j] * (1 - m);
-        dprev[size_t(j)] = dxk[j] * m;
-        D(kFx)[j % C] += dxk[j] * A.sx2[size_t(j)];
-      }
-      shift_bwd(dprev.data(), B, Tc, C, dst + C + C * N, ss, dxx.data());
-      layer_norm_bwd(A.x_mid.data(), W(kLn2W), A.ln2_mean.data(), A.ln2_rstd.data(), dxx.data(),
-                     rows, C, dx, true, D(kLn2W), D(kLn2B));
+      linear_bwd(A.h2.data(), W(kFv), dx, rows, F, C, d.dh.data(), false, D(kFv), pool);
+      parallel_ranges(pool, rows * F, 16, [&](int64_t i0, int64_t i1) {
+        for (int64_t j = i0; j < i1; ++j) d.dh[size_t(j)] *= 2 * relu(A.hpre[size_t(j)]);
+      });
+      float* dxk = d.dtmp.data();
+      linear_bwd(A.xk2.data(), W(kFk), d.dh.data(), rows, C, F, dxk, false, D(kFk), pool);
+      const float* fx = W(kFx);
+      float* dfx = D(kFx);
+      shift_mix_bwd(&dxk, &fx, 1, A.sx2.data(), B, Tc, C, dst + C + C * N, ss, d.dxx.data(),
+                    &dfx, pool);
+      layer_norm_bwd(A.x_mid.data(), W(kLn2W), A.ln2_mean.data(), A.ln2_rstd.data(),
+                     d.dxx.data(), rows, C, dx, true, D(kLn2W), D(kLn2B), pool);
 
-      // Output projection, gate, bonus and GroupNorm.
-      float* yg = dtmp.data();
-      for (int64_t j = 0; j < RC; ++j) yg[j] = A.zb[size_t(j)] * A.g[size_t(j)];
-      Vec& dyg = dprev;
+      // Output projection, gate, bonus and GroupNorm, by whole heads.
+      float* yg = d.dtmp.data();
+      parallel_ranges(pool, RC, 16, [&](int64_t i0, int64_t i1) {
+        for (int64_t j = i0; j < i1; ++j) yg[j] = A.zb[size_t(j)] * A.g[size_t(j)];
+      });
+      Vec& dyg = d.dxx;
       linear_bwd(yg, W(kWo), dx, rows, C, C, dyg.data(), false, D(kWo), pool);
-      for (int64_t j = 0; j < RC; ++j) {
-        dg[size_t(j)] = dyg[size_t(j)] * A.zb[size_t(j)];
-        dzb[size_t(j)] = dyg[size_t(j)] * A.g[size_t(j)];
-      }
-      for (int64_t h = 0; h < rows * H; ++h) {
-        const int64_t o = h * N, ho = (h % H) * N;
-        float ds = 0;
-        for (int64_t j = 0; j < N; ++j) {
-          ds += dzb[size_t(o + j)] * A.v[size_t(o + j)];
-          dv[size_t(o + j)] = dzb[size_t(o + j)] * A.bonus[size_t(h)];
-        }
-        for (int64_t j = 0; j < N; ++j) {
-          const float r = A.r[size_t(o + j)], k = A.k[size_t(o + j)], rk = W(kRk)[ho + j];
-          dr[size_t(o + j)] = ds * k * rk;
-          dk[size_t(o + j)] = ds * r * rk;
-          D(kRk)[ho + j] += ds * r * k;
-        }
-        layer_norm_bwd(&A.y[size_t(o)], W(kLnxW) + ho, &A.gn_mean[size_t(h)],
-                       &A.gn_rstd[size_t(h)], &dzb[size_t(o)], 1, N, &dy[size_t(o)], false,
-                       D(kLnxW) + ho, D(kLnxB) + ho);
-      }
+      parallel_ranges(pool, C, N, [&](int64_t c0, int64_t c1) {
+        const float* rk = W(kRk);
+        float* drk = D(kRk);
+        for (int64_t row = 0; row < rows; ++row)
+          for (int64_t h = c0 / N; h < c1 / N; ++h) {
+            const int64_t o = row * C + h * N, hi = row * H + h;
+            float ds = 0;
+            for (int64_t j = 0; j < N; ++j) {
+              const size_t e = size_t(o + j);
+              d.dg[e] = dyg[e] * A.zb[e];
+              d.dzb[e] = dyg[e] * A.g[e];
+              ds += d.dzb[e] * A.v[e];
+              d.dv[e] = d.dzb[e] * A.bonus[size_t(hi)];
+            }
+            for (int64_t j = 0; j < N; ++j) {
+              const size_t e = size_t(o + j);
+              const float r = A.r[e], k = A.k[e];
+              d.dr[e] = ds * k * rk[h * N + j];
+              d.dk[e] = ds * r * rk[h * N + j];
+              drk[h * N + j] += ds * r * k;
+            }
+            layer_norm_bwd(&A.y[size_t(o)], W(kLnxW) + h * N, &A.gn_mean[size_t(hi)],
+                           &A.gn_rstd[size_t(hi)], &d.dzb[size_t(o)], 1, N, &d.dy[size_t(o)],
+                           false, D(kLnxW) + h * N, D(kLnxB) + h * N);
+          }
+      });
 
-      wkv_bwd(A, dy.data(), B, Tc, dst + C, ss, dr.data(), dw.data(), dk.data(), dv.data(),
-              dkk.data(), da.data(), pool);
+      wkv_bwd(A, d.dy.data(), B, Tc, dst + C, ss, d.dr.data(), d.dw.data(), d.dk.data(),
+              d.dv.data(), d.dkk.data(), d.da.data(), pool);
 
-      // k = k0 * (1 + (a - 1) * k_a) and kk = normalize(k0 * k_k), both from k0.
-      float* dk0 = dtmp.data();
-      for (int64_t j = 0; j < RC; ++j) {
-        const float ka = W(kKa)[j % C], k0 = A.k0[size_t(j)], a = A.a[size_t(j)];
-        dk0[j] = dk[size_t(j)] * (1 + (a - 1) * ka);
-        da[size_t(j)] += dk[size_t(j)] * k0 * ka;
-        D(kKa)[j % C] += dk[size_t(j)] * k0 * (a - 1);
-      }
-      for (int64_t h = 0; h < rows * H; ++h) {
-        const int64_t o = h * N;
-        const float norm = A.kk_norm[size_t(h)];
-        float dot = 0;
-        for (int64_t j = 0; j < N; ++j) dot += A.kk[size_t(o + j)] * dkk[size_t(o + j)];
-        // Where the norm was clamped to 1e-12 it is a constant.
-        if (norm <= 1e-12f) dot = 0;
-        for (int64_t j = 0; j < N; ++j) {
-          const int64_t c = (o + j) % C;
-          const float du = (dkk[size_t(o + j)] - A.kk[size_t(o + j)] * dot) / norm;
-          dk0[o + j] += du * W(kKk)[c];
-          D(kKk)[c] += du * A.k0[size_t(o + j)];
+      // By whole heads, back through k = k0 * (1 + (a - 1) * k_a), kk = normalize(k0 * k_k),
+      // the value residual, a = sigmoid(a0 + ...) and w = exp(-e^-0.5 * s),
+      // s = sigmoid(w0 + ...). dz (in dy, free again) is the value gate's input gradient.
+      float *dk0 = d.dtmp.data(), *dz = d.dy.data();
+      parallel_ranges(pool, C, N, [&](int64_t c0, int64_t c1) {
+        const float *k_a = W(kKa), *k_k = W(kKk);
+        float *dka = D(kKa), *dkkw = D(kKk), *da0 = D(kA0), *dw0 = D(kW0);
+        float* dv0 = l > 0 ? D(kV0) : nullptr;
+        for (int64_t row = 0; row < rows; ++row) {
+          for (int64_t c = c0; c < c1; ++c) {
+            const size_t j = size_t(row * C + c);
+            const float ka = k_a[c], k0 = A.k0[j], a = A.a[j], dk = d.dk[j];
+            dk0[j] = dk * (1 + (a - 1) * ka);
+            const float da = (d.da[j] + dk * k0 * ka) * a * (1 - a);
+            d.da[j] = da;
+            da0[c] += da;
+            dka[c] += dk * k0 * (a - 1);
+            const float s = A.ws[j];
+            d.dw[j] *= -A.w[j] * decay_scale * s * (1 - s);
+            dw0[c] += d.dw[j];
+            if (l == 0) {
+              d.dv[j] += d.dvf[j];
+            } else {
+              const float g = A.sgv[j], dv = d.dv[j];
+              d.dvf[j] += dv * g;
+              dz[j] = dv * (v_first_[j] - A.v0[j]) * g * (1 - g);
+              d.dv[j] = dv * (1 - g);
+              dv0[c] += dz[j];
+            }
+          }
+          for (int64_t h = c0 / N; h < c1 / N; ++h) {
+            const int64_t o = row * C + h * N;
+            const float norm = A.kk_norm[size_t(row * H + h)];
+            float dot = 0;
+            for (int64_t j = 0; j < N; ++j) dot += A.kk[size_t(o + j)] * d.dkk[size_t(o + j)];
+            // Where the norm was clamped to 1e-12 it is a constant.
+            if (norm <= 1e-12f) dot = 0;
+            for (int64_t j = 0; j < N; ++j) {
+              const size_t e = size_t(o + j);
+              const float du = (d.dkk[e] - A.kk[e] * dot) / norm;
+              dk0[e] += du * k_k[h * N + j];
+              dkkw[h * N + j] += du * A.k0[e];
+            }
+          }
         }
-      }
+      });
 
-      // Value residual.
-      float* dl = dlora.data();
-      if (l == 0) {
-        for (int64_t j = 0; j < RC; ++j) dv[size_t(j)] += dvf[size_t(j)];
-        linear_bwd(A.xm[kV].data(), W(kWv), dv.data(), rows, C, C, dxm[kV].data(), false,
-                   D(kWv), pool);
-      } else {
-        float* dz = dy.data();  // dy is free again
-        for (int64_t j = 0; j < RC; ++j) {
-          const float s = A.sgv[size_t(j)], vf = v_first_[size_t(j)], v0 = A.v0[size_t(j)];
-          const float d = dv[size_t(j)];
-          dvf[size_t(j)] += d * s;
-          dz[j] = d * (vf - v0) * s * (1 - s);
-          dv[size_t(j)] = d * (1 - s);
-          D(kV0)[j % C] += dz[j];
-        }
-        linear_bwd(A.xm[kV].data(), W(kWv), dv.data(), rows, C, C, dxm[kV].data(), false,
-                   D(kWv), pool);
+      float* dl = d.dlora.data();
+      linear_bwd(A.xm[kV].data(), W(kWv), d.dv.data(), rows, C, C, d.dxm[kV].data(), false,
+                 D(kWv), pool);
+      if (l > 0) {
         matmul_bwd(A.hv.data(), W(kV2), dz, rows, Dv_, C, dl, false, D(kV2), pool);
-        matmul_bwd(A.xm[kV].data(), W(kV1), dl, rows, C, Dv_, dxm[kV].data(), true, D(kV1),
+        matmul_bwd(A.xm[kV].data(), W(kV1), dl, rows, C, Dv_, d.dxm[kV].data(), true, D(kV1),
                    pool);
       }
-      // a = sigmoid(a0 + (xa @ a1) @ a2)
-      for (int64_t j = 0; j < RC; ++j) {
-        const float a = A.a[size_t(j)];
-        da[size_t(j)] *= a * (1 - a);
-        D(kA0)[j % C] += da[size_t(j)];
-      }
-      matmul_bwd(A.ha.data(), W(kA2), da.data(), rows, Da_, C, dl, false, D(kA2), pool);
-      matmul_bwd(A.xm[kA].data(), W(kA1), dl, rows, C, Da_, dxm[kA].data(), false, D(kA1), pool);
-      // g = sigmoid(xg @ g1) @ g2
-      matmul_bwd(A.hg.data(), W(kG2), dg.data(), rows, Dg_, C, dl, false, D(kG2), pool);
-      for (int64_t j = 0; j < rows * Dg_; ++j) dl[j] *= A.hg[size_t(j)] * (1 - A.hg[size_t(j)]);
-      matmul_bwd(A.xm[kG].data(), W(kG1), dl, rows, C, Dg_, dxm[kG].data(), false, D(kG1), pool);
-      // w = exp(-e^-0.5 * s), s = sigmoid(w0 + tanh(xw @ w1) @ w2)
-      for (int64_t j = 0; j < RC; ++j) {
-        const float s = A.ws[size_t(j)];
-        dw[size_t(j)] *= -A.w[size_t(j)] * decay_scale * s * (1 - s);
-        D(kW0)[j % C] += dw[size_t(j)];
-      }
-      matmul_bwd(A.tw.data(), W(kW2), dw.data(), rows, Dw_, C, dl, false, D(kW2), pool);
-      for (int64_t j = 0; j < rows * Dw_; ++j) dl[j] *= 1 - A.tw[size_t(j)] * A.tw[size_t(j)];
-      matmul_bwd(A.xm[kW].data(), W(kW1), dl, rows, C, Dw_, dxm[kW].data(), false, D(kW1), pool);
-      linear_bwd(A.xm[kR].data(), W(kWr), dr.data(), rows, C, C, dxm[kR].data(), false, D(kWr),
+      matmul_bwd(A.ha.data(), W(kA2), d.da.data(), rows, Da_, C, dl, false, D(kA2), pool);
+      matmul_bwd(A.xm[kA].data(), W(kA1), dl, rows, C, Da_, d.dxm[kA].data(), false, D(kA1),
                  pool);
-      linear_bwd(A.xm[kK].data(), W(kWk), dk0, rows, C, C, dxm[kK].data(), false, D(kWk), pool);
+      matmul_bwd(A.hg.data(), W(kG2), d.dg.data(), rows, Dg_, C, dl, false, D(kG2), pool);
+      parallel_ranges(pool, rows * Dg_, 16, [&](int64_t i0, int64_t i1) {
+        for (int64_t j = i0; j < i1; ++j) dl[j] *= A.hg[size_t(j)] * (1 - A.hg[size_t(j)]);
+      });
+      matmul_bwd(A.xm[kG].data(), W(kG1), dl, rows, C, Dg_, d.dxm[kG].data(), false, D(kG1),
+                 pool);
+      matmul_bwd(A.tw.data(), W(kW2), d.dw.data(), rows, Dw_, C, dl, false, D(kW2), pool);
+      parallel_ranges(pool, rows * Dw_, 16, [&](int64_t i0, int64_t i1) {
+        for (int64_t j = i0; j < i1; ++j) dl[j] *= 1 - A.tw[size_t(j)] * A.tw[size_t(j)];
+      });
+      matmul_bwd(A.xm[kW].data(), W(kW1), dl, rows, C, Dw_, d.dxm[kW].data(), false, D(kW1),
+                 pool);
+      linear_bwd(A.xm[kR].data(), W(kWr), d.dr.data(), rows, C, C, d.dxm[kR].data(), false,
+                 D(kWr), pool);
+      linear_bwd(A.xm[kK].data(), W(kWk), dk0, rows, C, C, d.dxm[kK].data(), false, D(kWk),
+                 pool);
 
-      // Token-shift mixes: xm = xx + sx * mix with sx = prev - xx.
-      std::fill(dxx.begin(), dxx.end(), 0.0f);
-      std::fill(dprev.begin(), dprev.end(), 0.0f);
+      const float* mixes[kMixes];
+      const float* dxm[kMixes];
+      float* dmix[kMixes];
       for (int m = 0; m < kMixes; ++m) {
-        const float* mix = W(Field(kXr + m));
-        float* dmix = D(Field(kXr + m));
-        for (int64_t j = 0; j < RC; ++j) {
-          const float d = dxm[m][size_t(j)];
-          dxx[size_t(j)] += d * (1 - mix[j % C]);
-          dprev[size_t(j)] += d * mix[j % C];
-          dmix[j % C] += d * A.sx[size_t(j)];
-        }
+        mixes[m] = W(Field(kXr + m));
+        dxm[m] = d.dxm[m].data();
+        dmix[m] = D(Field(kXr + m));
       }
-      shift_bwd(dprev.data(), B, Tc, C, dst, ss, dxx.data());
-      layer_norm_bwd(A.x_in.data(), W(kLn1W), A.ln1_mean.data(), A.ln1_rstd.data(), dxx.data(),
-                     rows, C, dx, true, D(kLn1W), D(kLn1B));
+      shift_mix_bwd(dxm, mixes, kMixes, A.sx.data(), B, Tc, C, dst, ss, d.dxx.data(), dmix,
+                    pool);
+      layer_norm_bwd(A.x_in.data(), W(kLn1W), A.ln1_mean.data(), A.ln1_rstd.data(),
+                     d.dxx.data(), rows, C, dx, true, D(kLn1W), D(kLn1B), pool);
     }
   }
 
  private:
-  // The WKV recurrence over the chunk for every (sequence, head), keeping the state after each
-  // token in A.S and the start state in A.S0:
-  //   sa = S kk' (kk' = -kk), S <- S diag(w) + sa (kk * a)^T + v k^T, y = S r.
+  // The WKV recurrence over the chunk for every (sequence, head), keeping in A.S what the
+  // backward needs and S (-kk) in A.sa.
   void wkv_fwd(Acts& A, int64_t B, int64_t Tc, float* state, int64_t ss, ThreadPool* pool) {
-    const int64_t H = H_, N = N_, C = C_, NN = N * N;
-    auto task = [&](int64_t bh) {
-      const int64_t b = bh / H, h = bh % H;
-      float* S = state + b * ss + h * NN;
-      std::copy_n(S, NN, &A.S0[size_t(bh * NN)]);
-      for (int64_t t = 0; t < Tc; ++t) {
-        const int64_t row = b * Tc + t, o = row * C + h * N;
-        const float *r = &A.r[size_t(o)], *w = &A.w[size_t(o)], *k = &A.k[size_t(o)];
-        const float *v = &A.v[size_t(o)], *kk = &A.kk[size_t(o)], *a = &A.a[size_t(o)];
-        float* y = &A.y[size_t(o)];
-        for (int64_t i = 0; i < N; ++i) {
-          float* Si = S + i * N;
-          float sa = 0;
-          for (int64_t j = 0; j < N; ++j) sa -= Si[j] * kk[j];
-          float yi = 0;
-          for (int64_t j = 0; j < N; ++j) {
-            Si[j] = Si[j] * w[j] + sa * kk[j] * a[j] + v[i] * k[j];
-            yi += Si[j] * r[j];
-          }
-          y[i] = yi;
-        }
-        std::copy_n(S, NN, &A.S[size_t((row * H + h) * NN)]);
+    const int64_t H = H_, N = N_, saved = wkv7_saved_size(Tc, N);
+    parallel_ranges(pool, B * H, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t bh = i0; bh < i1; ++bh) {
+        const int64_t b = bh / H, h = bh % H, o = b * Tc * C_ + h * N;
+        wkv7_fwd(head(A, o), Tc, N, state + b * ss + h * N * N, &A.S[size_t(bh * saved)],
+                 &A.y[size_t(o)], &A.sa[size_t(o)]);
       }
-    };
-    if (pool)
-      pool->parallel_for(B * H, task);
-    else
-      for (int64_t i = 0; i < B * H; ++i) task(i);
+    });
   }
 
   // Back-propagates wkv_fwd. dS (the state's gradient in `dstate`) runs backwards through the
@@ -396,70 +473,26 @@ class V7Train final : public ChunkedModel {
   void wkv_bwd(const Acts& A, const float* dy, int64_t B, int64_t Tc, float* dstate, int64_t ss,
                float* dr, float* dw, float* dk, float* dv, float* dkk, float* da,
                ThreadPool* pool) {
-    const int64_t H = H_, N = N_, C = C_, NN = N * N;
-    auto task = [&](int64_t bh) {
-      const int64_t b = bh / H, h = bh % H;
-      float* dS = dstate + b * ss + h * NN;
-      const size_t n = size_t(N);
-      std::vector<float> sa(n), dsa(n), db(n);
-      for (int64_t t = Tc - 1; t >= 0; --t) {
-        const int64_t row = b * Tc + t, o = row * C + h * N;
-        const float* S = &A.S[size_t((row * H + h) * NN)];
-        const float* Sp = t > 0 ? &A.S[size_t(((row - 1) * H + h) * NN)] : &A.S0[size_t(bh * NN)];
-        const float *r = &A.r[size_t(o)], *w = &A.w[size_t(o)], *k = &A.k[size_t(o)];
-        const float *v = &A.v[size_t(o)], *kk = &A.kk[size_t(o)], *a = &A.a[size_t(o)];
-        const float* dyo = dy + o;
-        std::fill(db.begin(), db.end(), 0.0f);
-        for (int64_t j = 0; j < N; ++j) {
-          dw[o + j] = 0;
-          dkk[o + j] = 0;
-        }
-        for (int64_t i = 0; i < N; ++i) {
-          const float* Spi = Sp + i * N;
-          float s = 0;
-          for (int64_t j = 0; j < N; ++j) s -= Spi[j] * kk[j];
-          sa[size_t(i)] = s;
-        }
-        for (int64_t i = 0; i < N; ++i) {
-          float* dSi = dS + i * N;
-          const float *Si = S + i * N, *Spi = Sp + i * N;
-          float dvi = 0, dsai = 0;
-          for (int64_t j = 0; j < N; ++j) {
-            dSi[j] += dyo[i] * r[j];  // y = S r
-            dr[o + j] += Si[j] * dyo[i];
-            dw[o + j] += dSi[j] * Spi[j];
-            dvi += dSi[j] * k[j];
-            dk[o + j] += dSi[j] * v[i];
-            dsai += dSi[j] * kk[j] * a[j];
-            db[size_t(j)] += dSi[j] * sa[size_t(i)];
-          }
-          dv[o + i] += dvi;
-          dsa[size_t(i)] = dsai;
-        }
-        // dS_prev = dS diag(w) + dsa (-kk)^T; and -kk's gradient from sa = S_prev (-kk).
-        for (int64_t i = 0; i < N; ++i) {
-          float* dSi = dS + i * N;
-          const float* Spi = Sp + i * N;
-          for (int64_t j = 0; j < N; ++j) {
-            dkk[o + j] -= dsa[size_t(i)] * Spi[j];
-            dSi[j] = dSi[j] * w[j] - dsa[size_t(i)] * kk[j];
-          }
-        }
-        for (int64_t j = 0; j < N; ++j) {
-          dkk[o + j] += db[size_t(j)] * a[j];
-          da[o + j] = db[size_t(j)] * kk[j];
-        }
+    const int64_t H = H_, N = N_, saved = wkv7_saved_size(Tc, N);
+    parallel_ranges(pool, B * H, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t bh = i0; bh < i1; ++bh) {
+        const int64_t b = bh / H, h = bh % H, o = b * Tc * C_ + h * N;
+        wkv7_bwd(head(A, o), Tc, N, &A.S[size_t(bh * saved)], &A.sa[size_t(o)], dy + o,
+                 dstate + b * ss + h * N * N, dr + o, dw + o, dk + o, dv + o, dkk + o, da + o);
       }
-    };
-    if (pool)
-      pool->parallel_for(B * H, task);
-    else
-      for (int64_t i = 0; i < B * H; ++i) task(i);
+    });
+  }
+
+  // The WKV inputs of the head whose first value is at offset o of the chunk's rows.
+  Wkv7Head head(const Acts& A, int64_t o) const {
+    return {&A.r[size_t(o)], &A.w[size_t(o)], &A.k[size_t(o)], &A.v[size_t(o)],
+            &A.kk[size_t(o)], &A.a[size_t(o)], C_};
   }
 
   int64_t H_ = 0, N_ = 0, F_ = 0, L_ = 0, Dw_ = 0, Da_ = 0, Dv_ = 0, Dg_ = 0;
   std::vector<std::array<size_t, kFields>> off_;
   std::vector<Acts> acts_;
+  Grads grads_;
   Vec v_first_, tmp_;
 };
 

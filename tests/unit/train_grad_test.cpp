@@ -3,6 +3,7 @@
 // differences, chunked against unchunked, and the training forward against the inference engine.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <random>
 
@@ -163,6 +164,55 @@ TEST_P(TrainGrad, FiniteDifferences) {
   for (size_t i = 0; i < ds.size(); ++i)
     if (std::abs(ds[i]) > std::abs(ds[best])) best = i;
   check(s0[best], ds[best], "initial state");
+}
+
+// L2Wrap leaves the loss as it is and adds the gradient of coef / (2T) times the sum of the
+// squared largest logits: checked against central differences of that sum (from the logits).
+TEST_P(TrainGrad, L2WrapAddsTheGradientOfTheLargestLogits) {
+  ParamSet p = ParamSet::from_map(tiny_model(GetParam()));
+  auto model = TrainModel::create(p);
+  const int64_t T = 12, V = model->n_vocab();
+  const std::vector<int> tok = random_tokens(size_t(T + 1), 64, 4);
+  const Batch batch{tok.data(), tok.data() + 1, 1, T};
+  // Large, so that the term stands out of float32 rounding.
+  const float coef = 1.0f;
+  std::vector<float> plain(p.size(), 0.0f), wrapped(p.size(), 0.0f);
+  const double loss =
+      model->forward_backward(p.data.data(), batch, 5, nullptr, plain.data(), nullptr, nullptr);
+  model->set_l2wrap(coef);
+  EXPECT_EQ(model->forward_backward(p.data.data(), batch, 5, nullptr, wrapped.data(), nullptr,
+                                    nullptr),
+            loss);
+  auto penalty = [&] {
+    std::vector<float> logits(size_t(T * V));
+    model->forward_logits(p.data.data(), tok.data(), 1, T, 5, logits.data(), nullptr);
+    double sum = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const double top = *std::max_element(&logits[size_t(t * V)], &logits[size_t((t + 1) * V)]);
+      sum += top * top;
+    }
+    return coef / (2.0 * double(T)) * sum;
+  };
+  const float h = 1e-2f;
+  int checked = 0;
+  for (const ParamInfo& info : p.infos()) {
+    size_t best = info.offset;
+    for (size_t i = info.offset; i < info.offset + info.numel; ++i)
+      if (std::abs(wrapped[i] - plain[i]) > std::abs(wrapped[best] - plain[best])) best = i;
+    const double added = double(wrapped[best]) - plain[best];
+    if (added == 0) continue;  // layer 0's v0/v1/v2 are unused
+    float& x = p.data[best];
+    const float x0 = x;
+    x = x0 + h;
+    const double up = penalty();
+    x = x0 - h;
+    const double down = penalty();
+    x = x0;
+    EXPECT_NEAR((up - down) / (2 * double(h)), added, 2e-2 * std::abs(added) + 3e-4)
+        << info.name;
+    ++checked;
+  }
+  EXPECT_GE(checked, 60);
 }
 
 TEST_P(TrainGrad, ForwardMatchesInferenceEngine) {

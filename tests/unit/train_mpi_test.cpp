@@ -37,8 +37,9 @@ TEST(TrainMpi, TwoProcessesMatchOne) {
     const std::vector<float> x = to_f32(a.at(name)), y = to_f32(b.at(name));
     worst = std::max(worst, test::diff(x.data(), y.data(), x.size()).max_abs);
   }
-  // Only the order of the gradient sums differs.
-  EXPECT_LE(worst, 1e-5);
+  // Only the order of the gradient sums differs. L2Wrap (on by default) amplifies that: about
+  // 2e-5 with it, 5e-7 without, while its coefficient off by 2x on one side gives 1.5e-3.
+  EXPECT_LE(worst, 5e-5);
   std::printf("[ mpi ] largest weight difference after 6 steps: %.2e\n", worst);
 }
 

@@ -31,8 +31,12 @@ void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* po
             KernelVariant variant = active_variant());
 
 // LayerNorm over n values (population variance), then the affine `weight`, `bias`.
-void layer_norm(const float* x, const float* weight, const float* bias, int64_t n, float eps,
-                float* y);
+// Returns the mean and 1 / sqrt(var + eps) it used (the training backward needs them).
+struct NormStats {
+  float mean, rstd;
+};
+NormStats layer_norm(const float* x, const float* weight, const float* bias, int64_t n, float eps,
+                     float* y);
 // GroupNorm with one group per head of `group_size` channels, then the per-channel affine.
 void group_norm(const float* x, const float* weight, const float* bias, int64_t n_groups,
                 int64_t group_size, float eps, float* y);

@@ -54,8 +54,8 @@ void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c
 
 }  // namespace scalar
 
-void layer_norm(const float* x, const float* weight, const float* bias, int64_t n, float eps,
-                float* y) {
+NormStats layer_norm(const float* x, const float* weight, const float* bias, int64_t n, float eps,
+                     float* y) {
   // Two passes in double: mean, then variance about the mean (as torch computes it).
   double mean = 0;
   for (int64_t i = 0; i < n; ++i) mean += x[i];
@@ -65,6 +65,7 @@ void layer_norm(const float* x, const float* weight, const float* bias, int64_t 
   var /= double(n);
   const float inv = float(1.0 / std::sqrt(var + eps));
   for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - float(mean)) * inv * weight[i] + bias[i];
+  return {float(mean), inv};
 }
 
 void group_norm(const float* x, const float* weight, const float* bias, int64_t n_groups,

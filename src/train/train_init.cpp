@@ -3,8 +3,8 @@
 #include <cmath>
 #include <functional>
 
-#include "model/init.h"
 #include "core/random.h"
+#include "model/init.h"
 #include "rwkv/error.h"
 
 namespace rwkv::train {
@@ -63,6 +63,15 @@ int64_t dim(const ParamSet& p, const std::string& name, size_t axis) {
   return p.info(name).shape.at(axis);
 }
 
+// Block l's layer norms (ln0 only in block 0): weight 1, bias 0.
+void init_layer_norms(ParamSet& p, const std::string& pre, int64_t l, int64_t C) {
+  for (const std::string n : {"ln1", "ln2", "ln0"}) {
+    if (n == "ln0" && l != 0) continue;
+    fill(p.get(pre + n + ".weight"), C, [](int64_t) { return 1.0; });
+    fill(p.get(pre + n + ".bias"), C, [](int64_t) { return 0.0; });
+  }
+}
+
 // The RWKV-LM x070 init (RWKV-v7/train_temp/src/model.py).
 void init_v7(ParamSet& p, int64_t C, int64_t L, int64_t V, int64_t N, Rng& rng) {
   auto ortho_lora = [&](const std::string& name) {  // ortho_init(x, 0.1)
@@ -78,14 +87,7 @@ void init_v7(ParamSet& p, int64_t C, int64_t L, int64_t V, int64_t N, Rng& rng) 
       const double z = (double(c % N) - double(N - 1) / 2) / (double(N - 1) / 2);
       return z * std::abs(z);
     };
-    for (const char* n : {"ln1", "ln2"}) {
-      fill(p.get(pre + n + ".weight"), C, [](int64_t) { return 1.0; });
-      fill(p.get(pre + n + ".bias"), C, [](int64_t) { return 0.0; });
-    }
-    if (l == 0) {
-      fill(p.get(pre + "ln0.weight"), C, [](int64_t) { return 1.0; });
-      fill(p.get(pre + "ln0.bias"), C, [](int64_t) { return 0.0; });
-    }
+    init_layer_norms(p, pre, l, C);
     const std::pair<const char*, double> mixes[] = {{"x_r", 0.2}, {"x_w", 0.9}, {"x_k", 0.7},
                                                     {"x_v", 0.7}, {"x_a", 0.9}, {"x_g", 0.2}};
     for (const auto& [n, e] : mixes)
@@ -98,8 +100,8 @@ void init_v7(ParamSet& p, int64_t C, int64_t L, int64_t V, int64_t N, Rng& rng) 
     fill(p.get(pre + "att.a0"), C,
          [&](int64_t c) { return -0.19 + zigzag(c) * 0.3 + lin(c) * 0.4; });
     fill(p.get(pre + "att.v0"), C, [&](int64_t c) { return 0.73 - lin(c) * 0.4; });
-    for (const char* n : {"att.w1", "att.a1", "att.v1", "att.g1", "att.output.weight",
-                          "ffn.value.weight"})
+    for (const char* n :
+         {"att.w1", "att.a1", "att.v1", "att.g1", "att.output.weight", "ffn.value.weight"})
       fill(p.get(pre + n), int64_t(p.info(pre + n).numel), [](int64_t) { return 0.0; });
     for (const char* n : {"att.w2", "att.a2", "att.v2", "att.g2"}) ortho_lora(pre + n);
     fill(p.get(pre + "att.k_k"), C, [&](int64_t c) { return 0.71 - lin(c) * 0.1; });
@@ -119,8 +121,7 @@ void init_v7(ParamSet& p, int64_t C, int64_t L, int64_t V, int64_t N, Rng& rng) 
   uniform(p.get("emb.weight"), V * C, 1e-4, rng);
   fill(p.get("ln_out.weight"), C, [](int64_t) { return 1.0; });
   fill(p.get("ln_out.bias"), C, [](int64_t) { return 0.0; });
-  orthogonal(p.get("head.weight"), V, C, V > C ? 0.5 * std::sqrt(double(V) / double(C)) : 0.5,
-             rng);
+  orthogonal(p.get("head.weight"), V, C, V > C ? 0.5 * std::sqrt(double(V) / double(C)) : 0.5, rng);
 }
 
 // The RWKV-LM x060 init (RWKV-v5/src/model.py, RWKV_Tmix_x060 and RWKV_CMix_x060).
@@ -130,17 +131,10 @@ void init_v6(ParamSet& p, int64_t C, int64_t L, int64_t V, Rng& rng) {
     const double r0 = L > 1 ? double(l) / double(L - 1) : 0.0, r1 = 1.0 - double(l) / double(L);
     auto ddd = [C](int64_t c) { return double(c) / double(C); };
     auto ramp = [C](int64_t c) { return double(c) / double(C - 1); };
-    for (const char* n : {"ln1", "ln2"}) {
-      fill(p.get(pre + n + ".weight"), C, [](int64_t) { return 1.0; });
-      fill(p.get(pre + n + ".bias"), C, [](int64_t) { return 0.0; });
-    }
-    if (l == 0) {
-      fill(p.get(pre + "ln0.weight"), C, [](int64_t) { return 1.0; });
-      fill(p.get(pre + "ln0.bias"), C, [](int64_t) { return 0.0; });
-    }
+    init_layer_norms(p, pre, l, C);
     auto inv = [&](double e) { return [&, e](int64_t c) { return 1.0 - std::pow(ddd(c), e); }; };
-    for (const char* n : {"att.time_maa_x", "att.time_maa_w", "att.time_maa_k",
-                          "ffn.time_maa_k", "ffn.time_maa_r"})
+    for (const char* n :
+         {"att.time_maa_x", "att.time_maa_w", "att.time_maa_k", "ffn.time_maa_k", "ffn.time_maa_r"})
       fill(p.get(pre + n), C, inv(r1));
     fill(p.get(pre + "att.time_maa_v"), C,
          [&](int64_t c) { return 1.0 - (std::pow(ddd(c), r1) + 0.3 * r0); });
@@ -167,8 +161,7 @@ void init_v6(ParamSet& p, int64_t C, int64_t L, int64_t V, Rng& rng) {
   uniform(p.get("emb.weight"), V * C, 1e-4, rng);
   fill(p.get("ln_out.weight"), C, [](int64_t) { return 1.0; });
   fill(p.get("ln_out.bias"), C, [](int64_t) { return 0.0; });
-  orthogonal(p.get("head.weight"), V, C, V > C ? 0.5 * std::sqrt(double(V) / double(C)) : 0.5,
-             rng);
+  orthogonal(p.get("head.weight"), V, C, V > C ? 0.5 * std::sqrt(double(V) / double(C)) : 0.5, rng);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <vector>
 
+#include "kernels/kernels.h"
 #include "train/simd.h"
 
 #ifdef RWKV_HAVE_OPENBLAS
@@ -27,8 +28,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
     const float* a = A + (trans_a ? m0 : m0 * lda);
     const float* b = B + (trans_b ? n0 * ldb : n0);
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, int(m), int(n), int(K), 1.0f, a, int(lda),
-                b, int(ldb), accumulate ? 1.0f : 0.0f, C + m0 * N + n0, int(N));
+                trans_b ? CblasTrans : CblasNoTrans, int(m), int(n), int(K), 1.0f, a, int(lda), b,
+                int(ldb), accumulate ? 1.0f : 0.0f, C + m0 * N + n0, int(N));
   };
   const bool split_m = M >= N;
   const int64_t len = split_m ? M : N;
@@ -102,27 +103,17 @@ void parallel_ranges(ThreadPool* pool, int64_t n, int64_t align,
     fn(0, n);
     return;
   }
-  pool->parallel_for((n + len - 1) / len, [&](int64_t i) {
-    fn(i * len, std::min(n, (i + 1) * len));
-  });
+  pool->parallel_for((n + len - 1) / len,
+                     [&](int64_t i) { fn(i * len, std::min(n, (i + 1) * len)); });
 }
 
 void layer_norm_fwd(const float* x, const float* w, const float* b, int64_t rows, int64_t n,
                     float eps, float* y, float* mean, float* rstd, ThreadPool* pool) {
   parallel_ranges(pool, rows, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * n;
-      double m = 0;
-      for (int64_t i = 0; i < n; ++i) m += xr[i];
-      m /= double(n);
-      double var = 0;
-      for (int64_t i = 0; i < n; ++i) var += (xr[i] - m) * (xr[i] - m);
-      var /= double(n);
-      const float inv = float(1.0 / std::sqrt(var + eps));
-      mean[r] = float(m);
-      rstd[r] = inv;
-      float* yr = y + r * n;
-      for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - float(m)) * inv * w[i] + b[i];
+      const kernels::NormStats s = kernels::layer_norm(x + r * n, w, b, n, eps, y + r * n);
+      mean[r] = s.mean;
+      rstd[r] = s.rstd;
     }
   });
 }
@@ -166,8 +157,8 @@ void layer_norm_bwd(const float* x, const float* w, const float* mean, const flo
   });
 }
 
-void shift_fwd(const float* x, int64_t B, int64_t T, int64_t C, float* carry,
-               int64_t carry_stride, float* prev) {
+void shift_fwd(const float* x, int64_t B, int64_t T, int64_t C, float* carry, int64_t carry_stride,
+               float* prev) {
   for (int64_t b = 0; b < B; ++b) {
     const float* xb = x + b * T * C;
     float* pb = prev + b * T * C;
@@ -218,8 +209,8 @@ typedef int32_t I16 __attribute__((vector_size(64)));
 }
 
 // z[i] = e^(z[i] - shift) for i < n; returns their sum.
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-double exp_shifted(float* z, int64_t n, float shift) {
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) double exp_shifted(
+    float* z, int64_t n, float shift) {
   double sum = 0;
   int64_t i = 0;
   // Float sums over blocks of 256, then in double.

@@ -115,14 +115,26 @@ TEST_P(TrainGrad, ChunkedEqualsUnchunked) {
                                               ds_full.data(), &pool);
   for (int64_t chunk : {1, 4, 16}) {
     std::vector<float> g(p.size(), 0.0f), ds(model->state_size(), 0.0f);
-    const double l = model->forward_backward(p.data.data(), batch, chunk, s0.data(), g.data(),
-                                             ds.data(), &pool);
+    const double l =
+        model->forward_backward(p.data.data(), batch, chunk, s0.data(), g.data(), ds.data(), &pool);
     EXPECT_NEAR(l, loss, 1e-6 * loss) << "chunk " << chunk;
     for (const ParamInfo& info : p.infos())
       EXPECT_LE(rel_err(&g[info.offset], &full[info.offset], info.numel), 1e-5)
           << info.name << " chunk " << chunk;
     EXPECT_LE(rel_err(ds.data(), ds_full.data(), ds.size()), 1e-5) << "state, chunk " << chunk;
   }
+}
+
+// (f(x + h) - f(x - h)) / 2h with x moved in place and put back.
+template <typename F>
+double central_difference(float& x, float h, const F& f) {
+  const float x0 = x;
+  x = x0 + h;
+  const double up = f();
+  x = x0 - h;
+  const double down = f();
+  x = x0;
+  return (up - down) / (2 * double(h));
 }
 
 // Central differences in float32 with steps of 1e-2 on the element of each tensor with the
@@ -141,14 +153,7 @@ TEST_P(TrainGrad, FiniteDifferences) {
   };
   const float h = 1e-2f;
   auto check = [&](float& x, double analytic, const std::string& what) {
-    const float x0 = x;
-    x = x0 + h;
-    const double up = loss();
-    x = x0 - h;
-    const double down = loss();
-    x = x0;
-    const double fd = (up - down) / (2 * double(h));
-    EXPECT_NEAR(fd, analytic, 2e-2 * std::abs(analytic) + 3e-4) << what;
+    EXPECT_NEAR(central_difference(x, h, loss), analytic, 2e-2 * std::abs(analytic) + 3e-4) << what;
   };
   int checked = 0;
   for (const ParamInfo& info : p.infos()) {
@@ -180,9 +185,9 @@ TEST_P(TrainGrad, L2WrapAddsTheGradientOfTheLargestLogits) {
   const double loss =
       model->forward_backward(p.data.data(), batch, 5, nullptr, plain.data(), nullptr, nullptr);
   model->set_l2wrap(coef);
-  EXPECT_EQ(model->forward_backward(p.data.data(), batch, 5, nullptr, wrapped.data(), nullptr,
-                                    nullptr),
-            loss);
+  EXPECT_EQ(
+      model->forward_backward(p.data.data(), batch, 5, nullptr, wrapped.data(), nullptr, nullptr),
+      loss);
   auto penalty = [&] {
     std::vector<float> logits(size_t(T * V));
     model->forward_logits(p.data.data(), tok.data(), 1, T, 5, logits.data(), nullptr);
@@ -201,14 +206,7 @@ TEST_P(TrainGrad, L2WrapAddsTheGradientOfTheLargestLogits) {
       if (std::abs(wrapped[i] - plain[i]) > std::abs(wrapped[best] - plain[best])) best = i;
     const double added = double(wrapped[best]) - plain[best];
     if (added == 0) continue;  // layer 0's v0/v1/v2 are unused
-    float& x = p.data[best];
-    const float x0 = x;
-    x = x0 + h;
-    const double up = penalty();
-    x = x0 - h;
-    const double down = penalty();
-    x = x0;
-    EXPECT_NEAR((up - down) / (2 * double(h)), added, 2e-2 * std::abs(added) + 3e-4)
+    EXPECT_NEAR(central_difference(p.data[best], h, penalty), added, 2e-2 * std::abs(added) + 3e-4)
         << info.name;
     ++checked;
   }
@@ -240,9 +238,9 @@ TEST(TrainGradCli, RejectsBadInput) {
   write_safetensors(tiny_model("7"), model);
   const std::string cli = test::cli_path() + " grad " + model + " --out " +
                           (dir / "g.safetensors").string() + " 2>/dev/null --tokens ";
-  EXPECT_NE(std::system((cli + "'5'").c_str()), 0);         // one token: nothing to predict
-  EXPECT_NE(std::system((cli + "'5 x 7'").c_str()), 0);     // not an id
-  EXPECT_NE(std::system((cli + "'5 64'").c_str()), 0);      // outside the vocabulary
+  EXPECT_NE(std::system((cli + "'5'").c_str()), 0);      // one token: nothing to predict
+  EXPECT_NE(std::system((cli + "'5 x 7'").c_str()), 0);  // not an id
+  EXPECT_NE(std::system((cli + "'5 64'").c_str()), 0);   // outside the vocabulary
   InitOptions o;
   o.arch = "5";
   o.n_embd = 32;

@@ -63,8 +63,10 @@ template <DType kType, int R, int TT>
 inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y, int64_t ldy) {
   __m256 acc[R][TT];
   RWKV_UNROLL
-  for (int i = 0; i < R; ++i) RWKV_UNROLL
-  for (int t = 0; t < TT; ++t) acc[i][t] = _mm256_setzero_ps();
+  for (int i = 0; i < R; ++i) {
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) acc[i][t] = _mm256_setzero_ps();
+  }
   int64_t k = 0;
   for (; k + 8 <= K; k += 8) {
     __m256 w[R];
@@ -78,11 +80,13 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
     }
   }
   RWKV_UNROLL
-  for (int i = 0; i < R; ++i) RWKV_UNROLL
-  for (int t = 0; t < TT; ++t) {
-    float s = hsum(acc[i][t]);
-    for (int64_t j = k; j < K; ++j) s += load1<kType>(rows[i], j) * x[t * K + j];
-    y[t * ldy + i] = s;
+  for (int i = 0; i < R; ++i) {
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) {
+      float s = hsum(acc[i][t]);
+      for (int64_t j = k; j < K; ++j) s += load1<kType>(rows[i], j) * x[t * K + j];
+      y[t * ldy + i] = s;
+    }
   }
 }
 

@@ -142,14 +142,18 @@ template <DType kType, int R, int TT>
 inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y, int64_t ldy) {
   __m512 acc[R][TT];
   RWKV_UNROLL
-  for (int i = 0; i < R; ++i) RWKV_UNROLL
-  for (int t = 0; t < TT; ++t) acc[i][t] = _mm512_setzero_ps();
+  for (int i = 0; i < R; ++i) {
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) acc[i][t] = _mm512_setzero_ps();
+  }
   if constexpr (kIsBlock<kType>) {
     const int64_t bb = dtype_info(kType).block_bytes;
     __m512 acc_hi[R][TT];
     RWKV_UNROLL
-    for (int i = 0; i < R; ++i) RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) acc_hi[i][t] = _mm512_setzero_ps();
+    for (int i = 0; i < R; ++i) {
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) acc_hi[i][t] = _mm512_setzero_ps();
+    }
     for (int64_t k = 0, b = 0; k < K; k += 32, b += bb) {
       __m512 w[R][2];
       // Blocks are not cache-line aligned and unpacking leaves gaps between loads, which the
@@ -172,8 +176,10 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
       }
     }
     RWKV_UNROLL
-    for (int i = 0; i < R; ++i) RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) acc[i][t] = _mm512_add_ps(acc[i][t], acc_hi[i][t]);
+    for (int i = 0; i < R; ++i) {
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) acc[i][t] = _mm512_add_ps(acc[i][t], acc_hi[i][t]);
+    }
   } else {
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
@@ -201,8 +207,10 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
     }
   }
   RWKV_UNROLL
-  for (int i = 0; i < R; ++i) RWKV_UNROLL
-  for (int t = 0; t < TT; ++t) y[t * ldy + i] = hsum(acc[i][t]);
+  for (int i = 0; i < R; ++i) {
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) y[t * ldy + i] = hsum(acc[i][t]);
+  }
 }
 
 // All T tokens against R rows, tokens four at a time.
@@ -237,15 +245,19 @@ inline void decoded_block_tile(const float* rows, int64_t ld_rows, const float* 
   constexpr int64_t kChunk = 256;
   __m512 sums[2][R][TT];
   RWKV_UNROLL
-  for (int i = 0; i < R; ++i) RWKV_UNROLL
-  for (int t = 0; t < TT; ++t) sums[0][i][t] = sums[1][i][t] = _mm512_setzero_ps();
+  for (int i = 0; i < R; ++i) {
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) sums[0][i][t] = sums[1][i][t] = _mm512_setzero_ps();
+  }
   for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
     const int64_t k1 = std::min(K, k0 + kChunk);
     for (int half = 0; half < 2; ++half) {
       __m512 acc[R][TT];
       RWKV_UNROLL
-      for (int i = 0; i < R; ++i) RWKV_UNROLL
-      for (int t = 0; t < TT; ++t) acc[i][t] = sums[half][i][t];
+      for (int i = 0; i < R; ++i) {
+        RWKV_UNROLL
+        for (int t = 0; t < TT; ++t) acc[i][t] = sums[half][i][t];
+      }
       for (int64_t k = k0 + 16 * half; k < k1; k += 32) {
         __m512 w[R];
         RWKV_UNROLL
@@ -258,13 +270,17 @@ inline void decoded_block_tile(const float* rows, int64_t ld_rows, const float* 
         }
       }
       RWKV_UNROLL
-      for (int i = 0; i < R; ++i) RWKV_UNROLL
-      for (int t = 0; t < TT; ++t) sums[half][i][t] = acc[i][t];
+      for (int i = 0; i < R; ++i) {
+        RWKV_UNROLL
+        for (int t = 0; t < TT; ++t) sums[half][i][t] = acc[i][t];
+      }
     }
   }
   RWKV_UNROLL
-  for (int i = 0; i < R; ++i) RWKV_UNROLL
-  for (int t = 0; t < TT; ++t) y[t * ldy + i] = hsum(_mm512_add_ps(sums[0][i][t], sums[1][i][t]));
+  for (int i = 0; i < R; ++i) {
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) y[t * ldy + i] = hsum(_mm512_add_ps(sums[0][i][t], sums[1][i][t]));
+  }
 }
 
 template <int R>
@@ -359,8 +375,10 @@ inline void cols_tile(const float* x, const Tensor& w, float* y, int64_t c, __mm
   const uint64_t row_bytes = w.row_bytes();
   __m512 acc[TT][NV];
   RWKV_UNROLL
-  for (int t = 0; t < TT; ++t) RWKV_UNROLL
-  for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_setzero_ps();
+  for (int t = 0; t < TT; ++t) {
+    RWKV_UNROLL
+    for (int v = 0; v < NV; ++v) acc[t][v] = _mm512_setzero_ps();
+  }
   for (int64_t i = 0; i < I; ++i) {
     __m512 wv[NV];
     row_vectors<kType, NV>(w.data + uint64_t(i) * row_bytes, c, last, wv);

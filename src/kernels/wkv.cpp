@@ -1,10 +1,14 @@
 #include "kernels/wkv.h"
 
+#include "core/simd.h"
+
 namespace rwkv::kernels {
 
 namespace {
 
-// One head of RWKV-5/6 for one token (inputs offset to the head).
+// One head of RWKV-5/6 for one token (inputs offset to the head). The inner loop has no
+// reduction, so each clone vectorizes it as it stands.
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 void wkv5_head(const float* r, const float* k, const float* v, const float* w, const float* u,
                int64_t N, float* S, float* y) {
   for (int64_t j = 0; j < N; ++j) y[j] = 0;
@@ -19,36 +23,38 @@ void wkv5_head(const float* r, const float* k, const float* v, const float* w, c
   }
 }
 
-// Rows [i, i + Q) of one RWKV-7 head for one token. The two dot products per row are sequential
-// sums; Q rows side by side give Q independent chains (each row's order is unchanged).
-template <int Q>
-void wkv7_rows(const float* r, const float* w, const float* k, const float* v, const float* kk,
-               const float* a, int64_t N, int64_t i, float* S, float* y) {
-  // Fully unrolled so that sa[] and out[] live in registers (GCC -O2 keeps them on the stack).
-#define RWKV_UNROLL_ROWS _Pragma("GCC unroll 4")
-  float sa[Q] = {}, out[Q] = {};
-  // sa = S_i . (-kk), from the old state.
-  for (int64_t j = 0; j < N; ++j) {
-    RWKV_UNROLL_ROWS
-    for (int q = 0; q < Q; ++q) sa[q] -= S[(i + q) * N + j] * kk[j];
-  }
-  for (int64_t j = 0; j < N; ++j) {
-    RWKV_UNROLL_ROWS
-    for (int q = 0; q < Q; ++q) {
-      float& s = S[(i + q) * N + j];
-      s = s * w[j] + sa[q] * kk[j] * a[j] + v[i + q] * k[j];
-      out[q] += s * r[j];
+// One RWKV-7 head for one token: row i of the state is S_i = S_i * w + (S_i . -kk) kk * a +
+// v_i k, and y_i = S_i . r. Rows run W channels at a time; each dot product sums W lanes
+// across the row, then the lanes pairwise.
+template <int W>
+[[gnu::always_inline]] inline void wkv7_rows(const float* r, const float* w, const float* k,
+                                             const float* v, const float* kk, const float* a,
+                                             int64_t N, float* S, float* y) {
+  using V = typename simd::Lanes<W>::type;
+  using simd::load;
+  for (int64_t i = 0; i < N; ++i) {
+    float* Si = S + i * N;
+    V acc = V{} - V{};
+    for (int64_t j = 0; j < N; j += W) acc -= load<W>(Si + j) * load<W>(kk + j);
+    const float sa = simd::hsum<W>(acc), vi = v[i];
+    V out = V{} - V{};
+    for (int64_t j = 0; j < N; j += W) {
+      const V s = load<W>(Si + j) * load<W>(w + j) + sa * load<W>(kk + j) * load<W>(a + j) +
+                  vi * load<W>(k + j);
+      simd::store<W>(Si + j, s);
+      out += s * load<W>(r + j);
     }
+    y[i] = simd::hsum<W>(out);
   }
-#undef RWKV_UNROLL_ROWS
-  for (int q = 0; q < Q; ++q) y[i + q] = out[q];
 }
 
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 void wkv7_head(const float* r, const float* w, const float* k, const float* v, const float* kk,
                const float* a, int64_t N, float* S, float* y) {
-  int64_t i = 0;
-  for (; i + 4 <= N; i += 4) wkv7_rows<4>(r, w, k, v, kk, a, N, i, S, y);
-  for (; i < N; ++i) wkv7_rows<1>(r, w, k, v, kk, a, N, i, S, y);
+  if (N % 16 == 0)
+    wkv7_rows<16>(r, w, k, v, kk, a, N, S, y);
+  else
+    wkv7_rows<1>(r, w, k, v, kk, a, N, S, y);
 }
 
 // Calls head_fn(h) for every head, over the pool when there is one.

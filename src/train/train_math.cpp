@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
-#include "train/simd.h"
+#include "core/simd.h"
 
 #ifdef RWKV_HAVE_OPENBLAS
 #include <cblas.h>

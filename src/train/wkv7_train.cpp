@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "train/simd.h"
+#include "core/simd.h"
 
 namespace rwkv::train {
 

@@ -1,4 +1,4 @@
-// Vectors of W floats for the training kernels that are compiled once per ISA level (GCC's
+// Vectors of W floats for kernels that are compiled once per ISA level (GCC's
 // target_clones): a GCC vector extension, which each clone maps to its widest registers (or
 // splits); a plain float for W = 1. Only for always-inlined use inside such clones.
 #pragma once
@@ -9,7 +9,7 @@
 // ISA for them, so no call crosses the ABI the warning is about.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-namespace rwkv::train::simd {
+namespace rwkv::simd {
 
 template <int W>
 struct Lanes {
@@ -43,4 +43,4 @@ template <int W>
   }
 }
 
-}  // namespace rwkv::train::simd
+}  // namespace rwkv::simd

@@ -147,14 +147,16 @@ void run(const BenchOptions& o) {
                                       {"rss_gen_mb", gen_rss_mb},
                                       {"rss_peak_mb", peak_mb},
                                       {"rss_budget_mb", rss_budget_mb},
-                                      {"kernels", kernels::variant_name(kernels::active_variant())}}
+                                      {"kernels", kernels::variant_name(kernels::active_variant())},
+                                      {"int8_activations", info.int8_activations}}
                            .dump());
     return;
   }
   fmt::print("model:      {} (RWKV-{}, {} layers x {}, vocab {}, {:.2f}M params)\n", info.path,
              info.version, info.n_layer, info.n_embd, info.n_vocab, double(info.n_params) / 1e6);
-  fmt::print("threads:    {} ({} kernels)\n", pool->size(),
-             kernels::variant_name(kernels::active_variant()));
+  fmt::print("threads:    {} ({} kernels{})\n", pool->size(),
+             kernels::variant_name(kernels::active_variant()),
+             info.int8_activations ? ", int8 activations for block weights" : "");
   fmt::print("load:       {:.3f} s\n", load_s);
   fmt::print(
       "prefill:    {:.1f} tok/s  (sequence mode, T={}, chunk {}, median of {}), {:.0f}% of "

@@ -19,6 +19,7 @@ struct ModelOptions {
   std::string arch;    // "" = detect
   float ln_x_eps = 0;  // 0 = the file's convention
   int threads = 0;     // 0 = one per core
+  bool int8_activations = false;
   // Without a model file, run the built-in default model (generate, chat).
   bool allow_default = false;
 

@@ -24,6 +24,7 @@ struct KlCliOptions {
   std::string file, tokens_file, tokenizer;
   std::string arch;
   float ln_x_eps = 0;
+  std::string int8_activations;  // "", "a", "b" or "both"
   int64_t chunk = 512;
   int64_t max_tokens = 0;
   int threads = 0;  // 0: one per core
@@ -42,7 +43,9 @@ void run(const KlCliOptions& o) {
   LoadOptions load;
   load.version = !o.arch.empty() && o.arch[0] == 'v' ? o.arch.substr(1) : o.arch;
   if (o.ln_x_eps > 0) load.ln_x_eps = o.ln_x_eps;
+  load.int8_activations = o.int8_activations == "a" || o.int8_activations == "both";
   auto a = Model::load(o.model_a, load);
+  load.int8_activations = o.int8_activations == "b" || o.int8_activations == "both";
   auto b = Model::load(o.model_b, load);
   for (const Model* m : {a.get(), b.get()})
     for (const std::string& w : m->info().warnings)
@@ -122,6 +125,10 @@ void add_kl_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--arch", o->arch, "Architecture to assume for both models")
       ->check(CLI::IsMember({"4", "5", "5.0", "5.1", "5.2", "6", "7", "v4", "v5", "v6", "v7"}));
+  cmd->add_option("--int8-activations", o->int8_activations,
+                  "Which models round their matrix products' inputs to int8 (ggml block "
+                  "weights only; see rwkv generate --help): a, b or both")
+      ->check(CLI::IsMember({"a", "b", "both"}));
   cmd->add_option("--ln-x-eps", o->ln_x_eps, "GroupNorm eps for both models")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Print one JSON object");

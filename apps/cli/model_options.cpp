@@ -21,6 +21,10 @@ void ModelOptions::add_to(CLI::App& cmd, bool required) {
                  "GroupNorm eps of RWKV-5/6/7 (default: the file's convention, 64e-5 for "
                  "official checkpoints, 1e-5 for rwkv.cpp v5 .bin files)")
       ->check(CLI::PositiveNumber);
+  cmd.add_flag("--int8-activations", int8_activations,
+               "For weights in ggml blocks (Q8_0, Q5_x, Q4_x): round each matrix product's input "
+               "to int8 per 32 values and use integer dot products (AVX-512 VNNI), as rwkv.cpp "
+               "does; faster generation, slightly different logits");
   cmd.add_option("--threads", threads, "Threads for the matrix products (default: one per core)")
       ->check(CLI::Range(1, 1024));
 }
@@ -34,6 +38,7 @@ std::unique_ptr<Model> ModelOptions::load() const {
   LoadOptions options;
   options.version = !arch.empty() && arch[0] == 'v' ? arch.substr(1) : arch;
   if (ln_x_eps > 0) options.ln_x_eps = ln_x_eps;
+  options.int8_activations = int8_activations;
   if (path.empty() && allow_default) return Model::load_default(options);
   auto model = Model::load(path, options);
   for (const std::string& w : model->info().warnings)

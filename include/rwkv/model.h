@@ -28,6 +28,11 @@ struct LoadOptions {
   // GroupNorm (`ln_x`) epsilon of RWKV-5/6/7. Default: the file writer's convention
   // (64e-5 as in the official code; 1e-5 for rwkv.cpp `.bin` files of RWKV-5.x).
   std::optional<float> ln_x_eps;
+  // For weights stored in ggml blocks (Q8_0, Q5_x, Q4_x): round each matrix product's input to
+  // int8 per 32 values, as ggml and rwkv.cpp do, and multiply with integer dot products (AVX-512
+  // VNNI where present). Faster generation; results move by the activation rounding
+  // (docs/BENCHMARKS.md has the KL divergence it adds). Off: weights are decoded exactly.
+  bool int8_activations = false;
 };
 
 struct TensorInfo {
@@ -47,6 +52,7 @@ struct ModelInfo {
   int head_size = 0;  // 0 for RWKV-4
   int ffn_dim = 0;
   float ln_x_eps = 0;                // 0 for RWKV-4
+  bool int8_activations = false;     // LoadOptions::int8_activations
   std::map<std::string, int> lora;   // LoRA ranks by name, e.g. "time_decay" (v6), "w" (v7)
   int64_t n_params = 0;
   // Identifies the weights (names, shapes, dtypes and sampled bytes of every tensor); state

@@ -15,64 +15,41 @@ inline uint16_t load_u16(const uint8_t* p) {
   return v;
 }
 
+}  // namespace
+
 // ggml v101 blocks: elements j and j+16 share byte j of the nibble array (low, high nibble);
 // Q5 types take a fifth bit for element i from bit i of the 32-bit `qh`.
+BlockLevels unpack_block(DType dtype, const uint8_t* b) {
+  BlockLevels u;
+  u.d = fp16_to_fp32(load_u16(b));
+  const bool has_min = dtype == DType::Q4_1 || dtype == DType::Q5_1;
+  if (has_min) u.m = fp16_to_fp32(load_u16(b + 2));
+  const uint8_t* p = b + (has_min ? 4 : 2);
+  if (dtype == DType::Q8_0) {
+    for (int j = 0; j < 32; ++j) u.level[j] = int(int8_t(p[j])) + 128;
+    return u;
+  }
+  uint32_t qh = 0;
+  if (dtype == DType::Q5_0 || dtype == DType::Q5_1) {
+    std::memcpy(&qh, p, 4);
+    p += 4;
+  }
+  for (int j = 0; j < 16; ++j) {
+    u.level[j] = (p[j] & 0xf) | int((qh >> j) & 1) << 4;
+    u.level[j + 16] = (p[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
+  }
+  return u;
+}
+
+namespace {
+
 void dequantize_block(DType dtype, const uint8_t* b, float* y) {
-  switch (dtype) {
-    case DType::Q4_0: {
-      float d = fp16_to_fp32(load_u16(b));
-      const uint8_t* qs = b + 2;
-      for (int j = 0; j < 16; ++j) {
-        y[j] = float(int(qs[j] & 0xf) - 8) * d;
-        y[j + 16] = float(int(qs[j] >> 4) - 8) * d;
-      }
-      break;
-    }
-    case DType::Q4_1: {
-      float d = fp16_to_fp32(load_u16(b));
-      float m = fp16_to_fp32(load_u16(b + 2));
-      const uint8_t* qs = b + 4;
-      for (int j = 0; j < 16; ++j) {
-        y[j] = float(qs[j] & 0xf) * d + m;
-        y[j + 16] = float(qs[j] >> 4) * d + m;
-      }
-      break;
-    }
-    case DType::Q5_0: {
-      float d = fp16_to_fp32(load_u16(b));
-      uint32_t qh;
-      std::memcpy(&qh, b + 2, 4);
-      const uint8_t* qs = b + 6;
-      for (int j = 0; j < 16; ++j) {
-        int lo = (qs[j] & 0xf) | int((qh >> j) & 1) << 4;
-        int hi = (qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
-        y[j] = float(lo - 16) * d;
-        y[j + 16] = float(hi - 16) * d;
-      }
-      break;
-    }
-    case DType::Q5_1: {
-      float d = fp16_to_fp32(load_u16(b));
-      float m = fp16_to_fp32(load_u16(b + 2));
-      uint32_t qh;
-      std::memcpy(&qh, b + 4, 4);
-      const uint8_t* qs = b + 8;
-      for (int j = 0; j < 16; ++j) {
-        int lo = (qs[j] & 0xf) | int((qh >> j) & 1) << 4;
-        int hi = (qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
-        y[j] = float(lo) * d + m;
-        y[j + 16] = float(hi) * d + m;
-      }
-      break;
-    }
-    case DType::Q8_0: {
-      float d = fp16_to_fp32(load_u16(b));
-      const int8_t* qs = reinterpret_cast<const int8_t*>(b + 2);
-      for (int j = 0; j < 32; ++j) y[j] = float(qs[j]) * d;
-      break;
-    }
-    default:
-      break;
+  const BlockLevels u = unpack_block(dtype, b);
+  const int zero = block_zero_level(dtype);
+  if (dtype == DType::Q4_1 || dtype == DType::Q5_1) {
+    for (int j = 0; j < 32; ++j) y[j] = float(u.level[j]) * u.d + u.m;
+  } else {
+    for (int j = 0; j < 32; ++j) y[j] = float(u.level[j] - zero) * u.d;
   }
 }
 

@@ -11,6 +11,18 @@ namespace rwkv {
 // Decodes `n` elements (a whole number of blocks for quantized types) starting at `src`.
 void dequantize(DType dtype, const uint8_t* src, int64_t n, float* dst);
 
+// One ggml block as stored: unsigned levels and the fp16 scale (and min) widened to float. It
+// decodes element j to (level[j] - block_zero_level) * d, or level[j] * d + m for Q4_1/Q5_1.
+// Q8_0's int8 values are stored as level = value + 128.
+struct BlockLevels {
+  int level[32];
+  float d = 0, m = 0;
+};
+BlockLevels unpack_block(DType dtype, const uint8_t* block);
+constexpr int block_zero_level(DType t) {
+  return t == DType::Q4_0 ? 8 : t == DType::Q5_0 ? 16 : t == DType::Q8_0 ? 128 : 0;
+}
+
 // How quantize() picks each block's scale (and offset, for Q4_1/Q5_1).
 enum class QuantMethod {
   // Round to nearest on the grid fixed by the block's extremes, the same arithmetic as ggml's

@@ -16,6 +16,9 @@ struct Tensor {
   std::vector<int64_t> shape;  // PyTorch order, outermost first
   const uint8_t* data = nullptr;
   uint64_t nbytes = 0;
+  // For ggml block types: kernels::linear() rounds the activations to int8 per 32-block and
+  // multiplies with integer dot products (LoadOptions::int8_activations; kernels/int8.h).
+  bool int8_activations = false;
 
   int64_t numel() const {
     int64_t n = 1;
@@ -42,6 +45,7 @@ inline Tensor slice_rows(const Tensor& t, int64_t begin, int64_t count) {
   out.shape = {count, t.cols()};
   out.data = t.row(begin);
   out.nbytes = uint64_t(count) * t.row_bytes();
+  out.int8_activations = t.int8_activations;
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/cpu.h"
+#include "kernels/int8.h"
 #include "kernels/kernels.h"
 #include "kernels/variants.h"
 #include "rwkv/error.h"
@@ -62,22 +63,42 @@ KernelVariant active_variant() {
   return chosen;
 }
 
-void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* pool,
-            KernelVariant v) {
-  const VariantFns& f = fns(v);
-  const int64_t rows = w.rows();
+namespace {
+
+// Runs rows(r0, r1) over all weight rows, spread over `pool` by blocks of rows.
+template <typename Rows>
+void split_rows(int64_t rows, ThreadPool* pool, const Rows& run_rows) {
   const int threads = pool ? pool->size() : 1;
   if (threads == 1 || rows < 64) {
-    f.linear_rows(w, x, T, y, 0, rows);
+    run_rows(0, rows);
     return;
   }
   // Several blocks per thread, so a thread slowed by a busy core takes fewer of them.
   int64_t block = std::max<int64_t>(16, rows / (8 * threads));
   block = (block + 3) / 4 * 4;
   const int64_t n_blocks = (rows + block - 1) / block;
-  pool->parallel_for(n_blocks, [&](int64_t b) {
-    f.linear_rows(w, x, T, y, b * block, std::min(rows, (b + 1) * block));
-  });
+  pool->parallel_for(n_blocks,
+                     [&](int64_t b) { run_rows(b * block, std::min(rows, (b + 1) * block)); });
+}
+
+}  // namespace
+
+void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* pool,
+            KernelVariant v) {
+  if (w.int8_activations && is_quantized(w.dtype)) {
+    // The activations are rounded once, here, and read by every thread.
+    thread_local Int8Activations buffer;
+    // A reference: inside the lambda, `buffer` would name each worker's own thread_local.
+    Int8Activations& qx = buffer;
+    quantize_activations(w.dtype, x, T, w.cols(), qx);
+    const auto rows_int8 = v == KernelVariant::kAvx512 && cpu_features().avx512_vnni
+                               ? vnni::linear_rows_int8
+                               : scalar::linear_rows_int8;
+    split_rows(w.rows(), pool, [&](int64_t r0, int64_t r1) { rows_int8(w, qx, y, r0, r1); });
+    return;
+  }
+  const VariantFns& f = fns(v);
+  split_rows(w.rows(), pool, [&](int64_t r0, int64_t r1) { f.linear_rows(w, x, T, y, r0, r1); });
 }
 
 void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* pool,

@@ -90,6 +90,7 @@ std::unique_ptr<Model> build_model(std::shared_ptr<const TensorMap> map,
                     : it != map->metadata.end() ? parse_eps(map->path, it->second)
                                                 : 64e-5f;
   }
+  info.int8_activations = options.int8_activations;
   info.fingerprint = fnv1a64(info.version.data(), info.version.size());
   for (const std::string& name : map->names()) {
     const Tensor& t = map->at(name);

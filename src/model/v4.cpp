@@ -31,7 +31,7 @@ class ModelV4 final : public ModelBase {
   ModelV4(std::shared_ptr<const TensorMap> map, ModelInfo info)
       : ModelBase(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
-    WeightLoader w(*map_);
+    WeightLoader w(*map_, info_.int8_activations);
     io_.load(w, info_.n_vocab, C);
     info_.ffn_dim = int(map_->at("blocks.0.ffn.key.weight").shape[0]);
     const int64_t F = info_.ffn_dim;

@@ -46,7 +46,7 @@ class ModelV5 final : public MatrixStateModel {
   ModelV5(std::shared_ptr<const TensorMap> map, ModelInfo info)
       : MatrixStateModel(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
-    WeightLoader w(*map_);
+    WeightLoader w(*map_, info_.int8_activations);
     io_.load(w, info_.n_vocab, C);
     const Tensor& decay0 = map_->at("blocks.0.att.time_decay");
     const int64_t H = decay0.shape.empty() ? 1 : decay0.shape[0];

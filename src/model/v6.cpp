@@ -41,7 +41,7 @@ class ModelV6 final : public MatrixStateModel {
   ModelV6(std::shared_ptr<const TensorMap> map, ModelInfo info)
       : MatrixStateModel(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
-    WeightLoader w(*map_);
+    WeightLoader w(*map_, info_.int8_activations);
     io_.load(w, info_.n_vocab, C);
     const Tensor& faaaa = map_->at("blocks.0.att.time_faaaa");
     const Tensor& maa_w1 = map_->at("blocks.0.att.time_maa_w1");

@@ -40,7 +40,7 @@ class ModelV7 final : public MatrixStateModel {
   ModelV7(std::shared_ptr<const TensorMap> map, ModelInfo info)
       : MatrixStateModel(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
-    WeightLoader w(*map_);
+    WeightLoader w(*map_, info_.int8_activations);
     io_.load(w, info_.n_vocab, C);
     const Tensor& r_k = map_->at("blocks.0.att.r_k");
     if (r_k.shape.size() != 2 || r_k.shape[0] * r_k.shape[1] != C)

@@ -15,12 +15,13 @@ std::vector<int64_t> without_unit_axes(const std::vector<int64_t>& shape) {
 }
 }  // namespace
 
-const Tensor& WeightLoader::tensor(const std::string& name, const std::vector<int64_t>& shape) {
-  const Tensor& t = map_.at(name);
+Tensor WeightLoader::tensor(const std::string& name, const std::vector<int64_t>& shape) {
+  Tensor t = map_.at(name);
   if (without_unit_axes(t.shape) != without_unit_axes(shape))
     throw Error(map_.path + ": tensor " + name + " has shape " + shape_string(t.shape) +
                 ", expected " + shape_string(shape));
   used_.insert(name);
+  t.int8_activations = int8_activations_ && is_quantized(t.dtype);
   return t;
 }
 

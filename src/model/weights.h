@@ -14,11 +14,13 @@ namespace rwkv {
 
 class WeightLoader {
  public:
-  explicit WeightLoader(const TensorMap& map) : map_(map) {}
+  // int8_activations: matrices in ggml blocks are marked for kernels::linear()'s int8 path.
+  explicit WeightLoader(const TensorMap& map, bool int8_activations = false)
+      : map_(map), int8_activations_(int8_activations) {}
 
   bool has(const std::string& name) const { return map_.contains(name); }
   // A tensor used in place (any dtype), checked against `shape` ignoring unit axes.
-  const Tensor& tensor(const std::string& name, const std::vector<int64_t>& shape);
+  Tensor tensor(const std::string& name, const std::vector<int64_t>& shape);
   // A float32 copy, checked against `shape` ignoring unit axes.
   std::vector<float> f32(const std::string& name, const std::vector<int64_t>& shape);
   // Marks a tensor the reference ignores as known.
@@ -29,6 +31,7 @@ class WeightLoader {
 
  private:
   const TensorMap& map_;
+  bool int8_activations_;
   std::set<std::string> used_;
 };
 

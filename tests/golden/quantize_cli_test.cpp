@@ -207,6 +207,25 @@ TEST_F(QuantCli, QualityAgainstFp32AndRwkvCpp) {
   }
 }
 
+// --int8-activations b: the same file with rounded activations against exact decoding. On the
+// tiny models it adds little next to what Q5_1 weights cost (docs/BENCHMARKS.md).
+TEST_F(QuantCli, KlMeasuresInt8Activations) {
+  const std::string fp32 = tiny("5v2-730K", "FP32"), q = tiny("5v2-730K", "Q5_1");
+  auto kl = [&](const std::string& a, const std::string& b, const std::string& flags) {
+    auto r = run("kl " + a + " " + b + " --file " + text_file() + " --json --max-tokens 2000 " +
+                 flags);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out)["mean_kl"].get<double>();
+  };
+  const double weights = kl(fp32, q, ""), activations = kl(q, q, "--int8-activations b");
+  EXPECT_GT(activations, 0.0);
+  EXPECT_LT(10 * activations, weights);
+  EXPECT_EQ(kl(q, q, "--int8-activations both"), 0.0);
+  auto bad = run("kl " + q + " " + q + " --file " + text_file() + " --int8-activations c");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--int8-activations: c not in {a,b,both}"), std::string::npos) << bad.err;
+}
+
 TEST_F(QuantCli, QuantizeErrors) {
   EXPECT_NE(run("quantize " + tiny("7v0-834K", "FP32") + " " + path("x.st") + " Q3_K").exit_code,
             0);

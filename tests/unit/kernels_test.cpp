@@ -146,16 +146,76 @@ TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
       for (int64_t cols : {int64_t(160), int64_t(is_quantized(dtype) ? 2048 : 2055)}) {
         TensorMap map;
         const int64_t rows = 37, T = 13;
-        const Tensor& w = random_tensor(map, dtype, rows, cols, 11);
+        Tensor w = random_tensor(map, dtype, rows, cols, 11);
         std::vector<float> x(size_t(T * cols)), chunk(size_t(T * rows)), alone(static_cast<size_t>(rows));
         std::mt19937 rng(3);
         std::normal_distribution<float> normal;
         for (float& e : x) e = normal(rng);
-        linear(w, x.data(), T, chunk.data(), nullptr, v);
-        for (int64_t t = 0; t < T; ++t) {
-          linear(w, x.data() + t * cols, 1, alone.data(), nullptr, v);
-          ASSERT_EQ(0, std::memcmp(alone.data(), chunk.data() + t * rows, size_t(rows) * 4))
-              << variant_name(v) << " " << dtype_name(dtype) << " cols=" << cols << " t=" << t;
+        for (bool int8 : {false, true}) {
+          if (int8 && !is_quantized(dtype)) continue;
+          w.int8_activations = int8;
+          linear(w, x.data(), T, chunk.data(), nullptr, v);
+          for (int64_t t = 0; t < T; ++t) {
+            linear(w, x.data() + t * cols, 1, alone.data(), nullptr, v);
+            ASSERT_EQ(0, std::memcmp(alone.data(), chunk.data() + t * rows, size_t(rows) * 4))
+                << variant_name(v) << " " << dtype_name(dtype) << (int8 ? " int8" : "")
+                << " cols=" << cols << " t=" << t;
+          }
+        }
+      }
+    }
+  }
+}
+
+// The int8-activation path (kernels/int8.h) for every block type and shape, including an odd
+// number of blocks. Against the scalar reference of the same arithmetic the SIMD kernel differs
+// only by float32 summation order (bound as above, over the per-lane products); against exact
+// float decoding, by at most the activation rounding: half a step d_x of each block times
+// sum |w| over the block.
+TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
+  const DType kBlockTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0};
+  for (KernelVariant v : available_variants()) {
+    for (DType dtype : kBlockTypes) {
+      for (int64_t K : {32, 96, 160, 2048}) {
+        TensorMap map;
+        const int64_t rows = 67;
+        Tensor w = random_tensor(map, dtype, rows, K, unsigned(K + int(dtype)));
+        w.int8_activations = true;
+        const std::vector<float> wf = to_f32(w);
+        for (int64_t T : {1, 3, 6}) {
+          std::vector<float> x(size_t(T * K)), exact(size_t(T * rows)), ref(exact.size()),
+              got(exact.size());
+          std::mt19937 rng{static_cast<unsigned>(T + K)};
+          std::normal_distribution<float> normal;
+          for (float& e : x) e = normal(rng);
+          x[0] = 0;  // an exact zero, and a block of zeros when there is more than one
+          if (K > 32) std::fill(x.begin() + 32, x.begin() + 64, 0.0f);
+          Tensor plain = w;
+          plain.int8_activations = false;
+          linear(plain, x.data(), T, exact.data(), nullptr, KernelVariant::kScalar);
+          linear(w, x.data(), T, ref.data(), nullptr, KernelVariant::kScalar);
+          linear(w, x.data(), T, got.data(), nullptr, v);
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t r = 0; r < rows; ++r) {
+              double mag = 0, rounding = 0;
+              for (int64_t b = 0; b < K / 32; ++b) {
+                double amax = 0, wsum = 0;
+                for (int64_t i = 32 * b; i < 32 * b + 32; ++i) {
+                  const double wi = wf[size_t(r * K + i)], xi = x[size_t(t * K + i)];
+                  amax = std::max(amax, std::abs(xi));
+                  wsum += std::abs(wi);
+                  mag += std::abs(wi * xi);
+                }
+                rounding += amax / 127 / 2 * wsum;
+              }
+              const size_t o = size_t(t * rows + r);
+              // |w| * |x_rounded| <= mag + rounding; products and sums in float32.
+              const double order = 4.0 * double(K) * std::ldexp(1.0, -24) * (mag + rounding);
+              ASSERT_LE(std::abs(double(got[o]) - ref[o]), order + 1e-30)
+                  << variant_name(v) << " " << dtype_name(dtype) << " K=" << K << " T=" << T;
+              ASSERT_LE(std::abs(double(ref[o]) - exact[o]), 1.001 * rounding + 2 * order + 1e-30)
+                  << dtype_name(dtype) << " K=" << K << " T=" << T;
+            }
         }
       }
     }
@@ -165,9 +225,10 @@ TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
 // Splitting rows over threads changes nothing: each output is computed by one thread.
 TEST_P(KernelVariants, ThreadedLinearIsIdentical) {
   ThreadPool pool(3);
-  for (DType dtype : {DType::F32, DType::BF16, DType::Q5_1}) {
+  for (DType dtype : {DType::F32, DType::BF16, DType::Q5_1, DType::Q4_0}) {
     TensorMap map;
-    const Tensor& w = random_tensor(map, dtype, 1000, 128, 3);
+    Tensor w = random_tensor(map, dtype, 1000, 128, 3);
+    w.int8_activations = dtype == DType::Q4_0;
     std::vector<float> x(4 * 128, 0.25f), one(4 * 1000), many(4 * 1000);
     linear(w, x.data(), 4, one.data(), nullptr, GetParam());
     linear(w, x.data(), 4, many.data(), &pool, GetParam());

@@ -1,0 +1,83 @@
+// Activation rounding for the int8 path of linear(), and its scalar reference.
+#include "kernels/int8.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/quant.h"
+
+namespace rwkv::kernels {
+
+void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
+                          Int8Activations& out) {
+  const int64_t blocks = K / 32, pairs = (K + 63) / 64;
+  out.dtype = dtype;
+  out.T = T;
+  out.K = K;
+  out.pairs = pairs;
+  out.q.assign(size_t(T * pairs * 64), 0);
+  out.scale.resize(size_t(T * blocks));
+  out.lane_scale.assign(size_t(T * pairs * 16), 0.0f);
+  out.lane_bias.assign(size_t(T * pairs * 16), 0);
+  out.lane_qsum.assign(size_t(T * pairs * 16), 0.0f);
+  const int zero = block_zero_level(dtype);
+  for (int64_t t = 0; t < T; ++t) {
+    int8_t* q = out.q.data() + t * pairs * 64;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* xb = x + t * K + 32 * b;
+      float amax = 0;
+      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::abs(xb[i]));
+      const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+      out.scale[size_t(t * blocks + b)] = d;
+      int8_t* qp = q + (b / 2) * 64;
+      for (int i = 0; i < 32; ++i)
+        qp[pair_byte(dtype, int(b % 2), i)] = int8_t(std::nearbyint(xb[i] * inv));
+      // Lane terms: each lane's four bytes belong to one block.
+      for (int i = 0; i < 32; i += 4) {
+        const int byte = pair_byte(dtype, int(b % 2), i);
+        int sum = 0;
+        for (int k = 0; k < 4; ++k) sum += qp[byte + k];
+        const size_t lane = size_t((t * pairs + b / 2) * 16 + byte / 4);
+        out.lane_scale[lane] = d;
+        out.lane_bias[lane] = -zero * sum;
+        out.lane_qsum[lane] = d * float(sum);
+      }
+    }
+  }
+}
+
+namespace scalar {
+
+void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0,
+                      int64_t r1) {
+  const int64_t O = w.rows(), blocks = x.K / 32;
+  const int64_t block_bytes = dtype_info(w.dtype).block_bytes;
+  const int zero = block_zero_level(w.dtype);
+  const bool has_min = w.dtype == DType::Q4_1 || w.dtype == DType::Q5_1;
+  thread_local std::vector<float> sums;
+  sums.resize(size_t(x.T));
+  for (int64_t r = r0; r < r1; ++r) {
+    std::fill(sums.begin(), sums.end(), 0.0f);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const BlockLevels u = unpack_block(w.dtype, w.row(r) + b * block_bytes);
+      for (int64_t t = 0; t < x.T; ++t) {
+        const int8_t* qp = x.row_q(t) + (b / 2) * 64;
+        int32_t dot = 0, qsum = 0;
+        for (int i = 0; i < 32; ++i) {
+          const int qi = qp[pair_byte(w.dtype, int(b % 2), i)];
+          dot += (u.level[i] - zero) * qi;
+          qsum += qi;
+        }
+        const float dx = x.scale[size_t(t * blocks + b)];
+        sums[size_t(t)] += float(dot) * (u.d * dx);
+        if (has_min) sums[size_t(t)] += u.m * (dx * float(qsum));
+      }
+    }
+    for (int64_t t = 0; t < x.T; ++t) y[t * O + r] = sums[size_t(t)];
+  }
+}
+
+}  // namespace scalar
+
+}  // namespace rwkv::kernels

@@ -1,0 +1,64 @@
+// linear() with int8 activations, for ggml block weights: the activations are rounded to int8
+// per 32-element block (scale max|x| / 127, as ggml's Q8_0), and each weight block meets its
+// activation block in one exact integer dot product. This is the arithmetic of ggml (and so of
+// rwkv.cpp) for quantized weights; VNNI does 64 byte products per instruction, where unpacking
+// the weights to float32 costs several instructions per 16. It rounds the activations, so it is
+// an opt-in (Tensor::int8_activations), not a kernel variant of the exact product.
+//
+// Both the scalar reference and the SIMD kernel read the activations from one layout, made once
+// per call by quantize_activations(). The K values of a row go in pairs of blocks (64 bytes, the
+// last pair padded with a zero block); within a pair the bytes are in the order in which the
+// SIMD kernel unpacks the weights, and the 16 four-byte lanes carry per-lane terms.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace rwkv::kernels {
+
+// Byte position, within its pair, of element i (0..31) of block j (0 or 1) of the pair. Nibble
+// types: the first 16 of each block, then the last 16 ([b0 0-15 | b1 0-15 | b0 16-31 | b1
+// 16-31], the order of their low and high nibbles); Q8_0: natural order.
+constexpr int pair_byte(DType t, int j, int i) {
+  return t == DType::Q8_0 ? 32 * j + i : (i < 16 ? 0 : 32) + 16 * j + (i & 15);
+}
+
+// T rows of K activations rounded for weights of `dtype` (K a multiple of 32).
+struct Int8Activations {
+  DType dtype = DType::Q8_0;
+  int64_t T = 0, K = 0, pairs = 0;  // pairs = ceil(K / 64) per row
+  std::vector<int8_t> q;            // (T, pairs, 64) in pair order
+  std::vector<float> scale;         // (T, K / 32): d = max |x| / 127 of each block
+  // Per lane (T, pairs, 16), over the lane's four bytes:
+  std::vector<float> lane_scale;    // d of the lane's block
+  std::vector<int32_t> lane_bias;   // -block_zero_level(dtype) * sum of q
+  std::vector<float> lane_qsum;     // d * sum of q (the offset term of Q4_1/Q5_1)
+
+  const int8_t* row_q(int64_t t) const { return q.data() + t * pairs * 64; }
+  const float* row_lane_scale(int64_t t) const { return lane_scale.data() + t * pairs * 16; }
+  const int32_t* row_lane_bias(int64_t t) const { return lane_bias.data() + t * pairs * 16; }
+  const float* row_lane_qsum(int64_t t) const { return lane_qsum.data() + t * pairs * 16; }
+};
+
+// Rounds x (T, K) for weights of block type `dtype`: q = round-half-even(x / d), d = max|x| / 127
+// per block (q = 0 where the block is all zero). Reuses `out`'s storage.
+void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out);
+
+namespace scalar {
+// The specification: y[t][r] = sum over blocks b in order of S * (d_w * d_x) (+ m_w * (d_x *
+// sum q)), with S the exact integer dot of the weight block's signed levels and q.
+void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0,
+                      int64_t r1);
+}  // namespace scalar
+
+namespace vnni {
+// AVX-512 VNNI: the same products, summed per lane (two accumulators over alternate pairs), so
+// it differs from the reference only by float32 summation order; every output is computed the
+// same way for any T, so one token and a chunk agree exactly.
+void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0,
+                      int64_t r1);
+}  // namespace vnni
+
+}  // namespace rwkv::kernels

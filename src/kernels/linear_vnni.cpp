@@ -1,0 +1,280 @@
+// AVX-512 VNNI kernel of linear() with int8 activations (kernels/int8.h). For each pair of
+// weight blocks, the levels are unpacked to 64 unsigned bytes in the order of the activation
+// layout, and one vpdpbusd per token forms the 16 lane sums of level * q, starting from the
+// lane's -zero * sum(q), so each lane holds an exact integer part of the block's dot product.
+// The lanes are then scaled by d_w * d_x in float32.
+// Headers come before the target pragma so that no inline function they define is compiled
+// for this ISA and then shared with code that runs on any CPU.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/int8.h"
+
+#if defined(__clang__)
+#pragma clang attribute push(                                                        \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c"))), \
+    apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")
+// GCC 12 flags the deliberately undefined pass-through lanes inside its own AVX-512 intrinsics
+// (GCC bug 105593) wherever they are inlined.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace rwkv::kernels::vnni {
+
+namespace {
+
+#define RWKV_UNROLL _Pragma("GCC unroll 16")
+
+template <DType kType>
+constexpr bool kHasMin = kType == DType::Q4_1 || kType == DType::Q5_1;
+template <DType kType>
+constexpr bool kFiveBit = kType == DType::Q5_0 || kType == DType::Q5_1;
+
+// Sum of the 16 lanes in a fixed order (halving).
+inline float hsum(__m512 v) {
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
+  __m128 s = _mm512_castps512_ps128(v);
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// The 64 unsigned levels of blocks b0 and b1 in pair order (pair_byte()).
+template <DType kType>
+inline __m512i pair_levels(const uint8_t* b0, const uint8_t* b1) {
+  if constexpr (kType == DType::Q8_0) {
+    const __m512i v = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1 + 2)), 1);
+    return _mm512_xor_si512(v, _mm512_set1_epi8(char(0x80)));  // int8 + 128
+  } else {
+    constexpr int kNibbles = (kHasMin<kType> ? 4 : 2) + (kFiveBit<kType> ? 4 : 0);
+    const __m256i n = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kNibbles))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + kNibbles)), 1);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(n, low4)),
+                                   _mm256_and_si256(_mm256_srli_epi16(n, 4), low4), 1);
+    if constexpr (kFiveBit<kType>) {
+      uint32_t h0, h1;
+      std::memcpy(&h0, b0 + kNibbles - 4, 4);
+      std::memcpy(&h1, b1 + kNibbles - 4, 4);
+      // Bit i of qh is the fifth bit of element i; lay the two blocks' bits out in pair order.
+      const uint64_t bits = uint64_t(h0 & 0xffff) | uint64_t(h1 & 0xffff) << 16 |
+                            uint64_t(h0 >> 16) << 32 | uint64_t(h1 >> 16) << 48;
+      v = _mm512_mask_add_epi8(v, __mmask64(bits), v, _mm512_set1_epi8(16));
+    }
+    return v;
+  }
+}
+
+// Per-lane d (and m) of the pair's two blocks: lane l belongs to block pair_byte order's l / 4.
+template <DType kType>
+inline void pair_scales(const uint8_t* b0, const uint8_t* b1, __m512& d, __m512& m) {
+  // Nibble types: lanes 0-3 and 8-11 are block 0; Q8_0: lanes 0-7.
+  const __m512i block_of_lane = kType == DType::Q8_0
+                                    ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+                                    : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+  if constexpr (kHasMin<kType>) {
+    uint32_t dm0, dm1;  // fp16 d then fp16 m
+    std::memcpy(&dm0, b0, 4);
+    std::memcpy(&dm1, b1, 4);
+    const __m512 f = _mm512_castps128_ps512(
+        _mm_cvtph_ps(_mm_cvtsi64_si128(int64_t(uint64_t(dm0) | uint64_t(dm1) << 32))));
+    const __m512i twice = _mm512_add_epi32(block_of_lane, block_of_lane);
+    d = _mm512_permutexvar_ps(twice, f);
+    m = _mm512_permutexvar_ps(_mm512_add_epi32(twice, _mm512_set1_epi32(1)), f);
+  } else {
+    uint16_t d0, d1;
+    std::memcpy(&d0, b0, 2);
+    std::memcpy(&d1, b1, 2);
+    const __m512 f =
+        _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(int(uint32_t(d0) | uint32_t(d1) << 16))));
+    d = _mm512_permutexvar_ps(block_of_lane, f);
+    m = _mm512_setzero_ps();
+  }
+}
+
+// One pair of blocks of one weight row, unpacked.
+struct WeightPair {
+  __m512i levels;
+  __m512 d, m;
+};
+
+template <DType kType>
+inline WeightPair unpack_pair(const uint8_t* b0, const uint8_t* b1) {
+  WeightPair w;
+  w.levels = pair_levels<kType>(b0, b1);
+  pair_scales<kType>(b0, b1, w.d, w.m);
+  return w;
+}
+
+// One token's activation terms for pair p.
+struct ActivationPair {
+  __m512i q, bias;
+  __m512 scale, qsum;
+};
+
+template <DType kType>
+inline ActivationPair activation_pair(const Int8Activations& x, int64_t t, int64_t p) {
+  ActivationPair a;
+  a.q = _mm512_loadu_si512(x.row_q(t) + 64 * p);
+  a.bias = _mm512_loadu_si512(x.row_lane_bias(t) + 16 * p);
+  a.scale = _mm512_loadu_ps(x.row_lane_scale(t) + 16 * p);
+  if constexpr (kHasMin<kType>) a.qsum = _mm512_loadu_ps(x.row_lane_qsum(t) + 16 * p);
+  return a;
+}
+
+// acc + one pair's lanes: the arithmetic every path shares, so that one token and a chunk agree.
+template <DType kType>
+inline __m512 pair_madd(const WeightPair& w, const ActivationPair& a, __m512 acc) {
+  const __m512i dot = _mm512_dpbusd_epi32(a.bias, w.levels, a.q);
+  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w.d, a.scale), acc);
+  if constexpr (kHasMin<kType>) acc = _mm512_fmadd_ps(w.m, a.qsum, acc);
+  return acc;
+}
+
+template <DType kType>
+constexpr int64_t kBlockBytes = kType == DType::Q4_0   ? 18
+                                : kType == DType::Q4_1 ? 20
+                                : kType == DType::Q5_0 ? 22
+                                : kType == DType::Q5_1 ? 24
+                                                       : 34;
+
+// Pair p of a row; an odd last block pairs with an all-zero one (levels 0 or 128 with d = 0,
+// against q = 0).
+template <DType kType>
+inline WeightPair row_pair(const uint8_t* row, int64_t blocks, int64_t p) {
+  alignas(64) static const uint8_t kZeroBlock[64] = {};
+  const uint8_t* b0 = row + 2 * p * kBlockBytes<kType>;
+  return unpack_pair<kType>(b0, 2 * p + 1 < blocks ? b0 + kBlockBytes<kType> : kZeroBlock);
+}
+
+// One token against one weight row, streaming the row: even and odd pairs go to two
+// accumulators (two independent chains), added at the end.
+template <DType kType>
+inline float row_dot(const uint8_t* row, const Int8Activations& x, int64_t t) {
+  __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
+  int64_t p = 0;
+  for (; p + 2 <= x.pairs; p += 2) {
+    even = pair_madd<kType>(row_pair<kType>(row, x.K / 32, p), activation_pair<kType>(x, t, p),
+                            even);
+    odd = pair_madd<kType>(row_pair<kType>(row, x.K / 32, p + 1),
+                           activation_pair<kType>(x, t, p + 1), odd);
+  }
+  if (p < x.pairs)
+    even = pair_madd<kType>(row_pair<kType>(row, x.K / 32, p), activation_pair<kType>(x, t, p),
+                            even);
+  return hsum(_mm512_add_ps(even, odd));
+}
+
+// R rows already unpacked (panel[i * pairs + p]) against TT tokens from t0, with the pair order
+// and accumulators of row_dot().
+template <DType kType, int R, int TT>
+inline void panel_tile(const WeightPair* panel, const Int8Activations& x, int64_t t0, float* y,
+                       int64_t ldy) {
+  const int64_t pairs = x.pairs;
+  __m512 acc[2][R][TT];
+  RWKV_UNROLL
+  for (int i = 0; i < R; ++i) {
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) acc[0][i][t] = acc[1][i][t] = _mm512_setzero_ps();
+  }
+  const auto step = [&](int64_t p, __m512(&sums)[R][TT]) {
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) {
+      const ActivationPair a = activation_pair<kType>(x, t0 + t, p);
+      RWKV_UNROLL
+      for (int i = 0; i < R; ++i) sums[i][t] = pair_madd<kType>(panel[i * pairs + p], a, sums[i][t]);
+    }
+  };
+  int64_t p = 0;
+  for (; p + 2 <= pairs; p += 2) {
+    step(p, acc[0]);
+    step(p + 1, acc[1]);
+  }
+  if (p < pairs) step(p, acc[0]);
+  RWKV_UNROLL
+  for (int i = 0; i < R; ++i) {
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) y[t * ldy + i] = hsum(_mm512_add_ps(acc[0][i][t], acc[1][i][t]));
+  }
+}
+
+// All T tokens against R rows unpacked in `panel`, tokens two at a time.
+template <DType kType, int R>
+inline void panel_rows(const WeightPair* panel, const Int8Activations& x, float* y, int64_t O) {
+  int64_t t = 0;
+  for (; t + 2 <= x.T; t += 2) panel_tile<kType, R, 2>(panel, x, t, y + t * O, O);
+  if (t < x.T) panel_tile<kType, R, 1>(panel, x, t, y + t * O, O);
+}
+
+template <DType kType>
+void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1) {
+  const int64_t O = w.rows(), blocks = x.K / 32;
+  const uint64_t row_bytes = w.row_bytes();
+  if (x.T == 1) {
+    // One token: each row streams from memory once, one row at a time.
+    for (int64_t r = r0; r < r1; ++r) y[r] = row_dot<kType>(w.data + uint64_t(r) * row_bytes, x, 0);
+    return;
+  }
+  // Several tokens: four rows are unpacked once into a panel (L1-resident) that every token
+  // reads, so the unpacking is not repeated per token.
+  // Storage aligned by hand: std::vector does not promise 64-byte alignment here.
+  thread_local std::vector<uint8_t> panel_buffer;
+  panel_buffer.resize(sizeof(WeightPair) * size_t(4 * x.pairs) + 64);
+  WeightPair* panel = reinterpret_cast<WeightPair*>(
+      (reinterpret_cast<uintptr_t>(panel_buffer.data()) + 63) & ~uintptr_t(63));
+  int64_t r = r0;
+  for (; r < r1;) {
+    const int64_t n = std::min<int64_t>(4, r1 - r);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t p = 0; p < x.pairs; ++p)
+        panel[i * x.pairs + p] =
+            row_pair<kType>(w.data + uint64_t(r + i) * row_bytes, blocks, p);
+    if (n == 4) {
+      panel_rows<kType, 4>(panel, x, y + r, O);
+    } else {
+      for (int64_t i = 0; i < n; ++i)
+        panel_rows<kType, 1>(panel + i * x.pairs, x, y + r + i, O);
+    }
+    r += n;
+  }
+}
+
+}  // namespace
+
+void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0,
+                      int64_t r1) {
+  switch (w.dtype) {
+    case DType::Q4_0:
+      return rows_int8<DType::Q4_0>(w, x, y, r0, r1);
+    case DType::Q4_1:
+      return rows_int8<DType::Q4_1>(w, x, y, r0, r1);
+    case DType::Q5_0:
+      return rows_int8<DType::Q5_0>(w, x, y, r0, r1);
+    case DType::Q5_1:
+      return rows_int8<DType::Q5_1>(w, x, y, r0, r1);
+    case DType::Q8_0:
+      return rows_int8<DType::Q8_0>(w, x, y, r0, r1);
+    default:
+      return;  // plain floats never take the int8 path
+  }
+}
+
+}  // namespace rwkv::kernels::vnni
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif

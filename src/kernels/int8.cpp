@@ -7,7 +7,7 @@
 
 #include "core/quant.h"
 
-namespace rwkv::kernels {
+namespace rwkv::kernels::scalar {
 
 void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
                           Int8Activations& out) {
@@ -47,8 +47,6 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
   }
 }
 
-namespace scalar {
-
 void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0,
                       int64_t r1) {
   const int64_t O = w.rows(), blocks = x.K / 32;
@@ -78,6 +76,4 @@ void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64
   }
 }
 
-}  // namespace scalar
-
-}  // namespace rwkv::kernels
+}  // namespace rwkv::kernels::scalar

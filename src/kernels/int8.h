@@ -42,11 +42,10 @@ struct Int8Activations {
   const float* row_lane_qsum(int64_t t) const { return lane_qsum.data() + t * pairs * 16; }
 };
 
-// Rounds x (T, K) for weights of block type `dtype`: q = round-half-even(x / d), d = max|x| / 127
-// per block (q = 0 where the block is all zero). Reuses `out`'s storage.
-void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out);
-
 namespace scalar {
+// Rounds x (T, K) for weights of block type `dtype`: q = round-half-even(x * (1 / d)),
+// d = max|x| / 127 per block (q = 0 where the block is all zero). Reuses `out`'s storage.
+void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out);
 // The specification: y[t][r] = sum over blocks b in order of S * (d_w * d_x) (+ m_w * (d_x *
 // sum q)), with S the exact integer dot of the weight block's signed levels and q.
 void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0,
@@ -54,6 +53,8 @@ void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64
 }  // namespace scalar
 
 namespace vnni {
+// The same values as the scalar quantize_activations(), vectorized.
+void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out);
 // AVX-512 VNNI: the same products, summed per lane (two accumulators over alternate pairs), so
 // it differs from the reference only by float32 summation order; every output is computed the
 // same way for any T, so one token and a chunk agree exactly.

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/quant.h"
 #include "kernels/int8.h"
 
 #if defined(__clang__)
@@ -251,6 +252,57 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
 }
 
 }  // namespace
+
+void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
+                          Int8Activations& out) {
+  const int64_t blocks = K / 32, pairs = (K + 63) / 64;
+  out.dtype = dtype;
+  out.T = T;
+  out.K = K;
+  out.pairs = pairs;
+  out.q.assign(size_t(T * pairs * 64), 0);
+  out.scale.resize(size_t(T * blocks));
+  out.lane_scale.resize(size_t(T * pairs * 16));
+  out.lane_bias.resize(size_t(T * pairs * 16));
+  out.lane_qsum.resize(size_t(T * pairs * 16));
+  const __m512 sign = _mm512_set1_ps(-0.0f);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* xb = x + t * K + 32 * b;
+      const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
+      const __m512 m = _mm512_max_ps(_mm512_andnot_ps(sign, x0), _mm512_andnot_ps(sign, x1));
+      // The maximum is exact in any order; the rest is the scalar arithmetic lane by lane
+      // (cvtps rounds half to even, as nearbyint does in the default mode).
+      const float amax = _mm512_reduce_max_ps(m);
+      const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+      out.scale[size_t(t * blocks + b)] = d;
+      const __m512 vinv = _mm512_set1_ps(inv);
+      const __m128i q0 = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(x0, vinv)));
+      const __m128i q1 = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(x1, vinv)));
+      int8_t* qp = out.q.data() + (t * pairs + b / 2) * 64;
+      const int j = int(b % 2);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + pair_byte(dtype, j, 0)), q0);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + pair_byte(dtype, j, 16)), q1);
+    }
+    // Lane terms per pair: vpdpbusd with ones sums each lane's four q.
+    const float* scale = out.scale.data() + t * blocks;
+    for (int64_t p = 0; p < pairs; ++p) {
+      const size_t lane = size_t((t * pairs + p) * 16);
+      const __m512i q = _mm512_loadu_si512(out.q.data() + (t * pairs + p) * 64);
+      const __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), q);
+      const float d1 = 2 * p + 1 < blocks ? scale[2 * p + 1] : 0.0f;
+      const __m512i block_of_lane =
+          dtype == DType::Q8_0 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+                               : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+      const __m512 d = _mm512_permutexvar_ps(
+          block_of_lane, _mm512_castps128_ps512(_mm_setr_ps(scale[2 * p], d1, 0, 0)));
+      _mm512_storeu_ps(out.lane_scale.data() + lane, d);
+      _mm512_storeu_si512(out.lane_bias.data() + lane,
+                          _mm512_mullo_epi32(sum, _mm512_set1_epi32(-block_zero_level(dtype))));
+      _mm512_storeu_ps(out.lane_qsum.data() + lane, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sum)));
+    }
+  }
+}
 
 void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0,
                       int64_t r1) {

@@ -8,7 +8,9 @@
 #include <cstring>
 #include <random>
 
+#include "core/cpu.h"
 #include "core/quant.h"
+#include "kernels/int8.h"
 #include "io/tensor_map.h"
 #include "rwkv/thread_pool.h"
 
@@ -218,6 +220,33 @@ TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
             }
         }
       }
+    }
+  }
+}
+
+// The VNNI activation rounding writes exactly the reference's bytes, ties to even included.
+TEST(Kernels, VnniActivationRoundingEqualsTheReference) {
+  if (!cpu_features().avx512_vnni) GTEST_SKIP() << "SKIPPED: no AVX-512 VNNI on this CPU";
+  for (DType dtype : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0}) {
+    for (int64_t K : {32, 96, 2048}) {
+      const int64_t T = 3;
+      std::vector<float> x(size_t(T * K));
+      std::mt19937 rng(static_cast<unsigned>(K));
+      std::normal_distribution<float> normal;
+      for (float& e : x) e = normal(rng);
+      // A block whose scale is 1: x = n + 0.5 lands on ties; and an all-zero block.
+      for (int i = 0; i < 32; ++i) x[size_t(i)] = i == 0 ? 127.0f : float(i % 9) - 4.5f;
+      std::fill(x.begin() + K, x.begin() + K + 32, 0.0f);
+      Int8Activations want, got;
+      scalar::quantize_activations(dtype, x.data(), T, K, want);
+      vnni::quantize_activations(dtype, x.data(), T, K, got);
+      EXPECT_EQ(want.q, got.q) << dtype_name(dtype) << " K=" << K;
+      EXPECT_EQ(want.scale, got.scale);
+      EXPECT_EQ(want.lane_scale, got.lane_scale);
+      EXPECT_EQ(want.lane_bias, got.lane_bias);
+      EXPECT_EQ(want.lane_qsum, got.lane_qsum);
+      EXPECT_EQ(want.q[1], -4);  // -3.5 rounds to the even -4
+      EXPECT_EQ(want.q[2], -2);  // -2.5 to -2
     }
   }
 }

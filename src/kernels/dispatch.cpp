@@ -83,6 +83,10 @@ void split_rows(int64_t rows, ThreadPool* pool, const Rows& run_rows) {
 
 }  // namespace
 
+bool has_fast_int8(KernelVariant v) {
+  return v == KernelVariant::kAvx512 && cpu_features().avx512_vnni;
+}
+
 void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* pool,
             KernelVariant v) {
   if (w.int8_activations && is_quantized(w.dtype)) {
@@ -90,7 +94,7 @@ void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* po
     thread_local Int8Activations buffer;
     // A reference: inside the lambda, `buffer` would name each worker's own thread_local.
     Int8Activations& qx = buffer;
-    const bool vnni = v == KernelVariant::kAvx512 && cpu_features().avx512_vnni;
+    const bool vnni = has_fast_int8(v);
     (vnni ? vnni::quantize_activations : scalar::quantize_activations)(w.dtype, x, T, w.cols(), qx);
     const auto rows_int8 = vnni ? vnni::linear_rows_int8 : scalar::linear_rows_int8;
     split_rows(w.rows(), pool, [&](int64_t r0, int64_t r1) { rows_int8(w, qx, y, r0, r1); });

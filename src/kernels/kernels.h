@@ -18,6 +18,10 @@ std::vector<KernelVariant> available_variants();
 // The best available variant, unless RWKV_KERNELS=scalar|avx2|avx512 says otherwise.
 KernelVariant active_variant();
 
+// Whether linear()'s int8-activation path (Tensor::int8_activations) has a SIMD kernel for
+// `variant` on this CPU (AVX-512 VNNI); otherwise it runs the scalar reference.
+bool has_fast_int8(KernelVariant variant = active_variant());
+
 // A Linear layer over T rows: y[t][o] = sum_i w[o][i] * x[t][i] for w of shape (O, I), x (T, I),
 // y (T, O), any stored dtype, spread over `pool` by blocks of weight rows. Each weight row is
 // read once per call, and every output is the same dot product whatever T is, so one token

@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "core/hash.h"
+#include "kernels/kernels.h"
 #include "model/weights.h"
 
 namespace rwkv {
@@ -91,6 +92,10 @@ std::unique_ptr<Model> build_model(std::shared_ptr<const TensorMap> map,
                                                 : 64e-5f;
   }
   info.int8_activations = options.int8_activations;
+  if (options.int8_activations && !kernels::has_fast_int8())
+    info.warnings.push_back(
+        "int8 activations run the scalar reference kernel here (no AVX-512 VNNI, or RWKV_KERNELS); "
+        "this is much slower than the default exact decoding");
   info.fingerprint = fnv1a64(info.version.data(), info.version.size());
   for (const std::string& name : map->names()) {
     const Tensor& t = map->at(name);

@@ -32,10 +32,10 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
       out.scale[size_t(t * blocks + b)] = d;
       int8_t* qp = q + (b / 2) * 64;
       for (int i = 0; i < 32; ++i)
-        qp[pair_byte(dtype, int(b % 2), i)] = int8_t(std::nearbyint(xb[i] * inv));
+        qp[32 * (b % 2) + i] = int8_t(std::nearbyint(xb[i] * inv));
       // Lane terms: each lane's four bytes belong to one block.
       for (int i = 0; i < 32; i += 4) {
-        const int byte = pair_byte(dtype, int(b % 2), i);
+        const int64_t byte = 32 * (b % 2) + i;
         int sum = 0;
         for (int k = 0; k < 4; ++k) sum += qp[byte + k];
         const size_t lane = size_t((t * pairs + b / 2) * 16 + byte / 4);
@@ -63,7 +63,7 @@ void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64
         const int8_t* qp = x.row_q(t) + (b / 2) * 64;
         int32_t dot = 0, qsum = 0;
         for (int i = 0; i < 32; ++i) {
-          const int qi = qp[pair_byte(w.dtype, int(b % 2), i)];
+          const int qi = qp[32 * (b % 2) + i];
           dot += (u.level[i] - zero) * qi;
           qsum += qi;
         }

@@ -6,9 +6,9 @@
 // an opt-in (Tensor::int8_activations), not a kernel variant of the exact product.
 //
 // Both the scalar reference and the SIMD kernel read the activations from one layout, made once
-// per call by quantize_activations(). The K values of a row go in pairs of blocks (64 bytes, the
-// last pair padded with a zero block); within a pair the bytes are in the order in which the
-// SIMD kernel unpacks the weights, and the 16 four-byte lanes carry per-lane terms.
+// per call by quantize_activations(). The K values of a row go in pairs of blocks (64 bytes in
+// natural order, the last pair padded with a zero block); lanes 0-7 of a pair (four bytes each)
+// belong to its first block, lanes 8-15 to its second, and carry per-lane terms.
 #pragma once
 
 #include <cstdint>
@@ -18,18 +18,11 @@
 
 namespace rwkv::kernels {
 
-// Byte position, within its pair, of element i (0..31) of block j (0 or 1) of the pair. Nibble
-// types: the first 16 of each block, then the last 16 ([b0 0-15 | b1 0-15 | b0 16-31 | b1
-// 16-31], the order of their low and high nibbles); Q8_0: natural order.
-constexpr int pair_byte(DType t, int j, int i) {
-  return t == DType::Q8_0 ? 32 * j + i : (i < 16 ? 0 : 32) + 16 * j + (i & 15);
-}
-
 // T rows of K activations rounded for weights of `dtype` (K a multiple of 32).
 struct Int8Activations {
   DType dtype = DType::Q8_0;
   int64_t T = 0, K = 0, pairs = 0;  // pairs = ceil(K / 64) per row
-  std::vector<int8_t> q;            // (T, pairs, 64) in pair order
+  std::vector<int8_t> q;            // (T, pairs, 64)
   std::vector<float> scale;         // (T, K / 32): d = max |x| / 127 of each block
   // Per lane (T, pairs, 16), over the lane's four bytes:
   std::vector<float> lane_scale;    // d of the lane's block

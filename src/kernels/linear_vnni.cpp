@@ -48,7 +48,7 @@ inline float hsum(__m512 v) {
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-// The 64 unsigned levels of blocks b0 and b1 in pair order (pair_byte()).
+// The 64 unsigned levels of blocks b0 and b1, in element order.
 template <DType kType>
 inline __m512i pair_levels(const uint8_t* b0, const uint8_t* b1) {
   if constexpr (kType == DType::Q8_0) {
@@ -57,33 +57,33 @@ inline __m512i pair_levels(const uint8_t* b0, const uint8_t* b1) {
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1 + 2)), 1);
     return _mm512_xor_si512(v, _mm512_set1_epi8(char(0x80)));  // int8 + 128
   } else {
+    // Byte j of a block's 16 holds element j (low nibble) and j + 16 (high nibble): each block's
+    // bytes twice, the second copy shifted right by 4, give elements 0-15 then 16-31.
     constexpr int kNibbles = (kHasMin<kType> ? 4 : 2) + (kFiveBit<kType> ? 4 : 0);
-    const __m256i n = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kNibbles))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + kNibbles)), 1);
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(n, low4)),
-                                   _mm256_and_si256(_mm256_srli_epi16(n, 4), low4), 1);
+    const __m512i twice = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_broadcastsi128_si256(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kNibbles)))),
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + kNibbles))),
+        1);
+    constexpr long long k4 = 0x0004000400040004;  // a shift of 4 for every 16-bit element
+    const __m512i shift = _mm512_set_epi64(k4, k4, 0, 0, k4, k4, 0, 0);
+    __m512i v = _mm512_and_si512(_mm512_srlv_epi16(twice, shift), _mm512_set1_epi8(0x0f));
     if constexpr (kFiveBit<kType>) {
+      // Bit i of qh is the fifth bit of element i.
       uint32_t h0, h1;
       std::memcpy(&h0, b0 + kNibbles - 4, 4);
       std::memcpy(&h1, b1 + kNibbles - 4, 4);
-      // Bit i of qh is the fifth bit of element i; lay the two blocks' bits out in pair order.
-      const uint64_t bits = uint64_t(h0 & 0xffff) | uint64_t(h1 & 0xffff) << 16 |
-                            uint64_t(h0 >> 16) << 32 | uint64_t(h1 >> 16) << 48;
-      v = _mm512_mask_add_epi8(v, __mmask64(bits), v, _mm512_set1_epi8(16));
+      v = _mm512_mask_add_epi8(v, __mmask64(uint64_t(h0) | uint64_t(h1) << 32), v,
+                               _mm512_set1_epi8(16));
     }
     return v;
   }
 }
 
-// Per-lane d (and m) of the pair's two blocks: lane l belongs to block pair_byte order's l / 4.
+// Per-lane d (and m) of the pair's two blocks: lanes 0-7 block 0, 8-15 block 1.
 template <DType kType>
 inline void pair_scales(const uint8_t* b0, const uint8_t* b1, __m512& d, __m512& m) {
-  // Nibble types: lanes 0-3 and 8-11 are block 0; Q8_0: lanes 0-7.
-  const __m512i block_of_lane = kType == DType::Q8_0
-                                    ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
-                                    : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+  const __m512i block_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   if constexpr (kHasMin<kType>) {
     uint32_t dm0, dm1;  // fp16 d then fp16 m
     std::memcpy(&dm0, b0, 4);
@@ -281,8 +281,8 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
       const __m128i q1 = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(x1, vinv)));
       int8_t* qp = out.q.data() + (t * pairs + b / 2) * 64;
       const int j = int(b % 2);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + pair_byte(dtype, j, 0)), q0);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + pair_byte(dtype, j, 16)), q1);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + 32 * j), q0);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + 32 * j + 16), q1);
     }
     // Lane terms per pair: vpdpbusd with ones sums each lane's four q.
     const float* scale = out.scale.data() + t * blocks;
@@ -292,8 +292,7 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
       const __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), q);
       const float d1 = 2 * p + 1 < blocks ? scale[2 * p + 1] : 0.0f;
       const __m512i block_of_lane =
-          dtype == DType::Q8_0 ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
-                               : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+          _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
       const __m512 d = _mm512_permutexvar_ps(
           block_of_lane, _mm512_castps128_ps512(_mm_setr_ps(scale[2 * p], d1, 0, 0)));
       _mm512_storeu_ps(out.lane_scale.data() + lane, d);

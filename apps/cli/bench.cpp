@@ -172,7 +172,8 @@ void run(const BenchOptions& o) {
   fmt::print(
       "memory:     RSS {:.0f} MB while generating, {:.0f} MB peak; budget weights + state + 64 MB "
       "= {:.0f} MB{}\n",
-      gen_rss_mb, peak_mb, rss_budget_mb, std::max(gen_rss_mb, peak_mb) <= rss_budget_mb ? "" : " (over)");
+      gen_rss_mb, peak_mb, rss_budget_mb,
+      std::max(gen_rss_mb, peak_mb) <= rss_budget_mb ? "" : " (over)");
 }
 
 }  // namespace

@@ -7,12 +7,12 @@
 namespace rwkv::cli {
 
 void ModelOptions::add_to(CLI::App& cmd, bool required) {
-  auto* model = cmd.add_option("model", path,
-                               allow_default
-                                   ? "Model file: .pth, .safetensors or rwkv.cpp .bin (default: "
+  auto* model =
+      cmd.add_option("model", path,
+                     allow_default ? "Model file: .pth, .safetensors or rwkv.cpp .bin (default: "
                                      "the built-in byte-level RWKV-7)"
                                    : "Model file: .pth, .safetensors or rwkv.cpp .bin")
-                    ->required(required && !allow_default);
+          ->required(required && !allow_default);
   // generate takes `rwkv generate "prompt"` for the default model, so it checks the file itself.
   if (!allow_default) model->check(CLI::ExistingFile);
   cmd.add_option("--arch", arch, "Architecture to assume instead of detecting it")

@@ -51,15 +51,15 @@ struct ModelInfo {
   int n_head = 0;     // 0 for RWKV-4
   int head_size = 0;  // 0 for RWKV-4
   int ffn_dim = 0;
-  float ln_x_eps = 0;                // 0 for RWKV-4
-  bool int8_activations = false;     // LoadOptions::int8_activations
-  std::map<std::string, int> lora;   // LoRA ranks by name, e.g. "time_decay" (v6), "w" (v7)
+  float ln_x_eps = 0;               // 0 for RWKV-4
+  bool int8_activations = false;    // LoadOptions::int8_activations
+  std::map<std::string, int> lora;  // LoRA ranks by name, e.g. "time_decay" (v6), "w" (v7)
   int64_t n_params = 0;
   // Identifies the weights (names, shapes, dtypes and sampled bytes of every tensor); state
   // files record it so a state is not loaded into another model.
   uint64_t fingerprint = 0;
-  std::vector<TensorInfo> tensors;   // file order
-  std::vector<std::string> warnings; // e.g. tensors the model does not use
+  std::vector<TensorInfo> tensors;    // file order
+  std::vector<std::string> warnings;  // e.g. tensors the model does not use
 };
 
 // Reusable buffers for the forward passes; keeps the per-token path free of allocations.

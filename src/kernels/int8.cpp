@@ -9,8 +9,7 @@
 
 namespace rwkv::kernels::scalar {
 
-void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
-                          Int8Activations& out) {
+void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out) {
   const int64_t blocks = K / 32, pairs = (K + 63) / 64;
   out.dtype = dtype;
   out.T = T;
@@ -31,8 +30,7 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
       const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
       out.scale[size_t(t * blocks + b)] = d;
       int8_t* qp = q + (b / 2) * 64;
-      for (int i = 0; i < 32; ++i)
-        qp[32 * (b % 2) + i] = int8_t(std::nearbyint(xb[i] * inv));
+      for (int i = 0; i < 32; ++i) qp[32 * (b % 2) + i] = int8_t(std::nearbyint(xb[i] * inv));
       // Lane terms: each lane's four bytes belong to one block.
       for (int i = 0; i < 32; i += 4) {
         const int64_t byte = 32 * (b % 2) + i;
@@ -47,8 +45,7 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
   }
 }
 
-void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0,
-                      int64_t r1) {
+void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1) {
   const int64_t O = w.rows(), blocks = x.K / 32;
   const int64_t block_bytes = dtype_info(w.dtype).block_bytes;
   const int zero = block_zero_level(w.dtype);

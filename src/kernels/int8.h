@@ -25,9 +25,9 @@ struct Int8Activations {
   std::vector<int8_t> q;            // (T, pairs, 64)
   std::vector<float> scale;         // (T, K / 32): d = max |x| / 127 of each block
   // Per lane (T, pairs, 16), over the lane's four bytes:
-  std::vector<float> lane_scale;    // d of the lane's block
-  std::vector<int32_t> lane_bias;   // -block_zero_level(dtype) * sum of q
-  std::vector<float> lane_qsum;     // d * sum of q (the offset term of Q4_1/Q5_1)
+  std::vector<float> lane_scale;   // d of the lane's block
+  std::vector<int32_t> lane_bias;  // -block_zero_level(dtype) * sum of q
+  std::vector<float> lane_qsum;    // d * sum of q (the offset term of Q4_1/Q5_1)
 
   const int8_t* row_q(int64_t t) const { return q.data() + t * pairs * 64; }
   const float* row_lane_scale(int64_t t) const { return lane_scale.data() + t * pairs * 16; }
@@ -41,8 +41,7 @@ namespace scalar {
 void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out);
 // The specification: y[t][r] = sum over blocks b in order of S * (d_w * d_x) (+ m_w * (d_x *
 // sum q)), with S the exact integer dot of the weight block's signed levels and q.
-void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0,
-                      int64_t r1);
+void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1);
 }  // namespace scalar
 
 namespace vnni {
@@ -51,8 +50,7 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int
 // AVX-512 VNNI: the same products, summed per lane (two accumulators over alternate pairs), so
 // it differs from the reference only by float32 summation order; every output is computed the
 // same way for any T, so one token and a chunk agree exactly.
-void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0,
-                      int64_t r1);
+void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1);
 }  // namespace vnni
 
 }  // namespace rwkv::kernels

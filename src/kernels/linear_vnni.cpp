@@ -15,7 +15,7 @@
 #include "kernels/int8.h"
 
 #if defined(__clang__)
-#pragma clang attribute push(                                                        \
+#pragma clang attribute push(                                                          \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c"))), \
     apply_to = function)
 #else
@@ -60,11 +60,12 @@ inline __m512i pair_levels(const uint8_t* b0, const uint8_t* b1) {
     // Byte j of a block's 16 holds element j (low nibble) and j + 16 (high nibble): each block's
     // bytes twice, the second copy shifted right by 4, give elements 0-15 then 16-31.
     constexpr int kNibbles = (kHasMin<kType> ? 4 : 2) + (kFiveBit<kType> ? 4 : 0);
-    const __m512i twice = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_broadcastsi128_si256(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kNibbles)))),
-        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + kNibbles))),
-        1);
+    const __m512i twice =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(
+                               _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kNibbles)))),
+                           _mm256_broadcastsi128_si256(
+                               _mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + kNibbles))),
+                           1);
     constexpr long long k4 = 0x0004000400040004;  // a shift of 4 for every 16-bit element
     const __m512i shift = _mm512_set_epi64(k4, k4, 0, 0, k4, k4, 0, 0);
     __m512i v = _mm512_and_si512(_mm512_srlv_epi16(twice, shift), _mm512_set1_epi8(0x0f));
@@ -97,8 +98,8 @@ inline void pair_scales(const uint8_t* b0, const uint8_t* b1, __m512& d, __m512&
     uint16_t d0, d1;
     std::memcpy(&d0, b0, 2);
     std::memcpy(&d1, b1, 2);
-    const __m512 f =
-        _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(int(uint32_t(d0) | uint32_t(d1) << 16))));
+    const __m512 f = _mm512_castps128_ps512(
+        _mm_cvtph_ps(_mm_cvtsi32_si128(int(uint32_t(d0) | uint32_t(d1) << 16))));
     d = _mm512_permutexvar_ps(block_of_lane, f);
     m = _mm512_setzero_ps();
   }
@@ -166,14 +167,14 @@ inline float row_dot(const uint8_t* row, const Int8Activations& x, int64_t t) {
   __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
   int64_t p = 0;
   for (; p + 2 <= x.pairs; p += 2) {
-    even = pair_madd<kType>(row_pair<kType>(row, x.K / 32, p), activation_pair<kType>(x, t, p),
-                            even);
+    even =
+        pair_madd<kType>(row_pair<kType>(row, x.K / 32, p), activation_pair<kType>(x, t, p), even);
     odd = pair_madd<kType>(row_pair<kType>(row, x.K / 32, p + 1),
                            activation_pair<kType>(x, t, p + 1), odd);
   }
   if (p < x.pairs)
-    even = pair_madd<kType>(row_pair<kType>(row, x.K / 32, p), activation_pair<kType>(x, t, p),
-                            even);
+    even =
+        pair_madd<kType>(row_pair<kType>(row, x.K / 32, p), activation_pair<kType>(x, t, p), even);
   return hsum(_mm512_add_ps(even, odd));
 }
 
@@ -194,7 +195,8 @@ inline void panel_tile(const WeightPair* panel, const Int8Activations& x, int64_
     for (int t = 0; t < TT; ++t) {
       const ActivationPair a = activation_pair<kType>(x, t0 + t, p);
       RWKV_UNROLL
-      for (int i = 0; i < R; ++i) sums[i][t] = pair_madd<kType>(panel[i * pairs + p], a, sums[i][t]);
+      for (int i = 0; i < R; ++i)
+        sums[i][t] = pair_madd<kType>(panel[i * pairs + p], a, sums[i][t]);
     }
   };
   int64_t p = 0;
@@ -239,13 +241,11 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
     const int64_t n = std::min<int64_t>(4, r1 - r);
     for (int64_t i = 0; i < n; ++i)
       for (int64_t p = 0; p < x.pairs; ++p)
-        panel[i * x.pairs + p] =
-            row_pair<kType>(w.data + uint64_t(r + i) * row_bytes, blocks, p);
+        panel[i * x.pairs + p] = row_pair<kType>(w.data + uint64_t(r + i) * row_bytes, blocks, p);
     if (n == 4) {
       panel_rows<kType, 4>(panel, x, y + r, O);
     } else {
-      for (int64_t i = 0; i < n; ++i)
-        panel_rows<kType, 1>(panel + i * x.pairs, x, y + r + i, O);
+      for (int64_t i = 0; i < n; ++i) panel_rows<kType, 1>(panel + i * x.pairs, x, y + r + i, O);
     }
     r += n;
   }
@@ -253,8 +253,7 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
 
 }  // namespace
 
-void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
-                          Int8Activations& out) {
+void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out) {
   const int64_t blocks = K / 32, pairs = (K + 63) / 64;
   out.dtype = dtype;
   out.T = T;
@@ -303,8 +302,7 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K,
   }
 }
 
-void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0,
-                      int64_t r1) {
+void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1) {
   switch (w.dtype) {
     case DType::Q4_0:
       return rows_int8<DType::Q4_0>(w, x, y, r0, r1);

@@ -8,9 +8,9 @@ namespace {
 
 // One head of RWKV-5/6 for one token (inputs offset to the head). The inner loop has no
 // reduction, so each clone vectorizes it as it stands.
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-void wkv5_head(const float* r, const float* k, const float* v, const float* w, const float* u,
-               int64_t N, float* S, float* y) {
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void wkv5_head(
+    const float* r, const float* k, const float* v, const float* w, const float* u, int64_t N,
+    float* S, float* y) {
   for (int64_t j = 0; j < N; ++j) y[j] = 0;
   for (int64_t i = 0; i < N; ++i) {
     const float ri = r[i], ki = k[i], ui = u[i], wi = w[i];
@@ -48,9 +48,9 @@ template <int W>
   }
 }
 
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-void wkv7_head(const float* r, const float* w, const float* k, const float* v, const float* kk,
-               const float* a, int64_t N, float* S, float* y) {
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void wkv7_head(
+    const float* r, const float* w, const float* k, const float* v, const float* kk, const float* a,
+    int64_t N, float* S, float* y) {
   if (N % 16 == 0)
     wkv7_rows<16>(r, w, k, v, kk, a, N, S, y);
   else

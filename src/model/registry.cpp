@@ -44,7 +44,8 @@ uint64_t fingerprint_tensor(const std::string& name, const Tensor& t, uint64_t h
   h = fnv1a64(&t.dtype, sizeof t.dtype, h);
   h = fnv1a64(t.shape.data(), t.shape.size() * sizeof(int64_t), h);
   const uint64_t n = std::min<uint64_t>(64, t.nbytes);
-  for (uint64_t at : {uint64_t(0), (t.nbytes - n) / 2, t.nbytes - n}) h = fnv1a64(t.data + at, n, h);
+  for (uint64_t at : {uint64_t(0), (t.nbytes - n) / 2, t.nbytes - n})
+    h = fnv1a64(t.data + at, n, h);
   return h;
 }
 
@@ -87,7 +88,7 @@ std::unique_ptr<Model> build_model(std::shared_ptr<const TensorMap> map,
   if (info.n_layer == 0) throw Error(map->path + ": missing tensor blocks.0.ln1.weight");
   if (major != '4') {
     auto it = map->metadata.find("ln_x_eps");
-    info.ln_x_eps = options.ln_x_eps   ? *options.ln_x_eps
+    info.ln_x_eps = options.ln_x_eps            ? *options.ln_x_eps
                     : it != map->metadata.end() ? parse_eps(map->path, it->second)
                                                 : 64e-5f;
   }

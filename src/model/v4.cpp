@@ -19,8 +19,8 @@ namespace {
 struct V4Layer {
   Norm ln1, ln2;
   std::vector<float> att_time_mix_k, att_time_mix_v, att_time_mix_r;
-  std::vector<float> att_w;  // -exp(time_decay)
-  std::vector<float> att_u;  // time_first as stored
+  std::vector<float> att_w;                               // -exp(time_decay)
+  std::vector<float> att_u;                               // time_first as stored
   Tensor att_key, att_value, att_receptance, att_output;  // (C, C)
   std::vector<float> ffn_time_mix_k, ffn_time_mix_r;
   ChannelMix ffn;

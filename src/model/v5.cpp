@@ -33,8 +33,8 @@ struct V5Layer {
 // Reads a per-head (H,) or per-channel (H, N) tensor as C per-channel values.
 std::vector<float> per_channel(WeightLoader& w, const std::string& name, int64_t H, int64_t N) {
   const Tensor& t = w.map().at(name);
-  std::vector<float> v = w.f32(name, t.numel() == H ? std::vector<int64_t>{H}
-                                                    : std::vector<int64_t>{H, N});
+  std::vector<float> v =
+      w.f32(name, t.numel() == H ? std::vector<int64_t>{H} : std::vector<int64_t>{H, N});
   if (int64_t(v.size()) == H * N) return v;
   std::vector<float> out(static_cast<size_t>(H * N));
   for (int64_t h = 0; h < H; ++h) std::fill_n(out.begin() + h * N, N, v[size_t(h)]);

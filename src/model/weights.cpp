@@ -48,8 +48,7 @@ void Norm::layer_norm(const float* x, int64_t T, int64_t n, float* y) const {
     kernels::layer_norm(x + t * n, weight.data(), bias.data(), n, kLayerNormEps, y + t * n);
 }
 
-void Norm::group_norm(const float* x, int64_t T, int64_t H, int64_t N, float eps,
-                      float* y) const {
+void Norm::group_norm(const float* x, int64_t T, int64_t H, int64_t N, float eps, float* y) const {
   for (int64_t t = 0; t < T; ++t)
     kernels::group_norm(x + t * H * N, weight.data(), bias.data(), H, N, eps, y + t * H * N);
 }
@@ -70,8 +69,7 @@ void EmbeddingHead::embed(int token, float* x) const {
   ln0.layer_norm(x, 1, n, x);
 }
 
-void ChannelMix::load(WeightLoader& w, const std::string& prefix, int64_t n_embd,
-                      int64_t ffn_dim) {
+void ChannelMix::load(WeightLoader& w, const std::string& prefix, int64_t n_embd, int64_t ffn_dim) {
   key = w.tensor(prefix + "key.weight", {ffn_dim, n_embd});
   value = w.tensor(prefix + "value.weight", {n_embd, ffn_dim});
   receptance = w.tensor(prefix + "receptance.weight", {n_embd, n_embd});

@@ -6,8 +6,8 @@
 #include <initializer_list>
 #include <vector>
 
-#include "kernels/kernels.h"
 #include "core/simd.h"
+#include "kernels/kernels.h"
 
 #ifdef RWKV_HAVE_OPENBLAS
 #include <cblas.h>

@@ -17,9 +17,8 @@ using simd::store;
 // One token: prev (N x N) to S (may be the same memory: row i of S depends only on row i of
 // prev); with `keep`, y and sa (N each) of the token are written.
 template <int W, bool keep>
-[[gnu::always_inline]] inline void step(const Wkv7Head& in, int64_t t, int64_t N,
-                                        const float* prev, float* S, float* b, float* y,
-                                        float* sa) {
+[[gnu::always_inline]] inline void step(const Wkv7Head& in, int64_t t, int64_t N, const float* prev,
+                                        float* S, float* b, float* y, float* sa) {
   using V = typename Lanes<W>::type;
   const int64_t o = t * in.stride;
   const float *r = in.r + o, *w = in.w + o, *k = in.k + o, *v = in.v + o, *kk = in.kk + o;
@@ -55,10 +54,9 @@ template <int W>
 }
 
 template <int W>
-[[gnu::always_inline]] inline void bwd(const Wkv7Head& in, int64_t T, int64_t N,
-                                       const float* saved, const float* sa, const float* dy,
-                                       float* dS, float* dr, float* dw, float* dk, float* dv,
-                                       float* dkk, float* da) {
+[[gnu::always_inline]] inline void bwd(const Wkv7Head& in, int64_t T, int64_t N, const float* saved,
+                                       const float* sa, const float* dy, float* dS, float* dr,
+                                       float* dw, float* dk, float* dv, float* dkk, float* da) {
   using V = typename Lanes<W>::type;
   const int64_t NN = N * N;
   // The states after each token of one segment, recomputed from the one saved at its start;
@@ -116,19 +114,17 @@ template <int W>
 }  // namespace
 
 // One clone per ISA level; vectors of 16 channels where N allows, else one at a time.
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-void wkv7_fwd(const Wkv7Head& in, int64_t T, int64_t N, float* state, float* saved, float* y,
-              float* sa) {
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void wkv7_fwd(
+    const Wkv7Head& in, int64_t T, int64_t N, float* state, float* saved, float* y, float* sa) {
   if (N % 16 == 0)
     fwd<16>(in, T, N, state, saved, y, sa);
   else
     fwd<1>(in, T, N, state, saved, y, sa);
 }
 
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-void wkv7_bwd(const Wkv7Head& in, int64_t T, int64_t N, const float* saved, const float* sa,
-              const float* dy, float* dS, float* dr, float* dw, float* dk, float* dv, float* dkk,
-              float* da) {
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void wkv7_bwd(
+    const Wkv7Head& in, int64_t T, int64_t N, const float* saved, const float* sa, const float* dy,
+    float* dS, float* dr, float* dw, float* dk, float* dv, float* dkk, float* da) {
   if (N % 16 == 0)
     bwd<16>(in, T, N, saved, sa, dy, dS, dr, dw, dk, dv, dkk, da);
   else

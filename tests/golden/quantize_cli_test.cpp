@@ -212,8 +212,8 @@ TEST_F(QuantCli, QualityAgainstFp32AndRwkvCpp) {
 TEST_F(QuantCli, KlMeasuresInt8Activations) {
   const std::string fp32 = tiny("5v2-730K", "FP32"), q = tiny("5v2-730K", "Q5_1");
   auto kl = [&](const std::string& a, const std::string& b, const std::string& flags) {
-    auto r = run("kl " + a + " " + b + " --file " + text_file() + " --json --max-tokens 2000 " +
-                 flags);
+    auto r =
+        run("kl " + a + " " + b + " --file " + text_file() + " --json --max-tokens 2000 " + flags);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return nlohmann::json::parse(r.out)["mean_kl"].get<double>();
   };

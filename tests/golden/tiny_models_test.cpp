@@ -9,9 +9,9 @@ namespace rwkv::test {
 namespace {
 
 struct ExpectedCase {
-  std::string stem;   // e.g. "4v0-660K"
-  std::string type;   // FP32, FP16, Q5_0, Q5_1
-  double max_abs;     // our bound on max |logit - expected|
+  std::string stem;     // e.g. "4v0-660K"
+  std::string type;     // FP32, FP16, Q5_0, Q5_1
+  double max_abs;       // our bound on max |logit - expected|
   double upstream_sum;  // rwkv.cpp's own signed sum of differences (0 for FP32: bound 0.001)
 };
 
@@ -63,12 +63,12 @@ TEST_P(TinyExpectedLogits, ReproducesExpectedLogitsAfter34_105_110) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, TinyExpectedLogits, ::testing::ValuesIn(kExpectedCases),
-    [](const auto& info) {
-      std::string s = info.param.stem + "_" + info.param.type;
-      for (char& ch : s)
-        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return s;
-    });
+                         [](const auto& info) {
+                           std::string s = info.param.stem + "_" + info.param.type;
+                           for (char& ch : s)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return s;
+                         });
 
 class TinyInt8Activations : public ::testing::TestWithParam<ExpectedCase> {};
 
@@ -95,8 +95,8 @@ TEST_P(TinyInt8Activations, StayCloseToExactAndAgreeAcrossModes) {
   EXPECT_GT(moved.max_abs, 0.0) << "the int8 path was not taken";
   EXPECT_LE(moved.max_abs, 0.15);
 
-  const std::vector<int> tokens = {34, 105, 110, 32, 116, 104, 101, 32, 119, 111, 114, 108, 100,
-                                   46,  10,  84,  104, 101, 32,  101, 110, 100, 33,  63};
+  const std::vector<int> tokens = {34,  105, 110, 32, 116, 104, 101, 32,  119, 111, 114, 108,
+                                   100, 46,  10,  84, 104, 101, 32,  101, 110, 100, 33,  63};
   RunResult rnn = run_tokens(*model, tokens);
   std::vector<float> state(model->state_size()), logits(rnn.logits.size());
   model->init_state(state);
@@ -114,12 +114,12 @@ std::vector<ExpectedCase> quantized_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, TinyInt8Activations, ::testing::ValuesIn(quantized_cases()),
-    [](const auto& info) {
-      std::string s = info.param.stem + "_" + info.param.type;
-      for (char& ch : s)
-        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return s;
-    });
+                         [](const auto& info) {
+                           std::string s = info.param.stem + "_" + info.param.type;
+                           for (char& ch : s)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return s;
+                         });
 
 struct Text200Case {
   std::string file;      // model file name in tiny-rwkv/

@@ -10,8 +10,8 @@
 
 #include "core/cpu.h"
 #include "core/quant.h"
-#include "kernels/int8.h"
 #include "io/tensor_map.h"
+#include "kernels/int8.h"
 #include "rwkv/thread_pool.h"
 
 namespace rwkv::kernels {
@@ -149,7 +149,8 @@ TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
         TensorMap map;
         const int64_t rows = 37, T = 13;
         Tensor w = random_tensor(map, dtype, rows, cols, 11);
-        std::vector<float> x(size_t(T * cols)), chunk(size_t(T * rows)), alone(static_cast<size_t>(rows));
+        std::vector<float> x(size_t(T * cols)), chunk(size_t(T * rows)),
+            alone(static_cast<size_t>(rows));
         std::mt19937 rng(3);
         std::normal_distribution<float> normal;
         for (float& e : x) e = normal(rng);

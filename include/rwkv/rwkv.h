@@ -17,6 +17,12 @@ typedef struct rwkv_model rwkv_model;
 /* Loads a .pth, .safetensors or rwkv.cpp .bin file. `arch` may be NULL (detect) or one of
  * "4", "5.0", "5.1", "5.2", "6", "7"; `ln_x_eps` <= 0 keeps the file's convention. */
 rwkv_model* rwkv_model_load(const char* path, const char* arch, float ln_x_eps);
+/* As rwkv_model_load, with RWKV_LOAD_* flags or'ed together (0: none; unknown bits fail).
+ * RWKV_LOAD_INT8_ACTIVATIONS: for weights in ggml blocks, round each matrix product's input to
+ * int8 per 32 values and use integer dot products, as `rwkv --int8-activations` (README). */
+#define RWKV_LOAD_INT8_ACTIVATIONS 1u
+rwkv_model* rwkv_model_load_flags(const char* path, const char* arch, float ln_x_eps,
+                                  unsigned flags);
 void rwkv_model_free(rwkv_model* model);
 
 /* "4", "5.0", "5.1", "5.2", "6.0" or "7.0"; valid while the model lives. */

@@ -27,16 +27,24 @@ auto guarded(F f, decltype(f()) on_error) -> decltype(f()) {
 
 extern "C" {
 
-rwkv_model* rwkv_model_load(const char* path, const char* arch, float ln_x_eps) {
+rwkv_model* rwkv_model_load_flags(const char* path, const char* arch, float ln_x_eps,
+                                  unsigned flags) {
   return guarded(
       [&]() -> rwkv_model* {
         if (!path) throw rwkv::Error("rwkv_model_load: path is NULL");
+        if (flags & ~RWKV_LOAD_INT8_ACTIVATIONS)
+          throw rwkv::Error("rwkv_model_load_flags: unknown flags " + std::to_string(flags));
         rwkv::LoadOptions options;
         if (arch) options.version = arch;
         if (ln_x_eps > 0) options.ln_x_eps = ln_x_eps;
+        options.int8_activations = (flags & RWKV_LOAD_INT8_ACTIVATIONS) != 0;
         return new rwkv_model{rwkv::Model::load(path, options)};
       },
       nullptr);
+}
+
+rwkv_model* rwkv_model_load(const char* path, const char* arch, float ln_x_eps) {
+  return rwkv_model_load_flags(path, arch, ln_x_eps, 0);
 }
 
 void rwkv_model_free(rwkv_model* model) { delete model; }

@@ -27,6 +27,27 @@ TEST(CApi, ForwardMatchesExpectedLogits) {
   rwkv_model_free(m);
 }
 
+// The flag gives the C++ API's int8-activation model, logit for logit.
+TEST(CApi, Int8ActivationsFlag) {
+  RWKV_REQUIRE_SHARED();
+  const std::string file =
+      (shared_dir() / "testdata/tiny-rwkv/tiny-rwkv-7v0-834K-Q5_1.bin").string();
+  rwkv_model* m = rwkv_model_load_flags(file.c_str(), nullptr, 0, RWKV_LOAD_INT8_ACTIVATIONS);
+  ASSERT_NE(m, nullptr) << rwkv_last_error();
+  std::vector<float> state(rwkv_model_state_size(m)), logits(256);
+  rwkv_model_init_state(m, state.data());
+  for (int t : {34, 105, 110}) ASSERT_EQ(rwkv_model_forward(m, t, state.data(), logits.data()), 0);
+  rwkv_model_free(m);
+  LoadOptions options;
+  options.int8_activations = true;
+  const RunResult int8 = run_tokens(*Model::load(file, options), {34, 105, 110});
+  const RunResult exact = run_tokens(*Model::load(file), {34, 105, 110});
+  EXPECT_EQ(diff(logits.data(), int8.logits.data() + 512, 256).max_abs, 0.0);
+  EXPECT_GT(diff(logits.data(), exact.logits.data() + 512, 256).max_abs, 0.0);
+  EXPECT_EQ(rwkv_model_load_flags(file.c_str(), nullptr, 0, 2u), nullptr);
+  EXPECT_NE(std::string(rwkv_last_error()).find("unknown flags 2"), std::string::npos);
+}
+
 TEST(CApi, LoadErrors) {
   EXPECT_EQ(rwkv_model_load("/nonexistent.pth", nullptr, 0), nullptr);
   EXPECT_NE(std::string(rwkv_last_error()).find("/nonexistent.pth"), std::string::npos);

@@ -30,7 +30,7 @@ struct LoadOptions {
   std::optional<float> ln_x_eps;
   // For weights stored in ggml blocks (Q8_0, Q5_x, Q4_x): round each matrix product's input to
   // int8 per 32 values, as ggml and rwkv.cpp do, and multiply with integer dot products (AVX-512
-  // VNNI where present). Faster generation; results move by the activation rounding
+  // VNNI or AVX2). Faster generation; results move by the activation rounding
   // (docs/BENCHMARKS.md has the KL divergence it adds). Off: weights are decoded exactly.
   bool int8_activations = false;
 };

@@ -83,9 +83,11 @@ void split_rows(int64_t rows, ThreadPool* pool, const Rows& run_rows) {
 
 }  // namespace
 
-bool has_fast_int8(KernelVariant v) {
-  return v == KernelVariant::kAvx512 && cpu_features().avx512_vnni;
-}
+namespace {
+bool use_vnni(KernelVariant v) { return v == KernelVariant::kAvx512 && cpu_features().avx512_vnni; }
+}  // namespace
+
+bool has_fast_int8(KernelVariant v) { return use_vnni(v) || v == KernelVariant::kAvx2; }
 
 void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* pool,
             KernelVariant v) {
@@ -94,9 +96,11 @@ void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* po
     thread_local Int8Activations buffer;
     // A reference: inside the lambda, `buffer` would name each worker's own thread_local.
     Int8Activations& qx = buffer;
-    const bool vnni = has_fast_int8(v);
+    const bool vnni = use_vnni(v);
     (vnni ? vnni::quantize_activations : scalar::quantize_activations)(w.dtype, x, T, w.cols(), qx);
-    const auto rows_int8 = vnni ? vnni::linear_rows_int8 : scalar::linear_rows_int8;
+    const auto rows_int8 = vnni                        ? vnni::linear_rows_int8
+                           : v == KernelVariant::kAvx2 ? avx2::linear_rows_int8
+                                                       : scalar::linear_rows_int8;
     split_rows(w.rows(), pool, [&](int64_t r0, int64_t r1) { rows_int8(w, qx, y, r0, r1); });
     return;
   }

@@ -44,6 +44,11 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int
 void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1);
 }  // namespace scalar
 
+namespace avx2 {
+// AVX2 (vpmaddubsw, one block per vector): the same lane integers, float32 sums in another order.
+void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1);
+}  // namespace avx2
+
 namespace vnni {
 // The same values as the scalar quantize_activations(), vectorized.
 void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out);

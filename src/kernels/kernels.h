@@ -19,7 +19,7 @@ std::vector<KernelVariant> available_variants();
 KernelVariant active_variant();
 
 // Whether linear()'s int8-activation path (Tensor::int8_activations) has a SIMD kernel for
-// `variant` on this CPU (AVX-512 VNNI); otherwise it runs the scalar reference.
+// `variant` on this CPU (AVX2, or AVX-512 with VNNI); otherwise it runs the scalar reference.
 bool has_fast_int8(KernelVariant variant = active_variant());
 
 // A Linear layer over T rows: y[t][o] = sum_i w[o][i] * x[t][i] for w of shape (O, I), x (T, I),

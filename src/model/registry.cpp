@@ -95,7 +95,7 @@ std::unique_ptr<Model> build_model(std::shared_ptr<const TensorMap> map,
   info.int8_activations = options.int8_activations;
   if (options.int8_activations && !kernels::has_fast_int8())
     info.warnings.push_back(
-        "int8 activations run the scalar reference kernel here (no AVX-512 VNNI, or RWKV_KERNELS); "
+        "int8 activations run the scalar reference kernel here (no AVX2, or RWKV_KERNELS=scalar); "
         "this is much slower than the default exact decoding");
   info.fingerprint = fnv1a64(info.version.data(), info.version.size());
   for (const std::string& name : map->names()) {

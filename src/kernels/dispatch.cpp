@@ -81,10 +81,8 @@ void split_rows(int64_t rows, ThreadPool* pool, const Rows& run_rows) {
                      [&](int64_t b) { run_rows(b * block, std::min(rows, (b + 1) * block)); });
 }
 
-}  // namespace
-
-namespace {
 bool use_vnni(KernelVariant v) { return v == KernelVariant::kAvx512 && cpu_features().avx512_vnni; }
+
 }  // namespace
 
 bool has_fast_int8(KernelVariant v) { return use_vnni(v) || v == KernelVariant::kAvx2; }

@@ -7,19 +7,25 @@
 
 #include "core/quant.h"
 
-namespace rwkv::kernels::scalar {
+namespace rwkv::kernels {
+
+void Int8Activations::reset(DType weight_dtype, int64_t rows, int64_t k) {
+  dtype = weight_dtype;
+  T = rows;
+  K = k;
+  pairs = (K + 63) / 64;
+  q.assign(size_t(T * pairs * 64), 0);
+  scale.resize(size_t(T * (K / 32)));
+  lane_scale.assign(size_t(T * pairs * 16), 0.0f);
+  lane_bias.assign(size_t(T * pairs * 16), 0);
+  lane_qsum.assign(size_t(T * pairs * 16), 0.0f);
+}
+
+namespace scalar {
 
 void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out) {
-  const int64_t blocks = K / 32, pairs = (K + 63) / 64;
-  out.dtype = dtype;
-  out.T = T;
-  out.K = K;
-  out.pairs = pairs;
-  out.q.assign(size_t(T * pairs * 64), 0);
-  out.scale.resize(size_t(T * blocks));
-  out.lane_scale.assign(size_t(T * pairs * 16), 0.0f);
-  out.lane_bias.assign(size_t(T * pairs * 16), 0);
-  out.lane_qsum.assign(size_t(T * pairs * 16), 0.0f);
+  out.reset(dtype, T, K);
+  const int64_t blocks = K / 32, pairs = out.pairs;
   const int zero = block_zero_level(dtype);
   for (int64_t t = 0; t < T; ++t) {
     int8_t* q = out.q.data() + t * pairs * 64;
@@ -73,4 +79,6 @@ void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64
   }
 }
 
-}  // namespace rwkv::kernels::scalar
+}  // namespace scalar
+
+}  // namespace rwkv::kernels

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "core/tensor.h"
@@ -29,11 +30,45 @@ struct Int8Activations {
   std::vector<int32_t> lane_bias;  // -block_zero_level(dtype) * sum of q
   std::vector<float> lane_qsum;    // d * sum of q (the offset term of Q4_1/Q5_1)
 
+  // Sizes every array for T rows of K, zeroed (so a padded last block reads as zero).
+  void reset(DType weight_dtype, int64_t rows, int64_t k);
+
   const int8_t* row_q(int64_t t) const { return q.data() + t * pairs * 64; }
   const float* row_lane_scale(int64_t t) const { return lane_scale.data() + t * pairs * 16; }
   const int32_t* row_lane_bias(int64_t t) const { return lane_bias.data() + t * pairs * 16; }
   const float* row_lane_qsum(int64_t t) const { return lane_qsum.data() + t * pairs * 16; }
 };
+
+// The block layouts as compile-time facts, for the SIMD kernels.
+template <DType kType>
+constexpr bool kHasMin = kType == DType::Q4_1 || kType == DType::Q5_1;
+template <DType kType>
+constexpr bool kFiveBit = kType == DType::Q5_0 || kType == DType::Q5_1;
+template <DType kType>
+constexpr int64_t kBlockBytes = kType == DType::Q4_0   ? 18
+                                : kType == DType::Q4_1 ? 20
+                                : kType == DType::Q5_0 ? 22
+                                : kType == DType::Q5_1 ? 24
+                                                       : 34;
+
+// fn(std::integral_constant<DType, t>{}) for the block type t = dtype (nothing for plain floats).
+template <typename Fn>
+void with_block_type(DType dtype, const Fn& fn) {
+  switch (dtype) {
+    case DType::Q4_0:
+      return fn(std::integral_constant<DType, DType::Q4_0>{});
+    case DType::Q4_1:
+      return fn(std::integral_constant<DType, DType::Q4_1>{});
+    case DType::Q5_0:
+      return fn(std::integral_constant<DType, DType::Q5_0>{});
+    case DType::Q5_1:
+      return fn(std::integral_constant<DType, DType::Q5_1>{});
+    case DType::Q8_0:
+      return fn(std::integral_constant<DType, DType::Q8_0>{});
+    default:
+      return;
+  }
+}
 
 namespace scalar {
 // Rounds x (T, K) for weights of block type `dtype`: q = round-half-even(x * (1 / d)),

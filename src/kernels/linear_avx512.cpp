@@ -26,6 +26,9 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+// Needs the ISA, so after the pragma (its helpers have internal linkage).
+#include "kernels/avx512_util.h"
+
 namespace rwkv::kernels::avx512 {
 
 namespace {
@@ -58,20 +61,6 @@ inline __m512 load_tail(const uint8_t* row, int64_t k, __mmask16 m) {
     if constexpr (kType == DType::F16) return _mm512_cvtph_ps(b);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
   }
-}
-
-// Fully unrolled small loops keep a tile's accumulators and weights in registers (GCC -O2 left
-// them on the stack otherwise).
-#define RWKV_UNROLL _Pragma("GCC unroll 16")
-
-// Sum of the 16 lanes in a fixed order (halving). Spelled out because GCC 12 warns about the
-// undefined upper lanes inside _mm512_reduce_add_ps.
-inline float hsum(__m512 v) {
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
-  __m128 s = _mm512_castps512_ps128(v);
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
 // Element type traits of the ggml block formats (32 weights per block).

@@ -28,25 +28,12 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+// Needs the ISA, so after the pragma (its helpers have internal linkage).
+#include "kernels/avx512_util.h"
+
 namespace rwkv::kernels::vnni {
 
 namespace {
-
-#define RWKV_UNROLL _Pragma("GCC unroll 16")
-
-template <DType kType>
-constexpr bool kHasMin = kType == DType::Q4_1 || kType == DType::Q5_1;
-template <DType kType>
-constexpr bool kFiveBit = kType == DType::Q5_0 || kType == DType::Q5_1;
-
-// Sum of the 16 lanes in a fixed order (halving).
-inline float hsum(__m512 v) {
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
-  v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
-  __m128 s = _mm512_castps512_ps128(v);
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
 
 // The 64 unsigned levels of blocks b0 and b1, in element order.
 template <DType kType>
@@ -143,13 +130,6 @@ inline __m512 pair_madd(const WeightPair& w, const ActivationPair& a, __m512 acc
   if constexpr (kHasMin<kType>) acc = _mm512_fmadd_ps(w.m, a.qsum, acc);
   return acc;
 }
-
-template <DType kType>
-constexpr int64_t kBlockBytes = kType == DType::Q4_0   ? 18
-                                : kType == DType::Q4_1 ? 20
-                                : kType == DType::Q5_0 ? 22
-                                : kType == DType::Q5_1 ? 24
-                                                       : 34;
 
 // Pair p of a row; an odd last block pairs with an all-zero one (levels 0 or 128 with d = 0,
 // against q = 0).
@@ -255,15 +235,7 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
 
 void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out) {
   const int64_t blocks = K / 32, pairs = (K + 63) / 64;
-  out.dtype = dtype;
-  out.T = T;
-  out.K = K;
-  out.pairs = pairs;
-  out.q.assign(size_t(T * pairs * 64), 0);
-  out.scale.resize(size_t(T * blocks));
-  out.lane_scale.resize(size_t(T * pairs * 16));
-  out.lane_bias.resize(size_t(T * pairs * 16));
-  out.lane_qsum.resize(size_t(T * pairs * 16));
+  out.reset(dtype, T, K);
   const __m512 sign = _mm512_set1_ps(-0.0f);
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t b = 0; b < blocks; ++b) {
@@ -303,20 +275,7 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int
 }
 
 void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1) {
-  switch (w.dtype) {
-    case DType::Q4_0:
-      return rows_int8<DType::Q4_0>(w, x, y, r0, r1);
-    case DType::Q4_1:
-      return rows_int8<DType::Q4_1>(w, x, y, r0, r1);
-    case DType::Q5_0:
-      return rows_int8<DType::Q5_0>(w, x, y, r0, r1);
-    case DType::Q5_1:
-      return rows_int8<DType::Q5_1>(w, x, y, r0, r1);
-    case DType::Q8_0:
-      return rows_int8<DType::Q8_0>(w, x, y, r0, r1);
-    default:
-      return;  // plain floats never take the int8 path
-  }
+  with_block_type(w.dtype, [&](auto type) { rows_int8<type.value>(w, x, y, r0, r1); });
 }
 
 }  // namespace rwkv::kernels::vnni

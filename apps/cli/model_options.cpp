@@ -23,8 +23,8 @@ void ModelOptions::add_to(CLI::App& cmd, bool required) {
       ->check(CLI::PositiveNumber);
   cmd.add_flag("--int8-activations", int8_activations,
                "For weights in ggml blocks (Q8_0, Q5_x, Q4_x): round each matrix product's input "
-               "to int8 per 32 values and use integer dot products (AVX-512 VNNI), as rwkv.cpp "
-               "does; faster generation, slightly different logits");
+               "to int8 per 32 values and use integer dot products (AVX-512 VNNI or AVX2), as "
+               "rwkv.cpp does; faster generation, slightly different logits");
   cmd.add_option("--threads", threads, "Threads for the matrix products (default: one per core)")
       ->check(CLI::Range(1, 1024));
 }

@@ -117,8 +117,11 @@ void run(const BenchOptions& o) {
     const double per =
         double(dtype_info(dtype).block_bytes) / double(dtype_info(dtype).block_elems);
     const bool emb = t.name == "emb.weight";
-    bytes += double(emb ? info.n_embd : n) * per;
-    weight_bytes += double(n) * per;
+    // I8 adds one float32 scale per row.
+    const double rows = t.shape.empty() || t.shape.back() == 0 ? 0.0 : double(n / t.shape.back());
+    const double scales = dtype == DType::I8 ? 4 : 0;
+    bytes += double(emb ? info.n_embd : n) * per + (emb ? 1 : rows) * scales;
+    weight_bytes += double(n) * per + rows * scales;
     if (!emb && t.shape.size() == 2) flops += 2.0 * double(n);
   }
   const Probes probes = probe_machine(*pool);

@@ -22,9 +22,9 @@ void ModelOptions::add_to(CLI::App& cmd, bool required) {
                  "official checkpoints, 1e-5 for rwkv.cpp v5 .bin files)")
       ->check(CLI::PositiveNumber);
   cmd.add_flag("--int8-activations", int8_activations,
-               "For weights in ggml blocks (Q8_0, Q5_x, Q4_x): round each matrix product's input "
-               "to int8 per 32 values and use integer dot products (AVX-512 VNNI or AVX2), as "
-               "rwkv.cpp does; faster generation, slightly different logits");
+               "For weights in ggml blocks (Q8_0, Q5_x, Q4_x) and I8: round each matrix "
+               "product's input to int8 per 32 values and use integer dot products (AVX-512 VNNI "
+               "or AVX2), as rwkv.cpp does; faster generation, slightly different logits");
   cmd.add_option("--threads", threads, "Threads for the matrix products (default: one per core)")
       ->check(CLI::Range(1, 1024));
 }

@@ -16,8 +16,8 @@ namespace rwkv::cli {
 
 namespace {
 
-const std::vector<std::string> kTypes = {"Q8_0", "Q5_0", "Q5_1", "Q4_0",
-                                         "Q4_1", "F16",  "BF16", "F32"};
+const std::vector<std::string> kTypes = {"Q8_0", "I8",  "Q5_0", "Q5_1", "Q4_0",
+                                         "Q4_1", "F16", "BF16", "F32"};
 
 DType parse_type(std::string s) {
   for (char& c : s) c = char(std::toupper(static_cast<unsigned char>(c)));
@@ -41,7 +41,8 @@ void add_quantize_command(CLI::App& app) {
       ->required()
       ->check(CLI::ExistingFile);
   cmd->add_option("output", *out, "Output .safetensors file (replaced atomically)")->required();
-  cmd->add_option("type", *type, "Q8_0, Q5_0, Q5_1, Q4_0, Q4_1, F16, BF16 or F32")
+  cmd->add_option("type", *type,
+                  "Q8_0, I8 (int8 per output channel), Q5_0, Q5_1, Q4_0, Q4_1, F16, BF16 or F32")
       ->required()
       ->check(CLI::IsMember(kTypes, CLI::ignore_case));
   cmd->add_option("--head", *head, "Type of head.weight instead of the policy's")
@@ -52,7 +53,7 @@ void add_quantize_command(CLI::App& app) {
       ->check(CLI::IsMember(kTypes, CLI::ignore_case));
   cmd->add_flag("--search", *search,
                 "Search each block's scale for the least squared error instead of ggml's "
-                "round-to-nearest (lower weight error, not reliably lower KL)");
+                "round-to-nearest (lower weight error, not reliably lower KL; no effect on I8)");
   cmd->add_option("--threads", *threads, "Threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([=] {

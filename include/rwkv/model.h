@@ -28,8 +28,8 @@ struct LoadOptions {
   // GroupNorm (`ln_x`) epsilon of RWKV-5/6/7. Default: the file writer's convention
   // (64e-5 as in the official code; 1e-5 for rwkv.cpp `.bin` files of RWKV-5.x).
   std::optional<float> ln_x_eps;
-  // For weights stored in ggml blocks (Q8_0, Q5_x, Q4_x): round each matrix product's input to
-  // int8 per 32 values, as ggml and rwkv.cpp do, and multiply with integer dot products (AVX-512
+  // For weights stored in ggml blocks (Q8_0, Q5_x, Q4_x) or I8: round each matrix product's input
+  // to int8 per 32 values, as ggml and rwkv.cpp do, and multiply with integer dot products (AVX-512
   // VNNI or AVX2). Faster generation; results move by the activation rounding
   // (docs/BENCHMARKS.md has the KL divergence it adds). Off: weights are decoded exactly.
   bool int8_activations = false;

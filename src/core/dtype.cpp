@@ -8,8 +8,8 @@ namespace rwkv {
 namespace {
 // Block sizes follow ggml's block_q* structs (the layout of rwkv.cpp file version 101).
 constexpr DTypeInfo kInfo[] = {
-    {"F32", 1, 4},     {"F16", 1, 2},     {"BF16", 1, 2},    {"Q4_0", 32, 18},
-    {"Q4_1", 32, 20},  {"Q5_0", 32, 22},  {"Q5_1", 32, 24},  {"Q8_0", 32, 34},
+    {"F32", 1, 4},    {"F16", 1, 2},    {"BF16", 1, 2},   {"Q4_0", 32, 18}, {"Q4_1", 32, 20},
+    {"Q5_0", 32, 22}, {"Q5_1", 32, 24}, {"Q8_0", 32, 34}, {"I8", 1, 1},
 };
 }  // namespace
 

@@ -9,7 +9,9 @@
 
 namespace rwkv {
 
-enum class DType : uint8_t { F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 };
+// I8 is int8 per output channel: each row's values times that row's float32 scale, which lives
+// beside the data (Tensor::row_scale; `<name>_scale` in a safetensors file).
+enum class DType : uint8_t { F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, I8 };
 
 struct DTypeInfo {
   std::string_view name;
@@ -20,7 +22,10 @@ struct DTypeInfo {
 const DTypeInfo& dtype_info(DType t);
 inline std::string_view dtype_name(DType t) { return dtype_info(t).name; }
 std::optional<DType> dtype_from_name(std::string_view name);
+// The ggml block types (Q4_0 ... Q8_0).
 inline bool is_quantized(DType t) { return dtype_info(t).block_elems > 1; }
+// Integer types stored with scales: the block types and I8.
+inline bool is_integer(DType t) { return is_quantized(t) || t == DType::I8; }
 
 // Bytes taken by `n` elements, or nullopt if `n` is not a whole number of blocks.
 std::optional<uint64_t> dtype_bytes(DType t, uint64_t n);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 namespace rwkv {
@@ -21,6 +22,11 @@ inline uint16_t load_u16(const uint8_t* p) {
 // Q5 types take a fifth bit for element i from bit i of the 32-bit `qh`.
 BlockLevels unpack_block(DType dtype, const uint8_t* b) {
   BlockLevels u;
+  if (dtype == DType::I8) {
+    u.d = 1;
+    for (int j = 0; j < 32; ++j) u.level[j] = int(int8_t(b[j])) + 128;
+    return u;
+  }
   u.d = fp16_to_fp32(load_u16(b));
   const bool has_min = dtype == DType::Q4_1 || dtype == DType::Q5_1;
   if (has_min) u.m = fp16_to_fp32(load_u16(b + 2));
@@ -73,12 +79,23 @@ void dequantize(DType dtype, const uint8_t* src, int64_t n, float* dst) {
     case DType::BF16:
       for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_fp32(load_u16(src + 2 * i));
       return;
+    case DType::I8:
+      for (int64_t i = 0; i < n; ++i) dst[i] = float(int8_t(src[i]));
+      return;
     default: {
       const DTypeInfo& info = dtype_info(dtype);
       for (int64_t i = 0; i < n / info.block_elems; ++i)
         dequantize_block(dtype, src + i * info.block_bytes, dst + i * info.block_elems);
     }
   }
+}
+
+void dequantize_rows(const Tensor& t, int64_t r0, int64_t n, float* dst) {
+  const int64_t cols = t.cols();
+  dequantize(t.dtype, t.row(r0), n * cols, dst);
+  if (t.dtype != DType::I8) return;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] *= t.row_scale[r0 + r];
 }
 
 }  // namespace rwkv
@@ -359,6 +376,8 @@ void quantize(DType dtype, const float* src, int64_t n, uint8_t* dst, QuantMetho
     case DType::BF16:
       for (int64_t i = 0; i < n; ++i) store_u16(dst + 2 * i, fp32_to_bf16(src[i]));
       return;
+    case DType::I8:
+      throw std::invalid_argument("quantize: I8 needs rows (quantize_rows_i8)");
     default:
       break;
   }
@@ -372,6 +391,18 @@ void quantize(DType dtype, const float* src, int64_t n, uint8_t* dst, QuantMetho
     else
       encode_search(dtype, g, x, e);
     pack_block(dtype, e.d, e.m, e.u, dst + b * block_bytes);
+  }
+}
+
+void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* dst, float* scale) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = src + r * cols;
+    float amax = 0;
+    for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(x[c]));
+    const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+    scale[r] = d;
+    for (int64_t c = 0; c < cols; ++c)
+      dst[r * cols + c] = int8_t(std::clamp(std::nearbyint(x[c] * id), -127.0f, 127.0f));
   }
 }
 

@@ -5,22 +5,30 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "core/tensor.h"
 
 namespace rwkv {
 
-// Decodes `n` elements (a whole number of blocks for quantized types) starting at `src`.
+// Decodes `n` elements (a whole number of blocks for quantized types) starting at `src`. I8
+// decodes to the stored integers: its row scales live outside the data (dequantize_rows).
 void dequantize(DType dtype, const uint8_t* src, int64_t n, float* dst);
+// Decodes rows [r0, r0 + n) of `t` to float32 values, I8 row scales applied.
+void dequantize_rows(const Tensor& t, int64_t r0, int64_t n, float* dst);
 
 // One ggml block as stored: unsigned levels and the fp16 scale (and min) widened to float. It
 // decodes element j to (level[j] - block_zero_level) * d, or level[j] * d + m for Q4_1/Q5_1.
-// Q8_0's int8 values are stored as level = value + 128.
+// Q8_0's int8 values are stored as level = value + 128. I8 is unpacked as 32 values with d = 1
+// (its row scale lives in the tensor).
 struct BlockLevels {
   int level[32];
   float d = 0, m = 0;
 };
 BlockLevels unpack_block(DType dtype, const uint8_t* block);
 constexpr int block_zero_level(DType t) {
-  return t == DType::Q4_0 ? 8 : t == DType::Q5_0 ? 16 : t == DType::Q8_0 ? 128 : 0;
+  return t == DType::Q4_0                     ? 8
+         : t == DType::Q5_0                   ? 16
+         : t == DType::Q8_0 || t == DType::I8 ? 128
+                                              : 0;
 }
 
 // How quantize() picks each block's scale (and offset, for Q4_1/Q5_1).
@@ -41,11 +49,18 @@ enum class QuantMethod {
   kSearch,
 };
 
-// Encodes `n` floats as `dtype` into `dst` (dtype_bytes(dtype, n) bytes). For quantized types
+// Encodes `n` floats as `dtype` into `dst` (dtype_bytes(dtype, n) bytes); not I8, whose scales
+// need rows (quantize_rows_i8). For quantized types
 // `n` must be a whole number of blocks; F32/F16/BF16 are plain conversions (round to nearest
 // even). Values must be finite and, for quantized types, within the fp16 range.
 void quantize(DType dtype, const float* src, int64_t n, uint8_t* dst,
               QuantMethod method = QuantMethod::kReference);
+
+// Encodes `rows` rows of `cols` floats as I8: row r gets scale[r] = max|x| / 127 and int8 values
+// round-to-nearest-even(x / scale[r]) at dst + r * cols. (Smaller scales that clip the largest
+// values never lowered the squared error on the tiny real models: with 255 levels the clipped
+// values cost more than the finer grid saves.)
+void quantize_rows_i8(const float* src, int64_t rows, int64_t cols, int8_t* dst, float* scale);
 
 // Sum of squared differences between `n` floats and their encoding `q` of type `dtype`
 // (decoded block by block; no allocation beyond one block).

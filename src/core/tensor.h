@@ -19,6 +19,8 @@ struct Tensor {
   // For ggml block types: kernels::linear() rounds the activations to int8 per 32-block and
   // multiplies with integer dot products (LoadOptions::int8_activations; kernels/int8.h).
   bool int8_activations = false;
+  // For I8: one float32 per row; element (r, c) is row_scale[r] * int8 value (r, c).
+  const float* row_scale = nullptr;
 
   int64_t numel() const {
     int64_t n = 1;
@@ -46,6 +48,7 @@ inline Tensor slice_rows(const Tensor& t, int64_t begin, int64_t count) {
   out.data = t.row(begin);
   out.nbytes = uint64_t(count) * t.row_bytes();
   out.int8_activations = t.int8_activations;
+  out.row_scale = t.row_scale ? t.row_scale + begin : nullptr;
   return out;
 }
 

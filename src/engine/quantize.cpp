@@ -55,7 +55,7 @@ bool is_low_bit(DType t) {
 
 DType policy_dtype(const std::string& name, const Tensor& t, DType type, bool small_model,
                    const QuantizeOptions& options) {
-  const bool quantized = is_quantized(type);
+  const bool quantized = is_integer(type);
   DType want = DType::F32;
   if (is_block_matrix(name, t)) {
     want = type;
@@ -71,7 +71,7 @@ DType policy_dtype(const std::string& name, const Tensor& t, DType type, bool sm
     else
       want = head && is_low_bit(type) ? DType::Q8_0 : head ? type : DType::F16;
   }
-  if (is_quantized(want) && t.cols() % 32 != 0) want = DType::F16;
+  if (is_integer(want) && t.cols() % 32 != 0) want = DType::F16;
   return want;
 }
 
@@ -95,6 +95,7 @@ TensorMap quantize_model(std::shared_ptr<const TensorMap> in, DType type,
     const Tensor* src;
     DType dtype;
     uint64_t offset;
+    uint64_t scale_offset = 0;  // I8: where its row scales go
   };
   std::vector<Job> jobs;
   const bool small = is_small_model(*in);
@@ -105,6 +106,10 @@ TensorMap quantize_model(std::shared_ptr<const TensorMap> in, DType type,
     if (want == t.dtype) continue;
     jobs.push_back({name, &t, want, total_bytes});
     total_bytes += (*dtype_bytes(want, uint64_t(t.numel())) + 63) / 64 * 64;
+    if (want == DType::I8) {
+      jobs.back().scale_offset = total_bytes;
+      total_bytes += (uint64_t(t.rows()) * 4 + 63) / 64 * 64;
+    }
     total_elems += uint64_t(t.numel());
   }
   std::shared_ptr<uint8_t> storage;
@@ -133,8 +138,9 @@ TensorMap quantize_model(std::shared_ptr<const TensorMap> in, DType type,
     const int64_t n = task.rows * t.cols();
     thread_local std::vector<float> buf;
     buf.resize(size_t(n));
-    dequantize(t.dtype, t.row(task.row), n, buf.data());
-    const bool limited = job.dtype != DType::F32 && job.dtype != DType::BF16;
+    dequantize_rows(t, task.row, task.rows, buf.data());
+    // fp16 and the fp16 block scales; F32, BF16 and I8 (float32 row scales) reach further.
+    const bool limited = job.dtype == DType::F16 || is_quantized(job.dtype);
     for (int64_t k = 0; k < n; ++k) {
       const float v = buf[size_t(k)];
       if (!std::isfinite(v) || (limited && std::fabs(v) > 65504.0f)) {
@@ -146,8 +152,13 @@ TensorMap quantize_model(std::shared_ptr<const TensorMap> in, DType type,
       }
     }
     const uint64_t row_bytes = *dtype_bytes(job.dtype, uint64_t(t.cols()));
-    quantize(job.dtype, buf.data(), n, storage.get() + job.offset + uint64_t(task.row) * row_bytes,
-             o.method);
+    uint8_t* dst = storage.get() + job.offset + uint64_t(task.row) * row_bytes;
+    if (job.dtype == DType::I8) {
+      float* scale = reinterpret_cast<float*>(storage.get() + job.scale_offset) + task.row;
+      quantize_rows_i8(buf.data(), task.rows, t.cols(), reinterpret_cast<int8_t*>(dst), scale);
+    } else {
+      quantize(job.dtype, buf.data(), n, dst, o.method);
+    }
   };
   uint64_t done = 0;
   for (size_t first = 0; first < tasks.size();) {
@@ -183,6 +194,8 @@ TensorMap quantize_model(std::shared_ptr<const TensorMap> in, DType type,
       t.shape = job.src->shape;
       t.data = storage.get() + job.offset;
       t.nbytes = *dtype_bytes(job.dtype, uint64_t(job.src->numel()));
+      if (job.dtype == DType::I8)
+        t.row_scale = reinterpret_cast<const float*>(storage.get() + job.scale_offset);
       out.add(name, std::move(t));
     } else {
       out.add(name, in->at(name));

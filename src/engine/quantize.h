@@ -31,6 +31,7 @@ constexpr int64_t kSmallModelParams = int64_t(1) << 23;
 // The type `rwkv quantize ... TYPE` stores tensor `name` as (measurements in
 // docs/BENCHMARKS.md):
 // - the 2-D matrices of the blocks (att/ffn key, value, receptance, output, gate): TYPE;
+//   (I8, int8 per output channel, counts as quantized below, like Q8_0);
 // - head.weight: Q8_0 when TYPE is a 4- or 5-bit type (the head is the most sensitive matrix,
 //   and with a real vocabulary the largest), else TYPE;
 // - emb.weight: F16 when TYPE is quantized (one row is read per token, so its size costs no

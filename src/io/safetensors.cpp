@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "core/atomic_file.h"
@@ -84,7 +86,7 @@ class HeaderReader {
     auto dtype = dtype_from_name(dtype_str);
     if (!dtype)
       fail(name, "unsupported dtype \"" + printable(dtype_str) +
-                     "\" (expected F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0)");
+                     "\" (expected F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 or I8)");
     e.tensor.dtype = *dtype;
     const DTypeInfo& info_t = dtype_info(*dtype);
 
@@ -101,6 +103,9 @@ class HeaderReader {
       fail(name, "shape " + shape + " of " + dtype_str +
                      " has rows that are not a whole number of " +
                      std::to_string(info_t.block_elems) + "-element blocks");
+    // Our kernels take I8 rows as blocks of 32 (kernels/int8.h).
+    if (*dtype == DType::I8 && e.tensor.cols() % 32 != 0)
+      fail(name, "shape " + shape + " of I8 has rows that are not a multiple of 32 values");
     uint64_t need;
     if (__builtin_mul_overflow(uint64_t(numel) / uint64_t(info_t.block_elems),
                                uint64_t(info_t.block_bytes), &need))
@@ -130,7 +135,43 @@ void put_u64_le(std::string& out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out += char((v >> (8 * i)) & 0xff);
 }
 
-// Writes all of `data`, retrying short writes and EINTR. Returns false with errno set.
+// The companion tensor that holds an I8 tensor's row scales.
+std::string scale_name(const std::string& name) { return name + "_scale"; }
+
+// Folds each I8 tensor's `<name>_scale` (float32, one per row) into Tensor::row_scale and drops
+// it from the entries. Scales at an address that is not a multiple of 4 are copied into `owned`.
+void attach_row_scales(std::vector<Entry>& entries, const uint8_t* data, const HeaderReader& reader,
+                       std::vector<std::shared_ptr<const void>>& owned) {
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < entries.size(); ++i) index[entries[i].name] = i;
+  std::vector<bool> drop(entries.size(), false);
+  for (Entry& e : entries) {
+    if (e.tensor.dtype != DType::I8) continue;
+    auto it = index.find(scale_name(e.name));
+    if (it == index.end())
+      reader.fail(e.name, "I8 tensor without " + printable(scale_name(e.name)) +
+                              " (its per-row float32 scales)");
+    const Entry& s = entries[it->second];
+    if (s.tensor.dtype != DType::F32 || s.tensor.numel() != e.tensor.rows())
+      reader.fail(s.name, "row scales of an I8 tensor with " + std::to_string(e.tensor.rows()) +
+                              " rows must be " + std::to_string(e.tensor.rows()) +
+                              " F32 values, got shape " + shape_string(s.tensor.shape) + " of " +
+                              std::string(dtype_name(s.tensor.dtype)));
+    const uint8_t* p = data + s.begin;
+    if (reinterpret_cast<uintptr_t>(p) % alignof(float) != 0) {
+      auto copy = std::make_shared<std::vector<float>>(size_t(s.tensor.numel()));
+      std::memcpy(copy->data(), p, s.tensor.nbytes);
+      p = reinterpret_cast<const uint8_t*>(copy->data());
+      owned.push_back(copy);
+    }
+    e.tensor.row_scale = reinterpret_cast<const float*>(p);
+    drop[it->second] = true;
+  }
+  std::vector<Entry> kept;
+  for (size_t i = 0; i < entries.size(); ++i)
+    if (!drop[i]) kept.push_back(std::move(entries[i]));
+  entries = std::move(kept);
+}
 
 }  // namespace
 
@@ -186,8 +227,11 @@ TensorMap read_safetensors(const Bytes& file, const std::string& path) {
                               std::to_string(e.end) + "] overlap tensor " +
                               printable(entries[i - 1].name));
     e.tensor.data = data + e.begin;
-    map.add(e.name, std::move(e.tensor));
   }
+  std::vector<std::shared_ptr<const void>> owned;
+  attach_row_scales(entries, data, reader, owned);
+  for (Entry& e : entries) map.add(e.name, std::move(e.tensor));
+  for (auto& o : owned) map.keep_alive(std::move(o));
   map.keep_alive(file.owner);
   return map;
 }
@@ -210,6 +254,18 @@ void write_safetensors(const TensorMap& map, const std::string& path) {
       throw Error(path + ": tensor " + printable(name) + " has " + std::to_string(t.nbytes) +
                   " bytes, which do not match its shape " + shape_string(t.shape) + " of " +
                   std::string(dtype_name(t.dtype)));
+    if (t.dtype == DType::I8) {
+      // The scales go first: float32 data stays 4-byte aligned when the rows that follow are.
+      if (!t.row_scale || map.contains(scale_name(name)) || header.contains(scale_name(name)))
+        throw Error(path + ": I8 tensor " + printable(name) +
+                    (t.row_scale ? " clashes with a tensor named " + scale_name(name)
+                                 : " has no row scales"));
+      const uint64_t scale_bytes = uint64_t(t.rows()) * 4;
+      header[scale_name(name)] = {{"dtype", "F32"},
+                                  {"shape", {t.rows()}},
+                                  {"data_offsets", {offset, offset + scale_bytes}}};
+      offset += scale_bytes;
+    }
     header[name] = {{"dtype", std::string(dtype_name(t.dtype))},
                     {"shape", t.shape},
                     {"data_offsets", {offset, offset + t.nbytes}}};
@@ -231,6 +287,7 @@ void write_safetensors(const TensorMap& map, const std::string& path) {
     write_all(fd, prefix.data(), prefix.size(), path);
     for (const std::string& name : map.names()) {
       const Tensor& t = map.at(name);
+      if (t.dtype == DType::I8) write_all(fd, t.row_scale, uint64_t(t.rows()) * 4, path);
       write_all(fd, t.data, t.nbytes, path);
     }
   });

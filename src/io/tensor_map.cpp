@@ -65,12 +65,12 @@ const Tensor& TensorMap::at(const std::string& name) const {
 
 std::vector<float> to_f32(const Tensor& t) {
   std::vector<float> out(size_t(t.numel()));
-  dequantize(t.dtype, t.data, t.numel(), out.data());
+  dequantize_rows(t, 0, t.rows(), out.data());
   return out;
 }
 
 TensorMap cast_tensor_map(const TensorMap& map, DType dtype) {
-  if (is_quantized(dtype))
+  if (is_integer(dtype))
     throw Error("casting to " + std::string(dtype_name(dtype)) + " is not supported");
   TensorMap out;
   out.path = map.path;
@@ -101,8 +101,9 @@ TensorMap read_tensor_map(const std::string& path) {
     return read_rwkv_cpp_bin(file, path);
   // safetensors starts with a little-endian u64 header length followed by '{'.
   if (d.size() >= 9 && d[8] == '{') return read_safetensors(file, path);
-  throw Error(path + ": unknown file format (expected a PyTorch .pth zip, safetensors or an "
-                     "rwkv.cpp .bin)");
+  throw Error(path +
+              ": unknown file format (expected a PyTorch .pth zip, safetensors or an "
+              "rwkv.cpp .bin)");
 }
 
 }  // namespace rwkv

@@ -83,13 +83,22 @@ void split_rows(int64_t rows, ThreadPool* pool, const Rows& run_rows) {
 
 bool use_vnni(KernelVariant v) { return v == KernelVariant::kAvx512 && cpu_features().avx512_vnni; }
 
+// The kernels multiply I8 weights as their stored integers; each row's scale is applied here,
+// once per output, while the outputs are still in cache.
+void apply_row_scales(const Tensor& w, int64_t T, float* y, int64_t r0, int64_t r1) {
+  if (w.dtype != DType::I8) return;
+  const int64_t O = w.rows();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t r = r0; r < r1; ++r) y[t * O + r] *= w.row_scale[r];
+}
+
 }  // namespace
 
 bool has_fast_int8(KernelVariant v) { return use_vnni(v) || v == KernelVariant::kAvx2; }
 
 void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* pool,
             KernelVariant v) {
-  if (w.int8_activations && is_quantized(w.dtype)) {
+  if (w.int8_activations && is_integer(w.dtype)) {
     // The activations are rounded once, here, and read by every thread.
     thread_local Int8Activations buffer;
     // A reference: inside the lambda, `buffer` would name each worker's own thread_local.
@@ -99,16 +108,31 @@ void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* po
     const auto rows_int8 = vnni                        ? vnni::linear_rows_int8
                            : v == KernelVariant::kAvx2 ? avx2::linear_rows_int8
                                                        : scalar::linear_rows_int8;
-    split_rows(w.rows(), pool, [&](int64_t r0, int64_t r1) { rows_int8(w, qx, y, r0, r1); });
+    split_rows(w.rows(), pool, [&](int64_t r0, int64_t r1) {
+      rows_int8(w, qx, y, r0, r1);
+      apply_row_scales(w, T, y, r0, r1);
+    });
     return;
   }
   const VariantFns& f = fns(v);
-  split_rows(w.rows(), pool, [&](int64_t r0, int64_t r1) { f.linear_rows(w, x, T, y, r0, r1); });
+  split_rows(w.rows(), pool, [&](int64_t r0, int64_t r1) {
+    f.linear_rows(w, x, T, y, r0, r1);
+    apply_row_scales(w, T, y, r0, r1);
+  });
 }
 
 void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* pool,
             KernelVariant v) {
   const VariantFns& f = fns(v);
+  if (w.dtype == DType::I8) {
+    // Row i of w (input i) has scale s_i: x_i * s_i then meets the stored integers.
+    thread_local std::vector<float> scaled;
+    const int64_t I = w.rows();
+    scaled.resize(size_t(T * I));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < I; ++i) scaled[size_t(t * I + i)] = x[t * I + i] * w.row_scale[i];
+    x = scaled.data();
+  }
   const int64_t cols = w.cols();
   const int threads = pool ? pool->size() : 1;
   // LoRA matrices are small: below about 64K multiply-adds a fork/join costs more than it saves.

@@ -53,7 +53,7 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int
 
 void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1) {
   const int64_t O = w.rows(), blocks = x.K / 32;
-  const int64_t block_bytes = dtype_info(w.dtype).block_bytes;
+  const int64_t block_bytes = block_bytes_of(w.dtype);
   const int zero = block_zero_level(w.dtype);
   const bool has_min = w.dtype == DType::Q4_1 || w.dtype == DType::Q5_1;
   thread_local std::vector<float> sums;

@@ -44,14 +44,19 @@ template <DType kType>
 constexpr bool kHasMin = kType == DType::Q4_1 || kType == DType::Q5_1;
 template <DType kType>
 constexpr bool kFiveBit = kType == DType::Q5_0 || kType == DType::Q5_1;
+// I8 rows are handled as blocks of 32 stored integers with no scale of their own (d = 1); the
+// row scale is applied to the outputs (kernels/dispatch.cpp).
 template <DType kType>
 constexpr int64_t kBlockBytes = kType == DType::Q4_0   ? 18
                                 : kType == DType::Q4_1 ? 20
                                 : kType == DType::Q5_0 ? 22
                                 : kType == DType::Q5_1 ? 24
+                                : kType == DType::I8   ? 32
                                                        : 34;
+inline int64_t block_bytes_of(DType t) { return t == DType::I8 ? 32 : dtype_info(t).block_bytes; }
 
-// fn(std::integral_constant<DType, t>{}) for the block type t = dtype (nothing for plain floats).
+// fn(std::integral_constant<DType, t>{}) for the block type (or I8) t = dtype (nothing for plain
+// floats).
 template <typename Fn>
 void with_block_type(DType dtype, const Fn& fn) {
   switch (dtype) {
@@ -65,6 +70,8 @@ void with_block_type(DType dtype, const Fn& fn) {
       return fn(std::integral_constant<DType, DType::Q5_1>{});
     case DType::Q8_0:
       return fn(std::integral_constant<DType, DType::Q8_0>{});
+    case DType::I8:
+      return fn(std::integral_constant<DType, DType::I8>{});
     default:
       return;
   }

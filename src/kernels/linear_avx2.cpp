@@ -128,7 +128,12 @@ void linear_plain(const Tensor& w, const float* x, int64_t T, float* y, int64_t 
 // Decodes 32 ggml-block weights to float32, 8 at a time.
 template <DType kType>
 inline void decode_block(const uint8_t* b, float* out) {
-  if constexpr (kType == DType::Q8_0) {
+  if constexpr (kType == DType::I8) {
+    for (int j = 0; j < 4; ++j) {
+      const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 8 * j));
+      _mm256_storeu_ps(out + 8 * j, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+    }
+  } else if constexpr (kType == DType::Q8_0) {
     const __m256 d = _mm256_set1_ps(half(b));
     for (int j = 0; j < 4; ++j) {
       const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * j));
@@ -174,8 +179,8 @@ inline void decode_block(const uint8_t* b, float* out) {
 
 template <DType kType>
 void decode_row(const uint8_t* row, int64_t K, float* out) {
-  const int64_t bb = dtype_info(kType).block_bytes;
-  for (int64_t i = 0; i < K / 32; ++i) decode_block<kType>(row + i * bb, out + 32 * i);
+  for (int64_t i = 0; i < K / 32; ++i)
+    decode_block<kType>(row + i * kBlockBytes<kType>, out + 32 * i);
 }
 
 template <DType kType>
@@ -218,6 +223,8 @@ void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r
       return linear_blocks<DType::Q5_1>(w, x, T, y, r0, r1);
     case DType::Q8_0:
       return linear_blocks<DType::Q8_0>(w, x, T, y, r0, r1);
+    case DType::I8:
+      return linear_blocks<DType::I8>(w, x, T, y, r0, r1);
   }
 }
 
@@ -238,6 +245,8 @@ void decode_row_any(const Tensor& w, int64_t i, float* out) {
       return decode_row<DType::Q5_1>(row, K, out);
     case DType::Q8_0:
       return decode_row<DType::Q8_0>(row, K, out);
+    case DType::I8:
+      return decode_row<DType::I8>(row, K, out);
     default:
       return dequantize(w.dtype, row, K, out);
   }
@@ -269,8 +278,8 @@ void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c
 // (32 bytes) per 256-bit vector. vpmaddubsw multiplies unsigned by signed bytes into 16-bit pairs
 // and vpmaddwd sums those into the same four-byte lanes vpdpbusd fills, so each lane holds the
 // same exact integer. The pairs are 16-bit: nibble levels (at most 31 x 127 x 2) fit, Q8_0's do
-// not as unsigned, so Q8_0 multiplies |w| by q with w's sign (ggml's trick) and needs no
-// zero-level correction.
+// not as unsigned, so Q8_0 (and I8) multiplies |w| by q with w's sign (ggml's trick) and needs
+// no zero-level correction.
 
 namespace {
 
@@ -280,8 +289,9 @@ template <DType kType>
 inline __m256i block_lanes(const uint8_t* b, const int8_t* xq, const int32_t* lane_bias) {
   const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
   const __m256i ones = _mm256_set1_epi16(1);
-  if constexpr (kType == DType::Q8_0) {
-    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
+  if constexpr (kType == DType::Q8_0 || kType == DType::I8) {
+    const __m256i w =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (kType == DType::I8 ? 0 : 2)));
     const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
     return _mm256_madd_epi16(pairs, ones);
   } else {
@@ -320,8 +330,9 @@ inline float row_dot(const uint8_t* row, const Int8Activations& x, int64_t t) {
   const auto step = [&](int64_t b, __m256 a) {
     const uint8_t* blk = row + b * kBlockBytes<kType>;
     const __m256i lanes = block_lanes<kType>(blk, q + 32 * b, lane_bias + 8 * b);
-    const __m256 scale =
-        _mm256_mul_ps(_mm256_set1_ps(half(blk)), _mm256_loadu_ps(lane_scale + 8 * b));
+    const __m256 scale = kType == DType::I8 ? _mm256_loadu_ps(lane_scale + 8 * b)
+                                            : _mm256_mul_ps(_mm256_set1_ps(half(blk)),
+                                                            _mm256_loadu_ps(lane_scale + 8 * b));
     a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), scale, a);
     if constexpr (kHasMin<kType>)
       a = _mm256_fmadd_ps(_mm256_set1_ps(half(blk + 2)), _mm256_loadu_ps(lane_qsum + 8 * b), a);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/int8.h"
 #include "kernels/variants.h"
 
 #if defined(__clang__)
@@ -44,6 +45,7 @@ template <DType kType>
 inline __m512 load16(const uint8_t* row, int64_t k) {
   if constexpr (kType == DType::F32) {
     return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + k);
+
   } else if constexpr (kType == DType::F16) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k)));
   } else {
@@ -56,6 +58,7 @@ template <DType kType>
 inline __m512 load_tail(const uint8_t* row, int64_t k, __mmask16 m) {
   if constexpr (kType == DType::F32) {
     return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(row) + k);
+
   } else {
     const __m256i b = _mm256_maskz_loadu_epi16(m, row + 2 * k);
     if constexpr (kType == DType::F16) return _mm512_cvtph_ps(b);
@@ -64,6 +67,7 @@ inline __m512 load_tail(const uint8_t* row, int64_t k, __mmask16 m) {
 }
 
 // Element type traits of the ggml block formats (32 weights per block).
+// I8 goes through the block paths as 32-integer blocks with d = 1 (kernels/int8.h).
 template <DType kType>
 constexpr bool kIsBlock = kType != DType::F32&& kType != DType::F16&& kType != DType::BF16;
 
@@ -74,6 +78,13 @@ constexpr bool kIsBlock = kType != DType::F32&& kType != DType::F16&& kType != D
 // writes nothing.
 template <DType kType>
 inline void block_vectors(const uint8_t* b, __m512& lo, __m512& hi) {
+  if constexpr (kType == DType::I8) {
+    lo = _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b))));
+    hi = _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16))));
+    return;
+  }
   const __m512 d = _mm512_set1_ps(half(b));
   if constexpr (kType == DType::Q8_0) {
     lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
@@ -136,7 +147,7 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
     for (int t = 0; t < TT; ++t) acc[i][t] = _mm512_setzero_ps();
   }
   if constexpr (kIsBlock<kType>) {
-    const int64_t bb = dtype_info(kType).block_bytes;
+    const int64_t bb = kBlockBytes<kType>;
     __m512 acc_hi[R][TT];
     RWKV_UNROLL
     for (int i = 0; i < R; ++i) {
@@ -292,7 +303,7 @@ inline void decoded_rows_times_tokens(const float* rows, int64_t ld_rows, const 
 
 template <DType kType>
 void decode_row(const uint8_t* row, int64_t K, float* out) {
-  const int64_t bb = dtype_info(kType).block_bytes;
+  const int64_t bb = kBlockBytes<kType>;
   for (int64_t i = 0; i < K / 32; ++i) {
     __m512 lo, hi;
     block_vectors<kType>(row + i * bb, lo, hi);
@@ -343,7 +354,7 @@ template <DType kType, int NV>
 inline void row_vectors(const uint8_t* row, int64_t c, __mmask16 last, __m512 (&w)[NV]) {
   if constexpr (kIsBlock<kType>) {
     static_assert(NV % 2 == 0);
-    const int64_t bb = dtype_info(kType).block_bytes;
+    const int64_t bb = kBlockBytes<kType>;
     RWKV_UNROLL
     for (int v = 0; v < NV; v += 2)
       block_vectors<kType>(row + (c / 32 + v / 2) * bb, w[v], w[v + 1]);
@@ -447,6 +458,8 @@ void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r
       return linear_direct<DType::Q5_1>(w, x, T, y, r0, r1);
     case DType::Q8_0:
       return linear_direct<DType::Q8_0>(w, x, T, y, r0, r1);
+    case DType::I8:
+      return linear_direct<DType::I8>(w, x, T, y, r0, r1);
   }
 }
 
@@ -468,6 +481,8 @@ void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c
       return matmul_typed<DType::Q5_1>(x, T, w, y, c0, c1);
     case DType::Q8_0:
       return matmul_typed<DType::Q8_0>(x, T, w, y, c0, c1);
+    case DType::I8:
+      return matmul_typed<DType::I8>(x, T, w, y, c0, c1);
   }
 }
 

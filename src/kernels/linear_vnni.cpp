@@ -38,10 +38,11 @@ namespace {
 // The 64 unsigned levels of blocks b0 and b1, in element order.
 template <DType kType>
 inline __m512i pair_levels(const uint8_t* b0, const uint8_t* b1) {
-  if constexpr (kType == DType::Q8_0) {
+  if constexpr (kType == DType::Q8_0 || kType == DType::I8) {
+    constexpr int kValues = kType == DType::I8 ? 0 : 2;
     const __m512i v = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2))),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1 + 2)), 1);
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + kValues))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1 + kValues)), 1);
     return _mm512_xor_si512(v, _mm512_set1_epi8(char(0x80)));  // int8 + 128
   } else {
     // Byte j of a block's 16 holds element j (low nibble) and j + 16 (high nibble): each block's
@@ -72,7 +73,11 @@ inline __m512i pair_levels(const uint8_t* b0, const uint8_t* b1) {
 template <DType kType>
 inline void pair_scales(const uint8_t* b0, const uint8_t* b1, __m512& d, __m512& m) {
   const __m512i block_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  if constexpr (kHasMin<kType>) {
+  if constexpr (kType == DType::I8) {
+    // The row scale is applied to the outputs; an all-zero padding block meets q = 0.
+    d = _mm512_set1_ps(1.0f);
+    m = _mm512_setzero_ps();
+  } else if constexpr (kHasMin<kType>) {
     uint32_t dm0, dm1;  // fp16 d then fp16 m
     std::memcpy(&dm0, b0, 4);
     std::memcpy(&dm1, b1, 4);

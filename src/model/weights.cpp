@@ -21,7 +21,7 @@ Tensor WeightLoader::tensor(const std::string& name, const std::vector<int64_t>&
     throw Error(map_.path + ": tensor " + name + " has shape " + shape_string(t.shape) +
                 ", expected " + shape_string(shape));
   used_.insert(name);
-  t.int8_activations = int8_activations_ && is_quantized(t.dtype);
+  t.int8_activations = int8_activations_ && is_integer(t.dtype);
   return t;
 }
 
@@ -65,7 +65,7 @@ void EmbeddingHead::embed(int token, float* x) const {
     throw Error("token " + std::to_string(token) + " is outside the vocabulary [0, " +
                 std::to_string(emb.rows()) + ")");
   const int64_t n = emb.cols();
-  dequantize(emb.dtype, emb.row(token), n, x);
+  dequantize_rows(emb, token, 1, x);
   ln0.layer_norm(x, 1, n, x);
 }
 

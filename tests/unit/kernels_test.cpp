@@ -37,6 +37,15 @@ Tensor& random_tensor(TensorMap& map, DType dtype, int64_t rows, int64_t cols, u
   }
   // Blocks: random bytes, then every 16-bit scale/min replaced by a small finite half.
   for (uint64_t i = 0; i < t.nbytes; ++i) p[i] = uint8_t(rng());
+  if (dtype == DType::I8) {
+    // Random int8 values (-128 included) and a positive scale per row, kept in the map.
+    Tensor& scales = map.add_owned("s" + std::to_string(map.size()), DType::F32, {rows});
+    auto* s = reinterpret_cast<float*>(const_cast<uint8_t*>(scales.data));
+    std::uniform_real_distribution<float> scale(0.001f, 0.01f);
+    for (int64_t r = 0; r < rows; ++r) s[r] = scale(rng);
+    t.row_scale = s;  // the map's elements stay where they are when it grows
+    return t;
+  }
   const DTypeInfo& info = dtype_info(dtype);
   const bool has_min = dtype == DType::Q4_1 || dtype == DType::Q5_1;
   std::uniform_real_distribution<float> scale(-0.1f, 0.1f);
@@ -50,8 +59,11 @@ Tensor& random_tensor(TensorMap& map, DType dtype, int64_t rows, int64_t cols, u
   return t;
 }
 
-const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,
-                           DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0};
+const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1,
+                           DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::I8};
+// The types whose rows are blocks of 32 in the kernels (I8 included), and take int8 activations.
+const DType kBlockTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                             DType::Q5_1, DType::Q8_0, DType::I8};
 
 class KernelVariants : public ::testing::TestWithParam<KernelVariant> {
  protected:
@@ -65,7 +77,7 @@ class KernelVariants : public ::testing::TestWithParam<KernelVariant> {
 TEST_P(KernelVariants, LinearMatchesReferenceForEveryTypeAndShape) {
   for (DType dtype : kAllTypes) {
     for (int64_t K : {32, 64, 96, 160, 2048}) {
-      for (int64_t cols : {K, K + (is_quantized(dtype) ? 0 : 7)}) {
+      for (int64_t cols : {K, K + (is_integer(dtype) ? 0 : 7)}) {
         for (int64_t rows : {1, 5, 67}) {
           TensorMap map;
           const Tensor& w = random_tensor(map, dtype, rows, cols, unsigned(rows * 131 + cols));
@@ -79,10 +91,17 @@ TEST_P(KernelVariants, LinearMatchesReferenceForEveryTypeAndShape) {
             std::vector<float> wf = to_f32(w);
             for (int64_t t = 0; t < T; ++t)
               for (int64_t r = 0; r < rows; ++r) {
-                double mag = 0;
-                for (int64_t c = 0; c < cols; ++c)
-                  mag += std::abs(double(wf[size_t(r * cols + c)]) * x[size_t(t * cols + c)]);
+                double mag = 0, exact = 0;
+                for (int64_t c = 0; c < cols; ++c) {
+                  const double p = double(wf[size_t(r * cols + c)]) * x[size_t(t * cols + c)];
+                  mag += std::abs(p);
+                  exact += p;
+                }
                 const double bound = 2.0 * double(cols) * std::ldexp(1.0, -24) * mag + 1e-30;
+                // The reference itself is the product with the decoded weights (for I8, the row
+                // scales applied), and the variant is the reference up to summation order.
+                ASSERT_LE(std::abs(want[size_t(t * rows + r)] - exact), bound)
+                    << dtype_name(dtype) << " rows=" << rows << " cols=" << cols << " T=" << T;
                 ASSERT_LE(std::abs(double(got[size_t(t * rows + r)]) - want[size_t(t * rows + r)]),
                           bound)
                     << dtype_name(dtype) << " rows=" << rows << " cols=" << cols << " T=" << T
@@ -98,7 +117,7 @@ TEST_P(KernelVariants, LinearMatchesReferenceForEveryTypeAndShape) {
 TEST_P(KernelVariants, MatmulMatchesReference) {
   for (DType dtype : kAllTypes) {
     TensorMap map;
-    const int64_t I = 40, O = is_quantized(dtype) ? 96 : 75;
+    const int64_t I = 40, O = is_integer(dtype) ? 96 : 75;
     const Tensor& w = random_tensor(map, dtype, I, O, 5);
     for (int64_t T : {1, 3, 8}) {
       std::vector<float> x(size_t(T * I)), want(size_t(T * O)), got(want.size());
@@ -107,8 +126,16 @@ TEST_P(KernelVariants, MatmulMatchesReference) {
       for (float& v : x) v = normal(rng);
       matmul(x.data(), T, w, want.data(), nullptr, KernelVariant::kScalar);
       matmul(x.data(), T, w, got.data(), nullptr, GetParam());
-      for (size_t i = 0; i < want.size(); ++i)
-        ASSERT_NEAR(got[i], want[i], 1e-4 * (1 + std::abs(want[i]))) << dtype_name(dtype);
+      const std::vector<float> wf = to_f32(w);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t o = 0; o < O; ++o) {
+          double exact = 0;
+          for (int64_t i = 0; i < I; ++i)
+            exact += double(x[size_t(t * I + i)]) * wf[size_t(i * O + o)];
+          const size_t k = size_t(t * O + o);
+          ASSERT_NEAR(want[k], exact, 1e-4 * (1 + std::abs(exact))) << dtype_name(dtype);
+          ASSERT_NEAR(got[k], want[k], 1e-4 * (1 + std::abs(want[k]))) << dtype_name(dtype);
+        }
     }
   }
 }
@@ -120,7 +147,7 @@ TEST(Kernels, MatmulDoesNotDependOnTokensOrThreads) {
   for (KernelVariant v : available_variants()) {
     for (DType dtype : kAllTypes) {
       TensorMap map;
-      const int64_t I = 300, O = is_quantized(dtype) ? 320 : 333, T = 6;
+      const int64_t I = 300, O = is_integer(dtype) ? 320 : 333, T = 6;
       const Tensor& w = random_tensor(map, dtype, I, O, 9);
       std::vector<float> x(size_t(T * I)), all(size_t(T * O)), threaded(all.size());
       std::vector<float> alone(static_cast<size_t>(O));
@@ -145,7 +172,7 @@ TEST(Kernels, MatmulDoesNotDependOnTokensOrThreads) {
 TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
   for (KernelVariant v : available_variants()) {
     for (DType dtype : kAllTypes) {
-      for (int64_t cols : {int64_t(160), int64_t(is_quantized(dtype) ? 2048 : 2055)}) {
+      for (int64_t cols : {int64_t(160), int64_t(is_integer(dtype) ? 2048 : 2055)}) {
         TensorMap map;
         const int64_t rows = 37, T = 13;
         Tensor w = random_tensor(map, dtype, rows, cols, 11);
@@ -155,7 +182,7 @@ TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
         std::normal_distribution<float> normal;
         for (float& e : x) e = normal(rng);
         for (bool int8 : {false, true}) {
-          if (int8 && !is_quantized(dtype)) continue;
+          if (int8 && !is_integer(dtype)) continue;
           w.int8_activations = int8;
           linear(w, x.data(), T, chunk.data(), nullptr, v);
           for (int64_t t = 0; t < T; ++t) {
@@ -176,7 +203,6 @@ TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
 // float decoding, by at most the activation rounding: half a step d_x of each block times
 // sum |w| over the block.
 TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
-  const DType kBlockTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0};
   for (KernelVariant v : available_variants()) {
     for (DType dtype : kBlockTypes) {
       for (int64_t K : {32, 96, 160, 2048}) {
@@ -228,7 +254,7 @@ TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
 // The VNNI activation rounding writes exactly the reference's bytes, ties to even included.
 TEST(Kernels, VnniActivationRoundingEqualsTheReference) {
   if (!cpu_features().avx512_vnni) GTEST_SKIP() << "SKIPPED: no AVX-512 VNNI on this CPU";
-  for (DType dtype : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0}) {
+  for (DType dtype : kBlockTypes) {
     for (int64_t K : {32, 96, 2048}) {
       const int64_t T = 3;
       std::vector<float> x(size_t(T * K));
@@ -255,10 +281,10 @@ TEST(Kernels, VnniActivationRoundingEqualsTheReference) {
 // Splitting rows over threads changes nothing: each output is computed by one thread.
 TEST_P(KernelVariants, ThreadedLinearIsIdentical) {
   ThreadPool pool(3);
-  for (DType dtype : {DType::F32, DType::BF16, DType::Q5_1, DType::Q4_0}) {
+  for (DType dtype : {DType::F32, DType::BF16, DType::Q5_1, DType::Q4_0, DType::I8}) {
     TensorMap map;
     Tensor w = random_tensor(map, dtype, 1000, 128, 3);
-    w.int8_activations = dtype == DType::Q4_0;
+    w.int8_activations = dtype == DType::Q4_0 || dtype == DType::I8;
     std::vector<float> x(4 * 128, 0.25f), one(4 * 1000), many(4 * 1000);
     linear(w, x.data(), 4, one.data(), nullptr, GetParam());
     linear(w, x.data(), 4, many.data(), &pool, GetParam());

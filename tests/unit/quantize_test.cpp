@@ -1,9 +1,11 @@
 // The block encoders of core/quant.h: encode -> decode stays within the error bound each type's
 // scale allows, values already on a grid survive exactly, and the scale search never does
-// worse than round-to-nearest. (That the reference encoder writes the same bytes as rwkv.cpp's
-// quantizer is checked against its files in tests/golden/quantize_cli_test.cpp.)
+// worse than round-to-nearest; and the row encoder of I8. (That the reference encoder writes the
+// same bytes as rwkv.cpp's quantizer is checked against its files in
+// tests/golden/quantize_cli_test.cpp.)
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -184,6 +186,48 @@ TEST(Quantize, PlainTypesRoundToNearest) {
     EXPECT_EQ(bv, fp32_to_bf16(x[i]));
     EXPECT_EQ(std::memcmp(&fv, &x[i], 4), 0);
   }
+}
+
+}  // namespace
+}  // namespace rwkv
+
+namespace rwkv {
+namespace {
+
+// I8, int8 per row: scale max|x| / 127, every value within half a step, the extreme exact up to
+// the float rounding of the scale, ties to even, and an all-zero row with scale 0.
+TEST(QuantizeI8, RowsRoundToNearestOnTheirOwnScale) {
+  const std::vector<float> blocks = test_blocks();
+  const int64_t cols = 64, rows = int64_t(blocks.size()) / cols;
+  std::vector<int8_t> q(blocks.size());
+  std::vector<float> scale(static_cast<size_t>(rows));
+  quantize_rows_i8(blocks.data(), rows, cols, q.data(), scale.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    float amax = 0;
+    for (int64_t c = 0; c < cols; ++c)
+      amax = std::max(amax, std::fabs(blocks[size_t(r * cols + c)]));
+    ASSERT_EQ(scale[size_t(r)], amax / 127.0f) << r;
+    for (int64_t c = 0; c < cols; ++c) {
+      const size_t i = size_t(r * cols + c);
+      ASSERT_LE(std::abs(int(q[i])), 127);
+      ASSERT_LE(std::fabs(blocks[i] - float(q[i]) * scale[size_t(r)]),
+                0.5f * scale[size_t(r)] * (1 + 1e-5f))
+          << r << " " << c;
+      if (std::fabs(blocks[i]) == amax && amax > 0) {
+        ASSERT_EQ(std::abs(int(q[i])), 127);
+      }
+    }
+  }
+  const float x[32] = {127.0f, 0.5f, 1.5f, 2.5f, -2.5f, -0.5f};  // scale 1; the rest zeros
+  int8_t y[32];
+  float s = 0;
+  quantize_rows_i8(x, 1, 32, y, &s);
+  EXPECT_EQ(s, 1.0f);
+  EXPECT_EQ(std::vector<int>(y, y + 6), (std::vector<int>{127, 0, 2, 2, -2, 0}));
+  const float zeros[32] = {};
+  quantize_rows_i8(zeros, 1, 32, y, &s);
+  EXPECT_EQ(s, 0.0f);
+  EXPECT_EQ(std::count(y, y + 32, 0), 32);
 }
 
 }  // namespace

@@ -333,6 +333,90 @@ TEST(SafetensorsTest, FailedWriteLeavesTargetUntouched) {
   EXPECT_EQ(dir_entries(dir), (std::vector<std::string>{"m.safetensors", "taken"}));
 }
 
+// I8 tensors travel with `<name>_scale` (F32, one per row): written before the values, folded
+// back into Tensor::row_scale on reading, and not listed as a tensor of their own.
+TEST(SafetensorsTest, I8RowScalesRoundTrip) {
+  fs::path dir = test::temp_dir();
+  std::string path = (dir / "m.safetensors").string();
+  TensorMap m;
+  Tensor& w = m.add_owned("w.weight", DType::I8, {3, 32});
+  for (uint64_t i = 0; i < w.nbytes; ++i) const_cast<uint8_t*>(w.data)[i] = uint8_t(i * 37);
+  const std::vector<float> scales = {0.5f, 0.25f, 2.0f};
+  w.row_scale = scales.data();
+  m.add_owned("v", DType::F16, {3});
+  write_safetensors(m, path);
+
+  const nlohmann::json h = header_of(test::read_bytes(path));
+  EXPECT_EQ(h["w.weight_scale"]["dtype"], "F32");
+  EXPECT_EQ(h["w.weight_scale"]["shape"], nlohmann::json::array({3}));
+  EXPECT_EQ(h["w.weight_scale"]["data_offsets"], nlohmann::json::array({0, 12}));
+  EXPECT_EQ(h["w.weight"]["dtype"], "I8");
+  EXPECT_EQ(h["w.weight"]["data_offsets"], nlohmann::json::array({12, 108}));
+
+  const TensorMap back = read_safetensors(map_file(path), path);
+  EXPECT_EQ(back.names(), (std::vector<std::string>{"w.weight", "v"}));
+  const Tensor& r = back.at("w.weight");
+  ASSERT_NE(r.row_scale, nullptr);
+  EXPECT_EQ(std::vector<float>(r.row_scale, r.row_scale + 3), scales);
+  const std::vector<float> values = to_f32(r);
+  EXPECT_EQ(values[32], 0.25f * float(int8_t(uint8_t(32 * 37))));
+  EXPECT_EQ(values[95], 2.0f * float(int8_t(uint8_t(95 * 37))));
+}
+
+// Scales that sit at an address not a multiple of 4 are read through an aligned copy.
+TEST(SafetensorsTest, I8ScalesAtAnUnalignedOffset) {
+  std::string header = R"({"pad": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]},)"
+                       R"( "w_scale": {"dtype": "F32", "shape": [2, 1], "data_offsets": [2, 10]},)"
+                       R"( "w": {"dtype": "I8", "shape": [2, 32], "data_offsets": [10, 74]}})";
+  // The data follows the 8-byte length and the header in a buffer from operator new (aligned).
+  while ((8 + header.size() + 2) % 4 != 1) header += ' ';
+  std::vector<uint8_t> data(74);
+  const float s[2] = {3.0f, -0.5f};
+  std::memcpy(data.data() + 2, s, 8);
+  data[10] = uint8_t(-5);
+  data[42] = 7;
+  const TensorMap m = read_safetensors(bytes_of(st_file(header, data)), kBadPath);
+  const Tensor& w = m.at("w");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(w.row_scale) % 4, 0u);
+  const std::vector<float> v = to_f32(w);
+  EXPECT_EQ(v[0], -15.0f);
+  EXPECT_EQ(v[32], -3.5f);
+  EXPECT_FALSE(m.contains("w_scale"));
+}
+
+TEST(SafetensorsTest, RejectsI8WithoutUsableScales) {
+  const std::vector<uint8_t> data(64 + 8);
+  expect_error(
+      st_file(R"({"w": {"dtype": "I8", "shape": [2, 32], "data_offsets": [0, 64]}})", data),
+      "tensor w: I8 tensor without w_scale (its per-row float32 scales)");
+  expect_error(st_file(R"({"w": {"dtype": "I8", "shape": [2, 32], "data_offsets": [0, 64]},)"
+                       R"( "w_scale": {"dtype": "F16", "shape": [2], "data_offsets": [64, 68]}})",
+                       data),
+               "tensor w_scale: row scales of an I8 tensor with 2 rows must be 2 F32 values, got "
+               "shape (2,) of F16");
+  expect_error(st_file(R"({"w": {"dtype": "I8", "shape": [2, 32], "data_offsets": [0, 64]},)"
+                       R"( "w_scale": {"dtype": "F32", "shape": [1], "data_offsets": [64, 68]}})",
+                       data),
+               "must be 2 F32 values, got shape (1,) of F32");
+  expect_error(
+      st_file(R"({"w": {"dtype": "I8", "shape": [2, 30], "data_offsets": [0, 60]}})", data),
+      "tensor w: shape (2, 30) of I8 has rows that are not a multiple of 32 values");
+}
+
+TEST(SafetensorsTest, WriteRejectsI8WithoutScales) {
+  fs::path dir = test::temp_dir();
+  TensorMap m;
+  m.add_owned("w", DType::I8, {1, 32});
+  try {
+    write_safetensors(m, (dir / "m.safetensors").string());
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("I8 tensor w has no row scales"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(dir_entries(dir).empty());
+}
+
 TEST(SafetensorsTest, WriteRejectsInconsistentTensors) {
   fs::path dir = test::temp_dir();
   std::string path = (dir / "m.safetensors").string();

@@ -1,6 +1,7 @@
-// AVX2 + FMA variants of the kernels: the same scheme as linear_avx512.cpp with 8-lane vectors
-// (plain float weights widened while loaded, ggml blocks decoded to float32 first), and scalar
-// tails where a row is not a multiple of 8; and the int8-activation kernel (at the end).
+// AVX2 + FMA variants of the kernels, 8-lane vectors: one token streams each weight row once
+// (plain floats widened and ggml blocks unpacked in registers, four accumulator chains); several
+// tokens decode four rows into an L1 panel that they all read; scalar tails where a row is not
+// a multiple of 8. And the int8-activation kernel (at the end).
 // Headers come before the target pragma so that no inline function they define is compiled
 // for this ISA and then shared with code that runs on any CPU.
 #include <immintrin.h>
@@ -23,6 +24,10 @@
 namespace rwkv::kernels::avx2 {
 
 namespace {
+
+// The ggml block types and I8 (32-value blocks with d = 1, kernels/int8.h).
+template <DType kType>
+constexpr bool kIsBlock = kType != DType::F32&& kType != DType::F16&& kType != DType::BF16;
 
 inline float half(const uint8_t* p) {
   uint16_t h;
@@ -60,84 +65,19 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-template <DType kType, int R, int TT>
-inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y, int64_t ldy) {
-  __m256 acc[R][TT];
-  RWKV_UNROLL
-  for (int i = 0; i < R; ++i) {
-    RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) acc[i][t] = _mm256_setzero_ps();
-  }
-  int64_t k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 w[R];
-    RWKV_UNROLL
-    for (int i = 0; i < R; ++i) w[i] = load8<kType>(rows[i], k);
-    RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) {
-      const __m256 xv = _mm256_loadu_ps(x + t * K + k);
-      RWKV_UNROLL
-      for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(w[i], xv, acc[i][t]);
-    }
-  }
-  RWKV_UNROLL
-  for (int i = 0; i < R; ++i) {
-    RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) {
-      float s = hsum(acc[i][t]);
-      for (int64_t j = k; j < K; ++j) s += load1<kType>(rows[i], j) * x[t * K + j];
-      y[t * ldy + i] = s;
-    }
-  }
-}
-
-template <DType kType, int R>
-inline void rows_times_tokens(const uint8_t* const* rows, const float* x, int64_t T, int64_t K,
-                              float* y, int64_t ldy) {
-  int64_t t = 0;
-  for (; t + 4 <= T; t += 4) tile<kType, R, 4>(rows, x + t * K, K, y + t * ldy, ldy);
-  switch (T - t) {
-    case 3:
-      tile<kType, R, 3>(rows, x + t * K, K, y + t * ldy, ldy);
-      break;
-    case 2:
-      tile<kType, R, 2>(rows, x + t * K, K, y + t * ldy, ldy);
-      break;
-    case 1:
-      tile<kType, R, 1>(rows, x + t * K, K, y + t * ldy, ldy);
-      break;
-    default:
-      break;
-  }
-}
-
+// The 32 weights of one ggml block (or I8 row block) as float32 in four vectors, elements 8q to
+// 8q + 7 in w[q]: exactly the values of the scalar dequantize() (a small integer times the fp16
+// scale, exact in float32, plus at most the reference's one rounded addition of the offset).
 template <DType kType>
-void linear_plain(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
-  const int64_t K = w.cols(), O = w.rows();
-  int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const uint8_t* rows[4] = {w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)};
-    rows_times_tokens<kType, 4>(rows, x, T, K, y + r, O);
-  }
-  for (; r < r1; ++r) {
-    const uint8_t* rows[1] = {w.row(r)};
-    rows_times_tokens<kType, 1>(rows, x, T, K, y + r, O);
-  }
-}
-
-// Decodes 32 ggml-block weights to float32, 8 at a time.
-template <DType kType>
-inline void decode_block(const uint8_t* b, float* out) {
-  if constexpr (kType == DType::I8) {
+inline void block_vectors(const uint8_t* b, __m256 (&w)[4]) {
+  if constexpr (kType == DType::I8 || kType == DType::Q8_0) {
+    const uint8_t* q = b + (kType == DType::I8 ? 0 : 2);
+    const __m256 d = kType == DType::I8 ? _mm256_set1_ps(1.0f) : _mm256_set1_ps(half(b));
+    RWKV_UNROLL
     for (int j = 0; j < 4; ++j) {
-      const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 8 * j));
-      _mm256_storeu_ps(out + 8 * j, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
-    }
-  } else if constexpr (kType == DType::Q8_0) {
-    const __m256 d = _mm256_set1_ps(half(b));
-    for (int j = 0; j < 4; ++j) {
-      const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * j));
-      _mm256_storeu_ps(out + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
+      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * j));
+      const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+      w[j] = kType == DType::I8 ? f : _mm256_mul_ps(f, d);
     }
   } else {
     const uint8_t* p = b;
@@ -159,6 +99,7 @@ inline void decode_block(const uint8_t* b, float* out) {
                                _mm_and_si128(_mm_srli_epi16(bytes, 4), mask)};
     // Bit j of a lane's index selects the fifth bit from qh.
     const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    RWKV_UNROLL
     for (int j = 0; j < 4; ++j) {
       const __m128i src = j % 2 == 0 ? halves[j / 2] : _mm_srli_si128(halves[j / 2], 8);
       __m256i q = _mm256_cvtepu8_epi32(src);
@@ -170,36 +111,157 @@ inline void decode_block(const uint8_t* b, float* out) {
       }
       if constexpr (!kHasMin<kType>)
         q = _mm256_sub_epi32(q, _mm256_set1_epi32(kFiveBit<kType> ? 16 : 8));
-      __m256 v = _mm256_cvtepi32_ps(q);
-      v = kHasMin<kType> ? _mm256_fmadd_ps(v, d, m) : _mm256_mul_ps(v, d);
-      _mm256_storeu_ps(out + 8 * j, v);
+      const __m256 v = _mm256_cvtepi32_ps(q);
+      w[j] = kHasMin<kType> ? _mm256_fmadd_ps(v, d, m) : _mm256_mul_ps(v, d);
     }
   }
 }
 
+// Row of K weights of any type as float32.
 template <DType kType>
 void decode_row(const uint8_t* row, int64_t K, float* out) {
-  for (int64_t i = 0; i < K / 32; ++i)
-    decode_block<kType>(row + i * kBlockBytes<kType>, out + 32 * i);
+  if constexpr (kIsBlock<kType>) {
+    for (int64_t i = 0; i < K / 32; ++i) {
+      __m256 w[4];
+      block_vectors<kType>(row + i * kBlockBytes<kType>, w);
+      for (int j = 0; j < 4; ++j) _mm256_storeu_ps(out + 32 * i + 8 * j, w[j]);
+    }
+  } else {
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) _mm256_storeu_ps(out + k, load8<kType>(row, k));
+    for (; k < K; ++k) out[k] = load1<kType>(row, k);
+  }
+}
+
+// Every path of this file sums a row in one order: element e goes to accumulator (e / 8) % 4
+// (lane e % 8) in order of e, for every whole vector of 8, and the row's dot is hsum((a0 + a1)
+// + (a2 + a3)) plus the last K % 8 products in order. Four independent chains keep a streaming
+// row from waiting on the FMA latency, and one token alone and inside a chunk give the same
+// bits.
+inline float quarters_sum(const __m256 (&a)[4]) {
+  return hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+}
+
+// How far ahead of a streaming row it is prefetched.
+constexpr int64_t kPrefetchBytes = 1024;
+
+// One token: the row streams once, one row at a time (a single sequential stream reads DRAM
+// faster than interleaved ones), blocks unpacked in registers.
+template <DType kType>
+inline float row_dot(const uint8_t* row, const float* x, int64_t K) {
+  __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                 _mm256_setzero_ps()};
+  if constexpr (kIsBlock<kType>) {
+    for (int64_t k = 0; k < K; k += 32, row += kBlockBytes<kType>) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchBytes), _MM_HINT_T0);
+      __m256 w[4];
+      block_vectors<kType>(row, w);
+      RWKV_UNROLL
+      for (int q = 0; q < 4; ++q)
+        a[q] = _mm256_fmadd_ps(w[q], _mm256_loadu_ps(x + k + 8 * q), a[q]);
+    }
+    return quarters_sum(a);
+  } else {
+    constexpr int64_t kBytes = kType == DType::F32 ? 4 : 2;
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + kBytes * k + kPrefetchBytes), _MM_HINT_T0);
+      RWKV_UNROLL
+      for (int q = 0; q < 4; ++q)
+        a[q] = _mm256_fmadd_ps(load8<kType>(row, k + 8 * q), _mm256_loadu_ps(x + k + 8 * q), a[q]);
+    }
+    for (int q = 0; k + 8 <= K; k += 8, ++q)
+      a[q] = _mm256_fmadd_ps(load8<kType>(row, k), _mm256_loadu_ps(x + k), a[q]);
+    float sum = quarters_sum(a);
+    for (; k < K; ++k) sum += load1<kType>(row, k) * x[k];
+    return sum;
+  }
+}
+
+// R rows decoded to float32 (R x K, row stride ld) against TT tokens, in the order above. The
+// quarters advance in turns over chunks of K that stay in L1, R x TT accumulators at a time:
+// 4 rows x 3 tokens and the 4 weight vectors fill the 16 registers (x is read as a memory
+// operand), which measured faster than 4 x 2 and 4 x 4 (spills).
+template <int R, int TT>
+inline void decoded_tile(const float* rows, int64_t ld, const float* x, int64_t K, float* y,
+                         int64_t ldy) {
+  constexpr int64_t kChunk = 256;
+  __m256 sums[4][R][TT];
+  for (int q = 0; q < 4; ++q)
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < TT; ++t) sums[q][i][t] = _mm256_setzero_ps();
+  for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+    const int64_t k1 = std::min(K, k0 + kChunk);
+    for (int q = 0; q < 4; ++q) {
+      __m256 acc[R][TT];
+      RWKV_UNROLL
+      for (int i = 0; i < R; ++i) {
+        RWKV_UNROLL
+        for (int t = 0; t < TT; ++t) acc[i][t] = sums[q][i][t];
+      }
+      for (int64_t k = k0 + 8 * q; k + 8 <= k1; k += 32) {
+        __m256 w[R];
+        RWKV_UNROLL
+        for (int i = 0; i < R; ++i) w[i] = _mm256_loadu_ps(rows + i * ld + k);
+        RWKV_UNROLL
+        for (int t = 0; t < TT; ++t) {
+          const __m256 xv = _mm256_loadu_ps(x + t * K + k);
+          RWKV_UNROLL
+          for (int i = 0; i < R; ++i) acc[i][t] = _mm256_fmadd_ps(w[i], xv, acc[i][t]);
+        }
+      }
+      RWKV_UNROLL
+      for (int i = 0; i < R; ++i) {
+        RWKV_UNROLL
+        for (int t = 0; t < TT; ++t) sums[q][i][t] = acc[i][t];
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < TT; ++t) {
+      const __m256 a[4] = {sums[0][i][t], sums[1][i][t], sums[2][i][t], sums[3][i][t]};
+      float sum = quarters_sum(a);
+      for (int64_t k = K - K % 8; k < K; ++k) sum += rows[i * ld + k] * x[t * K + k];
+      y[t * ldy + i] = sum;
+    }
+}
+
+template <int R>
+inline void decoded_rows_times_tokens(const float* rows, int64_t ld, const float* x, int64_t T,
+                                      int64_t K, float* y, int64_t ldy) {
+  int64_t t = 0;
+  for (; t + 3 <= T; t += 3) decoded_tile<R, 3>(rows, ld, x + t * K, K, y + t * ldy, ldy);
+  if (T - t == 2) decoded_tile<R, 2>(rows, ld, x + t * K, K, y + t * ldy, ldy);
+  if (T - t == 1) decoded_tile<R, 1>(rows, ld, x + t * K, K, y + t * ldy, ldy);
 }
 
 template <DType kType>
-void linear_blocks(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
+void linear_typed(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
   const int64_t K = w.cols(), O = w.rows();
-  thread_local std::vector<float> buf;
-  buf.resize(size_t(4 * K));
-  for (int64_t r = r0; r < r1; r += 4) {
-    const int n = int(std::min<int64_t>(4, r1 - r));
-    const uint8_t* rows[4];
-    for (int i = 0; i < n; ++i) {
-      decode_row<kType>(w.row(r + i), K, buf.data() + i * K);
-      rows[i] = reinterpret_cast<const uint8_t*>(buf.data() + i * K);
-    }
-    if (n == 4) {
-      rows_times_tokens<DType::F32, 4>(rows, x, T, K, y + r, O);
-    } else {
-      for (int i = 0; i < n; ++i) rows_times_tokens<DType::F32, 1>(rows + i, x, T, K, y + r + i, O);
-    }
+  if (T == 1) {
+    for (int64_t r = r0; r < r1; ++r) y[r] = row_dot<kType>(w.row(r), x, K);
+    return;
+  }
+  int64_t r = r0;
+  if constexpr (kType == DType::F32) {
+    // Float32 rows are their own panel.
+    for (; r + 4 <= r1; r += 4)
+      decoded_rows_times_tokens<4>(reinterpret_cast<const float*>(w.row(r)), K, x, T, K, y + r, O);
+    for (; r < r1; ++r)
+      decoded_rows_times_tokens<1>(reinterpret_cast<const float*>(w.row(r)), K, x, T, K, y + r, O);
+    return;
+  }
+  // Several tokens: four rows are decoded once into an L1 panel that every token reads.
+  const int64_t ld = K + 8;  // rows a little more than K apart, so they do not share L1 sets
+  thread_local std::vector<float> panel;
+  panel.resize(size_t(4 * ld));
+  for (; r + 4 <= r1; r += 4) {
+    for (int i = 0; i < 4; ++i) decode_row<kType>(w.row(r + i), K, panel.data() + i * ld);
+    decoded_rows_times_tokens<4>(panel.data(), ld, x, T, K, y + r, O);
+  }
+  for (; r < r1; ++r) {
+    decode_row<kType>(w.row(r), K, panel.data());
+    decoded_rows_times_tokens<1>(panel.data(), ld, x, T, K, y + r, O);
   }
 }
 
@@ -208,23 +270,23 @@ void linear_blocks(const Tensor& w, const float* x, int64_t T, float* y, int64_t
 void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
   switch (w.dtype) {
     case DType::F32:
-      return linear_plain<DType::F32>(w, x, T, y, r0, r1);
+      return linear_typed<DType::F32>(w, x, T, y, r0, r1);
     case DType::F16:
-      return linear_plain<DType::F16>(w, x, T, y, r0, r1);
+      return linear_typed<DType::F16>(w, x, T, y, r0, r1);
     case DType::BF16:
-      return linear_plain<DType::BF16>(w, x, T, y, r0, r1);
+      return linear_typed<DType::BF16>(w, x, T, y, r0, r1);
     case DType::Q4_0:
-      return linear_blocks<DType::Q4_0>(w, x, T, y, r0, r1);
+      return linear_typed<DType::Q4_0>(w, x, T, y, r0, r1);
     case DType::Q4_1:
-      return linear_blocks<DType::Q4_1>(w, x, T, y, r0, r1);
+      return linear_typed<DType::Q4_1>(w, x, T, y, r0, r1);
     case DType::Q5_0:
-      return linear_blocks<DType::Q5_0>(w, x, T, y, r0, r1);
+      return linear_typed<DType::Q5_0>(w, x, T, y, r0, r1);
     case DType::Q5_1:
-      return linear_blocks<DType::Q5_1>(w, x, T, y, r0, r1);
+      return linear_typed<DType::Q5_1>(w, x, T, y, r0, r1);
     case DType::Q8_0:
-      return linear_blocks<DType::Q8_0>(w, x, T, y, r0, r1);
+      return linear_typed<DType::Q8_0>(w, x, T, y, r0, r1);
     case DType::I8:
-      return linear_blocks<DType::I8>(w, x, T, y, r0, r1);
+      return linear_typed<DType::I8>(w, x, T, y, r0, r1);
   }
 }
 
@@ -235,6 +297,12 @@ void decode_row_any(const Tensor& w, int64_t i, float* out) {
   const int64_t K = w.cols();
   const uint8_t* row = w.row(i);
   switch (w.dtype) {
+    case DType::F32:
+      return decode_row<DType::F32>(row, K, out);
+    case DType::F16:
+      return decode_row<DType::F16>(row, K, out);
+    case DType::BF16:
+      return decode_row<DType::BF16>(row, K, out);
     case DType::Q4_0:
       return decode_row<DType::Q4_0>(row, K, out);
     case DType::Q4_1:
@@ -247,8 +315,6 @@ void decode_row_any(const Tensor& w, int64_t i, float* out) {
       return decode_row<DType::Q8_0>(row, K, out);
     case DType::I8:
       return decode_row<DType::I8>(row, K, out);
-    default:
-      return dequantize(w.dtype, row, K, out);
   }
 }
 

@@ -69,7 +69,9 @@ DType policy_dtype(const std::string& name, const Tensor& t, DType type, bool sm
     else if (small_model)
       want = t.dtype;
     else
-      want = head && is_low_bit(type) ? DType::Q8_0 : head ? type : DType::F16;
+      want = head  ? (is_low_bit(type) ? DType::Q8_0 : type)
+             : emb ? DType::F16
+                   : (is_low_bit(type) ? DType::I8 : DType::F16);
   }
   if (is_integer(want) && t.cols() % 32 != 0) want = DType::F16;
   return want;

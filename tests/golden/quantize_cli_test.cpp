@@ -115,8 +115,8 @@ TEST_F(QuantCli, EveryTypeLoadsRunsAndFollowsThePolicy) {
   }
 }
 
-// Above kSmallModelParams: the head gets Q8_0 under a 4/5-bit type, the embedding and the LoRA
-// F16, the vectors F32; --head/--emb/--lora override.
+// Above kSmallModelParams: under a 4/5-bit type the head gets Q8_0 and the LoRA I8 (F16 under
+// 8-bit types), the embedding F16, the vectors F32; --head/--emb/--lora override.
 TEST_F(QuantCli, LargeModelPolicy) {
   ASSERT_EQ(run("init --arch v6 --n-embd 128 --n-layer 1 --vocab 32768 --dtype BF16 --out " +
                 path("m.st"))
@@ -133,8 +133,8 @@ TEST_F(QuantCli, LargeModelPolicy) {
   EXPECT_EQ(dtype["emb.weight"], "F16");
   EXPECT_EQ(dtype["blocks.0.att.gate.weight"], "Q4_1");
   EXPECT_EQ(dtype["blocks.0.ffn.value.weight"], "Q4_1");
-  EXPECT_EQ(dtype["blocks.0.att.time_maa_w1"], "F16");
-  EXPECT_EQ(dtype["blocks.0.att.time_decay_w2"], "F16");
+  EXPECT_EQ(dtype["blocks.0.att.time_maa_w1"], "I8");
+  EXPECT_EQ(dtype["blocks.0.att.time_decay_w2"], "I8");
   EXPECT_EQ(dtype["blocks.0.att.time_decay"], "F32");
   EXPECT_EQ(dtype["blocks.0.att.time_faaaa"], "F32");
   EXPECT_EQ(dtype["blocks.0.ln1.weight"], "F32");
@@ -147,14 +147,17 @@ TEST_F(QuantCli, LargeModelPolicy) {
   EXPECT_EQ(dtype["emb.weight"], "Q4_0");
   EXPECT_EQ(dtype["blocks.0.att.time_maa_w1"], "F32");
   EXPECT_EQ(dtype["blocks.0.att.key.weight"], "Q8_0");
-  // I8 is an 8-bit type like Q8_0: the head gets it too; --lora I8 stores the LoRA per row.
-  ASSERT_EQ(run("quantize " + path("m.st") + " " + path("i.st") + " I8 --lora i8").exit_code, 0);
+  // I8 is an 8-bit type like Q8_0: the head gets it too, the LoRA F16; --lora takes I8.
+  ASSERT_EQ(run("quantize " + path("m.st") + " " + path("i.st") + " I8").exit_code, 0);
   types_of(path("i.st"));
   EXPECT_EQ(dtype["head.weight"], "I8");
   EXPECT_EQ(dtype["emb.weight"], "F16");
   EXPECT_EQ(dtype["blocks.0.att.key.weight"], "I8");
-  EXPECT_EQ(dtype["blocks.0.att.time_decay_w2"], "I8");
+  EXPECT_EQ(dtype["blocks.0.att.time_decay_w2"], "F16");
   EXPECT_EQ(dtype["blocks.0.att.time_decay"], "F32");
+  ASSERT_EQ(run("quantize " + path("m.st") + " " + path("j.st") + " Q8_0 --lora i8").exit_code, 0);
+  types_of(path("j.st"));
+  EXPECT_EQ(dtype["blocks.0.att.time_maa_w1"], "I8");
 }
 
 // An I8 file holds the encoder's integers and row scales for each matrix, under the names

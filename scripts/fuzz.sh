@@ -19,9 +19,10 @@ seed() {  # seed <target> <corpus dir>: small real files of the target's format
   case $1 in
     fuzz_pth) cp "$shared"/testdata/reference/models/*-bf16.pth "$2"/ ;;
     fuzz_rwkv_cpp_bin) cp "$shared"/testdata/tiny-rwkv/tiny-rwkv-{4v0-660K-FP16,5v1-730K-Q5_1,7v0-834K-Q5_0}.bin "$2"/ ;;
-    fuzz_safetensors)  # written by our own converter from a real checkpoint
+    fuzz_safetensors)  # written by our own converter and quantizer from real checkpoints
       cmake --build build --target rwkv_cli >/dev/null 2>&1 &&
-        build/rwkv convert "$shared"/testdata/reference/models/rwkv4-ref-bf16.pth "$2"/rwkv4.safetensors 2>/dev/null ;;
+        build/rwkv convert "$shared"/testdata/reference/models/rwkv4-ref-bf16.pth "$2"/rwkv4.safetensors 2>/dev/null &&
+        build/rwkv quantize "$shared"/testdata/reference/models/rwkv7-ref-fp32.pth "$2"/rwkv7-i8.safetensors I8 >/dev/null 2>&1 ;;
     fuzz_tokenizer)  # the first byte picks the mode (see tests/fuzz/fuzz_tokenizer.cpp)
       for f in "$shared"/testdata/tokenizer/*.txt; do
         for mode in 0 1 3; do { printf "\\$mode"; cat "$f"; } >"$2/$mode-$(basename "$f")"; done

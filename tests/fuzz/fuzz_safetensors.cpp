@@ -15,6 +15,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto& name : map.names()) {
       const rwkv::Tensor& t = map.at(name);
       for (uint64_t i = 0; i < t.nbytes; ++i) sum ^= t.data[i];
+      if (t.dtype == rwkv::DType::I8)  // and its row scales
+        for (int64_t r = 0; r < t.rows(); ++r) sum ^= uint8_t(t.row_scale[r]);
       if (t.numel() < 0 || t.rows() < 0) __builtin_trap();
       if (t.rows() > 0) (void)t.row_bytes();
     }

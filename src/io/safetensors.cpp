@@ -256,7 +256,7 @@ void write_safetensors(const TensorMap& map, const std::string& path) {
                   std::string(dtype_name(t.dtype)));
     if (t.dtype == DType::I8) {
       // The scales go first: float32 data stays 4-byte aligned when the rows that follow are.
-      if (!t.row_scale || map.contains(scale_name(name)) || header.contains(scale_name(name)))
+      if (!t.row_scale || map.contains(scale_name(name)))
         throw Error(path + ": I8 tensor " + printable(name) +
                     (t.row_scale ? " clashes with a tensor named " + scale_name(name)
                                  : " has no row scales"));

@@ -39,7 +39,10 @@ struct Int8Activations {
   const float* row_lane_qsum(int64_t t) const { return lane_qsum.data() + t * pairs * 16; }
 };
 
-// The block layouts as compile-time facts, for the SIMD kernels.
+// The block layouts as compile-time facts, for the SIMD kernels. The kernels take I8 rows as
+// blocks too (below).
+template <DType kType>
+constexpr bool kIsBlock = kType != DType::F32&& kType != DType::F16&& kType != DType::BF16;
 template <DType kType>
 constexpr bool kHasMin = kType == DType::Q4_1 || kType == DType::Q5_1;
 template <DType kType>

@@ -25,10 +25,6 @@ namespace rwkv::kernels::avx2 {
 
 namespace {
 
-// The ggml block types and I8 (32-value blocks with d = 1, kernels/int8.h).
-template <DType kType>
-constexpr bool kIsBlock = kType != DType::F32&& kType != DType::F16&& kType != DType::BF16;
-
 inline float half(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
@@ -72,12 +68,11 @@ template <DType kType>
 inline void block_vectors(const uint8_t* b, __m256 (&w)[4]) {
   if constexpr (kType == DType::I8 || kType == DType::Q8_0) {
     const uint8_t* q = b + (kType == DType::I8 ? 0 : 2);
-    const __m256 d = kType == DType::I8 ? _mm256_set1_ps(1.0f) : _mm256_set1_ps(half(b));
     RWKV_UNROLL
     for (int j = 0; j < 4; ++j) {
       const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * j));
-      const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
-      w[j] = kType == DType::I8 ? f : _mm256_mul_ps(f, d);
+      w[j] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+      if constexpr (kType == DType::Q8_0) w[j] = _mm256_mul_ps(w[j], _mm256_set1_ps(half(b)));
     }
   } else {
     const uint8_t* p = b;

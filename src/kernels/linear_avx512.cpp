@@ -45,7 +45,6 @@ template <DType kType>
 inline __m512 load16(const uint8_t* row, int64_t k) {
   if constexpr (kType == DType::F32) {
     return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + k);
-
   } else if constexpr (kType == DType::F16) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k)));
   } else {
@@ -58,18 +57,12 @@ template <DType kType>
 inline __m512 load_tail(const uint8_t* row, int64_t k, __mmask16 m) {
   if constexpr (kType == DType::F32) {
     return _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(row) + k);
-
   } else {
     const __m256i b = _mm256_maskz_loadu_epi16(m, row + 2 * k);
     if constexpr (kType == DType::F16) return _mm512_cvtph_ps(b);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
   }
 }
-
-// Element type traits of the ggml block formats (32 weights per block).
-// I8 goes through the block paths as 32-integer blocks with d = 1 (kernels/int8.h).
-template <DType kType>
-constexpr bool kIsBlock = kType != DType::F32&& kType != DType::F16&& kType != DType::BF16;
 
 // The 32 weights of one ggml block as float32, elements 0-15 in `lo` and 16-31 in `hi`: exactly
 // the values of the scalar dequantize() (each is one product of a small integer and the fp16
@@ -78,35 +71,31 @@ constexpr bool kIsBlock = kType != DType::F32&& kType != DType::F16&& kType != D
 // writes nothing.
 template <DType kType>
 inline void block_vectors(const uint8_t* b, __m512& lo, __m512& hi) {
-  if constexpr (kType == DType::I8) {
+  if constexpr (kType == DType::Q8_0 || kType == DType::I8) {
+    const uint8_t* q = b + (kType == DType::I8 ? 0 : 2);  // I8: 32 integers, d = 1
     lo = _mm512_cvtepi32_ps(
-        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b))));
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q))));
     hi = _mm512_cvtepi32_ps(
-        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16))));
-    return;
-  }
-  const __m512 d = _mm512_set1_ps(half(b));
-  if constexpr (kType == DType::Q8_0) {
-    lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2)))),
-                       d);
-    hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 18)))),
-                       d);
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16))));
+    if constexpr (kType == DType::Q8_0) {
+      const __m512 d = _mm512_set1_ps(half(b));
+      lo = _mm512_mul_ps(lo, d);
+      hi = _mm512_mul_ps(hi, d);
+    }
   } else {
+    const __m512 d = _mm512_set1_ps(half(b));
     // The block's 16 (or 32) possible values form a table in one (two) registers, and a
     // permute, which reads only the low 4 (5) bits of each index, turns levels into weights.
-    constexpr bool kHasMin = kType == DType::Q4_1 || kType == DType::Q5_1;
-    constexpr bool kFiveBit = kType == DType::Q5_0 || kType == DType::Q5_1;
     const __m512 level = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     // (q - zero) * d is exact, so computing it as (level - zero) * d, or q * d + m with the one
     // rounding of the reference's addition as an FMA, gives the reference's values.
-    const __m512 m = kHasMin ? _mm512_set1_ps(half(b + 2)) : _mm512_setzero_ps();
-    const __m512 base = kHasMin ? level : _mm512_sub_ps(level, _mm512_set1_ps(kFiveBit ? 16 : 8));
+    const __m512 m = kHasMin<kType> ? _mm512_set1_ps(half(b + 2)) : _mm512_setzero_ps();
+    const __m512 base =
+        kHasMin<kType> ? level : _mm512_sub_ps(level, _mm512_set1_ps(kFiveBit<kType> ? 16 : 8));
     const __m512 table0 = _mm512_fmadd_ps(base, d, m);
-    const uint8_t* p = b + (kHasMin ? 4 : 2);
+    const uint8_t* p = b + (kHasMin<kType> ? 4 : 2);
     uint32_t qh = 0;
-    if constexpr (kFiveBit) {
+    if constexpr (kFiveBit<kType>) {
       std::memcpy(&qh, p, 4);
       p += 4;
     }
@@ -114,7 +103,7 @@ inline void block_vectors(const uint8_t* b, __m512& lo, __m512& hi) {
     const __m512i bytes =
         _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     const __m512i hi_nibbles = _mm512_srli_epi32(bytes, 4);
-    if constexpr (kFiveBit) {
+    if constexpr (kFiveBit<kType>) {
       const __m512 table1 = _mm512_fmadd_ps(_mm512_add_ps(base, _mm512_set1_ps(16)), d, m);
       const __m512i bit4 = _mm512_set1_epi32(16);
       const __m512i lo_nibbles = _mm512_and_si512(bytes, _mm512_set1_epi32(0x0f));

@@ -74,7 +74,7 @@ template <DType kType>
 inline void pair_scales(const uint8_t* b0, const uint8_t* b1, __m512& d, __m512& m) {
   const __m512i block_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   if constexpr (kType == DType::I8) {
-    // The row scale is applied to the outputs; an all-zero padding block meets q = 0.
+    // d = 1 (pair_madd skips it): the row scale is applied to the outputs.
     d = _mm512_set1_ps(1.0f);
     m = _mm512_setzero_ps();
   } else if constexpr (kHasMin<kType>) {
@@ -131,7 +131,8 @@ inline ActivationPair activation_pair(const Int8Activations& x, int64_t t, int64
 template <DType kType>
 inline __m512 pair_madd(const WeightPair& w, const ActivationPair& a, __m512 acc) {
   const __m512i dot = _mm512_dpbusd_epi32(a.bias, w.levels, a.q);
-  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(w.d, a.scale), acc);
+  const __m512 scale = kType == DType::I8 ? a.scale : _mm512_mul_ps(w.d, a.scale);  // I8: d = 1
+  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
   if constexpr (kHasMin<kType>) acc = _mm512_fmadd_ps(w.m, a.qsum, acc);
   return acc;
 }

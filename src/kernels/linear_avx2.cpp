@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -130,9 +131,10 @@ void decode_row(const uint8_t* row, int64_t K, float* out) {
 
 // Every path of this file sums a row in one order: element e goes to accumulator (e / 8) % 4
 // (lane e % 8) in order of e, for every whole vector of 8, and the row's dot is hsum((a0 + a1)
-// + (a2 + a3)) plus the last K % 8 products in order. Four independent chains keep a streaming
-// row from waiting on the FMA latency, and one token alone and inside a chunk give the same
-// bits.
+// + (a2 + a3)) plus the last K % 8 products in order, each fused with std::fma so that no
+// optimization level can contract one tail and not the other. Four independent chains keep a
+// streaming row from waiting on the FMA latency, and one token alone and inside a chunk give the
+// same bits.
 inline float quarters_sum(const __m256 (&a)[4]) {
   return hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
 }
@@ -168,7 +170,7 @@ inline float row_dot(const uint8_t* row, const float* x, int64_t K) {
     for (int q = 0; k + 8 <= K; k += 8, ++q)
       a[q] = _mm256_fmadd_ps(load8<kType>(row, k), _mm256_loadu_ps(x + k), a[q]);
     float sum = quarters_sum(a);
-    for (; k < K; ++k) sum += load1<kType>(row, k) * x[k];
+    for (; k < K; ++k) sum = std::fma(load1<kType>(row, k), x[k], sum);
     return sum;
   }
 }
@@ -216,7 +218,7 @@ inline void decoded_tile(const float* rows, int64_t ld, const float* x, int64_t 
     for (int t = 0; t < TT; ++t) {
       const __m256 a[4] = {sums[0][i][t], sums[1][i][t], sums[2][i][t], sums[3][i][t]};
       float sum = quarters_sum(a);
-      for (int64_t k = K - K % 8; k < K; ++k) sum += rows[i * ld + k] * x[t * K + k];
+      for (int64_t k = K - K % 8; k < K; ++k) sum = std::fma(rows[i * ld + k], x[t * K + k], sum);
       y[t * ldy + i] = sum;
     }
 }
@@ -330,7 +332,7 @@ void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c
       for (; c + 8 <= n; c += 8)
         _mm256_storeu_ps(yt + c,
                          _mm256_fmadd_ps(a, _mm256_loadu_ps(row + c), _mm256_loadu_ps(yt + c)));
-      for (; c < n; ++c) yt[c] += x[t * I + i] * row[c];
+      for (; c < n; ++c) yt[c] = std::fma(x[t * I + i], row[c], yt[c]);
     }
   }
 }

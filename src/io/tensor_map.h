@@ -18,6 +18,13 @@ namespace rwkv {
 
 class TensorMap {
  public:
+  TensorMap() = default;
+  // Not copyable: a copy's tensors would still point into the original's owned buffers.
+  TensorMap(const TensorMap&) = delete;
+  TensorMap& operator=(const TensorMap&) = delete;
+  TensorMap(TensorMap&&) = default;
+  TensorMap& operator=(TensorMap&&) = default;
+
   std::string path;    // for error messages
   std::string format;  // "pth", "safetensors", "rwkv.cpp bin v101", ...
   std::map<std::string, std::string> metadata;

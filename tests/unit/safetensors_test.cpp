@@ -441,3 +441,18 @@ TEST(SafetensorsTest, WriteRejectsInconsistentTensors) {
 
 }  // namespace
 }  // namespace rwkv
+
+// A vector that grows moves (never copies) its maps: a copy's tensors would point into the
+// buffers of the original, freed with it.
+TEST(TensorMapTest, OwnedTensorsSurviveAGrowingVector) {
+  static_assert(!std::is_copy_constructible_v<rwkv::TensorMap>);
+  std::vector<rwkv::TensorMap> maps;
+  for (int i = 0; i < 64; ++i) {
+    rwkv::TensorMap map;
+    rwkv::Tensor& t = map.add_owned("v", rwkv::DType::F32, {1024});
+    reinterpret_cast<float*>(const_cast<uint8_t*>(t.data))[1023] = float(i);
+    maps.push_back(std::move(map));
+  }
+  for (int i = 0; i < 64; ++i)
+    EXPECT_EQ(reinterpret_cast<const float*>(maps[size_t(i)].at("v").data)[1023], float(i));
+}

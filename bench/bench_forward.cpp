@@ -12,6 +12,7 @@
 #include "io/tensor_map.h"
 #include "kernels/kernels.h"
 #include "rwkv/model.h"
+#include "rwkv/thread_pool.h"
 
 namespace {
 
@@ -114,6 +115,30 @@ void BM_Linear(benchmark::State& st, rwkv::DType dtype) {
                                              benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Generation's access pattern: one token against matrices that together are larger than the
+// last-level cache, so the weights stream from DRAM, on a pool of `threads` (wall clock).
+// Arguments: threads, int8 activations (ggml block types only), rows of each matrix (65536:
+// one matrix the size of a 1.6B model's head; 2048: a 2048 x 2048 layer matrix, 32 of them
+// taken in turn, as a forward pass does).
+void BM_Stream(benchmark::State& st, rwkv::DType dtype) {
+  const int threads = int(st.range(0));
+  const int64_t rows = st.range(2), cols = 2048, n_matrices = 65536 / rows;
+  std::vector<rwkv::TensorMap> maps;
+  std::vector<rwkv::Tensor> ws;
+  for (int64_t i = 0; i < n_matrices; ++i) maps.push_back(random_matrix(dtype, rows, cols));
+  for (const rwkv::TensorMap& map : maps) {
+    ws.push_back(map.at("w"));
+    ws.back().int8_activations = st.range(1) != 0;
+  }
+  rwkv::ThreadPool pool(threads);
+  std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows));
+  for (auto _ : st) {
+    for (const rwkv::Tensor& w : ws) rwkv::kernels::linear(w, x.data(), 1, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetBytesProcessed(int64_t(st.iterations()) * n_matrices * int64_t(ws[0].nbytes));
+}
+
 }  // namespace
 
 BENCHMARK_CAPTURE(BM_Forward, rwkv4_ref_fp32, "testdata/reference/models/rwkv4-ref-fp32.pth");
@@ -138,5 +163,16 @@ RWKV_LINEAR_BENCH(BF16);
 RWKV_LINEAR_BENCH(Q8_0);
 RWKV_LINEAR_BENCH(Q5_1);
 RWKV_LINEAR_BENCH(Q4_0);
+#define RWKV_STREAM_BENCH(type, int8)                     \
+  BENCHMARK_CAPTURE(BM_Stream, type, rwkv::DType::type) \
+      ->ArgsProduct({{1, 2}, int8, {65536, 2048}})                       \
+      ->UseRealTime()                                     \
+      ->Unit(benchmark::kMillisecond)
+RWKV_STREAM_BENCH(F32, {0});
+RWKV_STREAM_BENCH(F16, {0});
+RWKV_STREAM_BENCH(BF16, {0});
+RWKV_STREAM_BENCH(Q8_0, benchmark::CreateDenseRange(0, 1, 1));
+RWKV_STREAM_BENCH(Q5_1, benchmark::CreateDenseRange(0, 1, 1));
+RWKV_STREAM_BENCH(Q4_0, benchmark::CreateDenseRange(0, 1, 1));
 
 BENCHMARK_MAIN();

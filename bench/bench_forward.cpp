@@ -71,7 +71,8 @@ void BM_Prefill64(benchmark::State& st, const std::string& path) {
   auto model = rwkv::Model::load(path);
   std::vector<float> state(model->state_size()), logits(size_t(model->info().n_vocab));
   std::vector<int> tokens(64);
-  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int(i * 7919 % size_t(model->info().n_vocab));
+  for (size_t i = 0; i < tokens.size(); ++i)
+    tokens[i] = int(i * 7919 % size_t(model->info().n_vocab));
   rwkv::Scratch scratch;
   for (auto _ : st) {
     model->init_state(state);
@@ -111,8 +112,8 @@ void BM_Linear(benchmark::State& st, rwkv::DType dtype) {
     benchmark::DoNotOptimize(y.data());
   }
   st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(w.nbytes));
-  st.counters["GFLOPS"] = benchmark::Counter(2e-9 * double(n * n * T),
-                                             benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GFLOPS"] =
+      benchmark::Counter(2e-9 * double(n * n * T), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Generation's access pattern: one token against matrices that together are larger than the
@@ -163,10 +164,10 @@ RWKV_LINEAR_BENCH(BF16);
 RWKV_LINEAR_BENCH(Q8_0);
 RWKV_LINEAR_BENCH(Q5_1);
 RWKV_LINEAR_BENCH(Q4_0);
-#define RWKV_STREAM_BENCH(type, int8)                     \
+#define RWKV_STREAM_BENCH(type, int8)                   \
   BENCHMARK_CAPTURE(BM_Stream, type, rwkv::DType::type) \
-      ->ArgsProduct({{1, 2}, int8, {65536, 2048}})                       \
-      ->UseRealTime()                                     \
+      ->ArgsProduct({{1, 2}, int8, {65536, 2048}})      \
+      ->UseRealTime()                                   \
       ->Unit(benchmark::kMillisecond)
 RWKV_STREAM_BENCH(F32, {0});
 RWKV_STREAM_BENCH(F16, {0});

@@ -34,10 +34,12 @@ namespace rwkv::kernels::avx512 {
 
 namespace {
 
-inline float half(const uint8_t* p) {
+// The fp16 at p in all 16 lanes: a broadcast load and one conversion (one instruction fewer per
+// block than converting a scalar and broadcasting the float).
+inline __m512 broadcast_half(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
+  return _mm512_cvtph_ps(_mm256_set1_epi16(short(h)));
 }
 
 // 16 weights of a plain-float row starting at element k, as float32.
@@ -78,18 +80,18 @@ inline void block_vectors(const uint8_t* b, __m512& lo, __m512& hi) {
     hi = _mm512_cvtepi32_ps(
         _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16))));
     if constexpr (kType == DType::Q8_0) {
-      const __m512 d = _mm512_set1_ps(half(b));
+      const __m512 d = broadcast_half(b);
       lo = _mm512_mul_ps(lo, d);
       hi = _mm512_mul_ps(hi, d);
     }
   } else {
-    const __m512 d = _mm512_set1_ps(half(b));
+    const __m512 d = broadcast_half(b);
     // The block's 16 (or 32) possible values form a table in one (two) registers, and a
     // permute, which reads only the low 4 (5) bits of each index, turns levels into weights.
     const __m512 level = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     // (q - zero) * d is exact, so computing it as (level - zero) * d, or q * d + m with the one
     // rounding of the reference's addition as an FMA, gives the reference's values.
-    const __m512 m = kHasMin<kType> ? _mm512_set1_ps(half(b + 2)) : _mm512_setzero_ps();
+    const __m512 m = kHasMin<kType> ? broadcast_half(b + 2) : _mm512_setzero_ps();
     const __m512 base =
         kHasMin<kType> ? level : _mm512_sub_ps(level, _mm512_set1_ps(kFiveBit<kType> ? 16 : 8));
     const __m512 table0 = _mm512_fmadd_ps(base, d, m);

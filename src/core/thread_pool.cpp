@@ -8,6 +8,8 @@ namespace {
 // Spin this many rounds before sleeping: covers the gap between back-to-back parallel_for calls
 // of one forward pass without burning a core when nothing comes.
 constexpr int kSpinRounds = 4000;
+// A task index no call reaches: the counter's value while a call is being set up.
+constexpr uint64_t kClosed = 0xffffffffu;
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
@@ -28,7 +30,7 @@ void ThreadPool::run_tasks(uint32_t generation) {
   uint64_t v = next_task_.load(std::memory_order_acquire);
   for (;;) {
     if (uint32_t(v >> 32) != generation ||
-        int64_t(v & 0xffffffffu) >= n_tasks_.load(std::memory_order_relaxed))
+        int64_t(v & 0xffffffffu) >= n_tasks_.load(std::memory_order_acquire))
       return;
     if (!next_task_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) continue;
     (*fn_)(int64_t(v & 0xffffffffu));
@@ -62,8 +64,12 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     return;
   }
   const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
+  // Close the counter before anything else changes: a worker still holding an exhausted index
+  // of the previous call (it read the counter, not yet n_tasks_) would otherwise see the larger
+  // n of this call, claim that index with the old generation and run a task of this call twice.
+  next_task_.store(uint64_t(generation) << 32 | kClosed, std::memory_order_seq_cst);
   fn_ = &fn;
-  n_tasks_.store(n, std::memory_order_relaxed);
+  n_tasks_.store(n, std::memory_order_release);
   done_tasks_.store(0, std::memory_order_relaxed);
   next_task_.store(uint64_t(generation) << 32, std::memory_order_release);
   {

@@ -300,7 +300,7 @@ TEST(ThreadPool, RunsEveryTaskOnceAcrossManyCalls) {
   for (int threads : {1, 2, 4}) {
     ThreadPool pool(threads);
     EXPECT_EQ(pool.size(), threads);
-    for (int call = 0; call < 2000; ++call) {
+    for (int call = 0; call < 20000; ++call) {
       const int64_t n = 1 + call % 37;
       std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
       pool.parallel_for(n, [&](int64_t i) { hits[size_t(i)].fetch_add(1); });

@@ -20,8 +20,7 @@ int main() {
         hits[size_t(i)].fetch_add(1);
         runs[size_t(i)] += 1;
       });
-      for (int64_t i = 0; i < n; ++i)
-        wrong += hits[size_t(i)].load() != 1 || runs[size_t(i)] != 1;
+      for (int64_t i = 0; i < n; ++i) wrong += hits[size_t(i)].load() != 1 || runs[size_t(i)] != 1;
     }
   }
   std::printf("%d tasks ran other than once\n", wrong);

@@ -296,18 +296,5 @@ INSTANTIATE_TEST_SUITE_P(All, KernelVariants,
                          ::testing::Values(KernelVariant::kAvx2, KernelVariant::kAvx512),
                          [](const auto& info) { return std::string(variant_name(info.param)); });
 
-TEST(ThreadPool, RunsEveryTaskOnceAcrossManyCalls) {
-  for (int threads : {1, 2, 4}) {
-    ThreadPool pool(threads);
-    EXPECT_EQ(pool.size(), threads);
-    for (int call = 0; call < 20000; ++call) {
-      const int64_t n = 1 + call % 37;
-      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-      pool.parallel_for(n, [&](int64_t i) { hits[size_t(i)].fetch_add(1); });
-      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << call;
-    }
-  }
-}
-
 }  // namespace
 }  // namespace rwkv::kernels

@@ -16,6 +16,8 @@ void Int8Activations::reset(DType weight_dtype, int64_t rows, int64_t k) {
   pairs = (K + 63) / 64;
   q.assign(size_t(T * pairs * 64), 0);
   scale.resize(size_t(T * (K / 32)));
+  block_bias.resize(size_t(T * (K / 32)));
+  block_qsum.resize(size_t(T * (K / 32)));
   lane_scale.assign(size_t(T * pairs * 16), 0.0f);
   lane_bias.assign(size_t(T * pairs * 16), 0);
   lane_qsum.assign(size_t(T * pairs * 16), 0.0f);
@@ -36,7 +38,13 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int
       const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
       out.scale[size_t(t * blocks + b)] = d;
       int8_t* qp = q + (b / 2) * 64;
-      for (int i = 0; i < 32; ++i) qp[32 * (b % 2) + i] = int8_t(std::nearbyint(xb[i] * inv));
+      int block_sum = 0;
+      for (int i = 0; i < 32; ++i) {
+        qp[32 * (b % 2) + i] = int8_t(std::nearbyint(xb[i] * inv));
+        block_sum += qp[32 * (b % 2) + i];
+      }
+      out.block_bias[size_t(t * blocks + b)] = -zero * block_sum;
+      out.block_qsum[size_t(t * blocks + b)] = d * float(block_sum);
       // Lane terms: each lane's four bytes belong to one block.
       for (int i = 0; i < 32; i += 4) {
         const int64_t byte = 32 * (b % 2) + i;
@@ -71,8 +79,9 @@ void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64
           qsum += qi;
         }
         const float dx = x.scale[size_t(t * blocks + b)];
-        sums[size_t(t)] += float(dot) * (u.d * dx);
-        if (has_min) sums[size_t(t)] += u.m * (dx * float(qsum));
+        float& sum = sums[size_t(t)];
+        sum = std::fma(float(dot), u.d * dx, sum);
+        if (has_min) sum = std::fma(u.m, dx * float(qsum), sum);
       }
     }
     for (int64_t t = 0; t < x.T; ++t) y[t * O + r] = sums[size_t(t)];

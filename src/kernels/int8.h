@@ -25,6 +25,8 @@ struct Int8Activations {
   int64_t T = 0, K = 0, pairs = 0;  // pairs = ceil(K / 64) per row
   std::vector<int8_t> q;            // (T, pairs, 64)
   std::vector<float> scale;         // (T, K / 32): d = max |x| / 127 of each block
+  std::vector<int32_t> block_bias;  // (T, K / 32): -block_zero_level(dtype) * sum of q
+  std::vector<float> block_qsum;    // (T, K / 32): d * sum of q (the offset term of Q4_1/Q5_1)
   // Per lane (T, pairs, 16), over the lane's four bytes:
   std::vector<float> lane_scale;   // d of the lane's block
   std::vector<int32_t> lane_bias;  // -block_zero_level(dtype) * sum of q
@@ -84,8 +86,9 @@ namespace scalar {
 // Rounds x (T, K) for weights of block type `dtype`: q = round-half-even(x * (1 / d)),
 // d = max|x| / 127 per block (q = 0 where the block is all zero). Reuses `out`'s storage.
 void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out);
-// The specification: y[t][r] = sum over blocks b in order of S * (d_w * d_x) (+ m_w * (d_x *
-// sum q)), with S the exact integer dot of the weight block's signed levels and q.
+// The specification: y[t][r] = a chain over blocks b in order, y = fma(S, d_w * d_x, y) (then
+// y = fma(m_w, d_x * sum q, y)), with S the exact integer dot of the weight block's signed
+// levels and q.
 void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1);
 }  // namespace scalar
 
@@ -97,9 +100,8 @@ void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64
 namespace vnni {
 // The same values as the scalar quantize_activations(), vectorized.
 void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out);
-// AVX-512 VNNI: the same products, summed per lane (two accumulators over alternate pairs), so
-// it differs from the reference only by float32 summation order; every output is computed the
-// same way for any T, so one token and a chunk agree exactly.
+// AVX-512 VNNI: the reference's arithmetic in its order, so equal to it bit for bit (and one
+// token equals the same token in a chunk).
 void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1);
 }  // namespace vnni
 

@@ -1,8 +1,8 @@
-// AVX-512 VNNI kernel of linear() with int8 activations (kernels/int8.h). For each pair of
-// weight blocks, the levels are unpacked to 64 unsigned bytes in the order of the activation
-// layout, and one vpdpbusd per token forms the 16 lane sums of level * q, starting from the
-// lane's -zero * sum(q), so each lane holds an exact integer part of the block's dot product.
-// The lanes are then scaled by d_w * d_x in float32.
+// AVX-512 VNNI kernel of linear() with int8 activations (kernels/int8.h). Weight levels are
+// unpacked to unsigned bytes and meet the int8 activations in vpdpbusd (64 products per
+// instruction), starting from -zero * sum(q), so each block's dot product is an exact integer.
+// Outputs are computed 16 rows at a time, one row per lane, so that each block's integer and
+// its float32 scaling happen once per row and token, in the scalar reference's order.
 // Headers come before the target pragma so that no inline function they define is compiled
 // for this ISA and then shared with code that runs on any CPU.
 #include <immintrin.h>
@@ -69,141 +69,244 @@ inline __m512i pair_levels(const uint8_t* b0, const uint8_t* b1) {
   }
 }
 
-// Per-lane d (and m) of the pair's two blocks: lanes 0-7 block 0, 8-15 block 1.
+// Levels of pair p (blocks 2p and 2p + 1) of a row; an odd last block pairs with an all-zero
+// one, whose products are never added.
 template <DType kType>
-inline void pair_scales(const uint8_t* b0, const uint8_t* b1, __m512& d, __m512& m) {
-  const __m512i block_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  if constexpr (kType == DType::I8) {
-    // d = 1 (pair_madd skips it): the row scale is applied to the outputs.
-    d = _mm512_set1_ps(1.0f);
-    m = _mm512_setzero_ps();
-  } else if constexpr (kHasMin<kType>) {
-    uint32_t dm0, dm1;  // fp16 d then fp16 m
-    std::memcpy(&dm0, b0, 4);
-    std::memcpy(&dm1, b1, 4);
-    const __m512 f = _mm512_castps128_ps512(
-        _mm_cvtph_ps(_mm_cvtsi64_si128(int64_t(uint64_t(dm0) | uint64_t(dm1) << 32))));
-    const __m512i twice = _mm512_add_epi32(block_of_lane, block_of_lane);
-    d = _mm512_permutexvar_ps(twice, f);
-    m = _mm512_permutexvar_ps(_mm512_add_epi32(twice, _mm512_set1_epi32(1)), f);
-  } else {
-    uint16_t d0, d1;
-    std::memcpy(&d0, b0, 2);
-    std::memcpy(&d1, b1, 2);
-    const __m512 f = _mm512_castps128_ps512(
-        _mm_cvtph_ps(_mm_cvtsi32_si128(int(uint32_t(d0) | uint32_t(d1) << 16))));
-    d = _mm512_permutexvar_ps(block_of_lane, f);
-    m = _mm512_setzero_ps();
-  }
-}
-
-// One pair of blocks of one weight row, unpacked.
-struct WeightPair {
-  __m512i levels;
-  __m512 d, m;
-};
-
-template <DType kType>
-inline WeightPair unpack_pair(const uint8_t* b0, const uint8_t* b1) {
-  WeightPair w;
-  w.levels = pair_levels<kType>(b0, b1);
-  pair_scales<kType>(b0, b1, w.d, w.m);
-  return w;
-}
-
-// One token's activation terms for pair p.
-struct ActivationPair {
-  __m512i q, bias;
-  __m512 scale, qsum;
-};
-
-template <DType kType>
-inline ActivationPair activation_pair(const Int8Activations& x, int64_t t, int64_t p) {
-  ActivationPair a;
-  a.q = _mm512_loadu_si512(x.row_q(t) + 64 * p);
-  a.bias = _mm512_loadu_si512(x.row_lane_bias(t) + 16 * p);
-  a.scale = _mm512_loadu_ps(x.row_lane_scale(t) + 16 * p);
-  if constexpr (kHasMin<kType>) a.qsum = _mm512_loadu_ps(x.row_lane_qsum(t) + 16 * p);
-  return a;
-}
-
-// acc + one pair's lanes: the arithmetic every path shares, so that one token and a chunk agree.
-template <DType kType>
-inline __m512 pair_madd(const WeightPair& w, const ActivationPair& a, __m512 acc) {
-  const __m512i dot = _mm512_dpbusd_epi32(a.bias, w.levels, a.q);
-  const __m512 scale = kType == DType::I8 ? a.scale : _mm512_mul_ps(w.d, a.scale);  // I8: d = 1
-  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc);
-  if constexpr (kHasMin<kType>) acc = _mm512_fmadd_ps(w.m, a.qsum, acc);
-  return acc;
-}
-
-// Pair p of a row; an odd last block pairs with an all-zero one (levels 0 or 128 with d = 0,
-// against q = 0).
-template <DType kType>
-inline WeightPair row_pair(const uint8_t* row, int64_t blocks, int64_t p) {
+inline __m512i row_pair(const uint8_t* row, int64_t blocks, int64_t p) {
   alignas(64) static const uint8_t kZeroBlock[64] = {};
   const uint8_t* b0 = row + 2 * p * kBlockBytes<kType>;
-  return unpack_pair<kType>(b0, 2 * p + 1 < blocks ? b0 + kBlockBytes<kType> : kZeroBlock);
+  return pair_levels<kType>(b0, 2 * p + 1 < blocks ? b0 + kBlockBytes<kType> : kZeroBlock);
 }
 
-// One token against one weight row, streaming the row: even and odd pairs go to two
-// accumulators (two independent chains), added at the end.
+// Every output is a chain over the blocks in order, sum = fma(S, d_w * d_x, sum) (then
+// fma(m_w, d_x * sum q, sum) for Q4_1/Q5_1), with S the exact integer dot product of the block:
+// the scalar reference's arithmetic, so this kernel equals it bit for bit, and one token equals
+// the same token in a chunk. Rows go 16 at a time with a row in each lane.
+constexpr int kGroup = 16;
+
+// Lane k of the result = lanes 2k + 2k + 1 of the 32 lanes [a | b].
+inline __m512i pair_sums(__m512i a, __m512i b) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  return _mm512_add_epi32(_mm512_permutex2var_epi32(a, even, b),
+                          _mm512_permutex2var_epi32(a, odd, b));
+}
+
+// The 16 rows of a group (a short last group repeats its last row) and their per-block scales.
 template <DType kType>
-inline float row_dot(const uint8_t* row, const Int8Activations& x, int64_t t) {
-  __m512 even = _mm512_setzero_ps(), odd = _mm512_setzero_ps();
-  int64_t p = 0;
-  for (; p + 2 <= x.pairs; p += 2) {
-    even =
-        pair_madd<kType>(row_pair<kType>(row, x.K / 32, p), activation_pair<kType>(x, t, p), even);
-    odd = pair_madd<kType>(row_pair<kType>(row, x.K / 32, p + 1),
-                           activation_pair<kType>(x, t, p + 1), odd);
+struct RowGroup {
+  const uint8_t* row[kGroup];
+
+  RowGroup(const uint8_t* data, uint64_t row_bytes, int64_t r, int64_t n) {
+    for (int i = 0; i < kGroup; ++i)
+      row[i] = data + uint64_t(r + std::min<int64_t>(i, n - 1)) * row_bytes;
   }
-  if (p < x.pairs)
-    even =
-        pair_madd<kType>(row_pair<kType>(row, x.K / 32, p), activation_pair<kType>(x, t, p), even);
-  return hsum(_mm512_add_ps(even, odd));
+
+  // d (and m) of block b of each row, one row per lane (fp16 d then fp16 m at the block start).
+  void scales(int64_t b, __m512& d, __m512& m) const {
+    if constexpr (kType == DType::I8) {
+      d = _mm512_set1_ps(1.0f);  // the row scale is applied to the outputs
+      m = _mm512_setzero_ps();
+    } else {
+      // Four-byte loads inserted lane by lane: faster here than vpgatherdd.
+      const int64_t at = b * kBlockBytes<kType>;
+      const auto load = [&](int i) {
+        int32_t v;
+        std::memcpy(&v, row[i] + at, 4);
+        return v;
+      };
+      __m128i quarter[4];
+      RWKV_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        __m128i v = _mm_cvtsi32_si128(load(4 * j));
+        v = _mm_insert_epi32(v, load(4 * j + 1), 1);
+        v = _mm_insert_epi32(v, load(4 * j + 2), 2);
+        quarter[j] = _mm_insert_epi32(v, load(4 * j + 3), 3);
+      }
+      const __m512i dm = _mm512_inserti32x4(
+          _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(quarter[0]), quarter[1], 1),
+                             quarter[2], 2),
+          quarter[3], 3);
+      d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+      m = kHasMin<kType> ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)))
+                         : _mm512_setzero_ps();
+    }
+  }
+};
+
+// sum + block b's term for 16 outputs: S the exact block dot products, d and m the weights'.
+template <DType kType>
+inline __m512 chain_step(__m512 sum, __m512i S, __m512 d, __m512 m, const Int8Activations& x,
+                         int64_t t, int64_t b) {
+  const int64_t i = t * (x.K / 32) + b;
+  sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S), _mm512_mul_ps(d, _mm512_set1_ps(x.scale[size_t(i)])),
+                        sum);
+  if constexpr (kHasMin<kType>) sum = _mm512_fmadd_ps(m, _mm512_set1_ps(x.block_qsum[size_t(i)]), sum);
+  return sum;
 }
 
-// R rows already unpacked (panel[i * pairs + p]) against TT tokens from t0, with the pair order
-// and accumulators of row_dot().
-template <DType kType, int R, int TT>
-inline void panel_tile(const WeightPair* panel, const Int8Activations& x, int64_t t0, float* y,
-                       int64_t ldy) {
-  const int64_t pairs = x.pairs;
-  __m512 acc[2][R][TT];
-  RWKV_UNROLL
-  for (int i = 0; i < R; ++i) {
+inline void store_group(float* y, __m512 v, int64_t n) {
+  _mm512_mask_storeu_ps(y, __mmask16((1u << n) - 1), v);
+}
+
+// One token against a group of rows, each row streamed once: per pair of blocks, the 16 rows'
+// lane dot products are summed down to one lane per row and block by a tree of pair_sums.
+template <DType kType>
+void group_one_token(const RowGroup<kType>& g, const Int8Activations& x, int64_t t, float* y,
+                     int64_t n, const uint8_t* next, int64_t next_bytes) {
+  const int64_t blocks = x.K / 32;
+  const int8_t* q = x.row_q(t);
+  const int32_t* bias = x.row_lane_bias(t);
+  // The next group's bytes are prefetched in order, a share per pair: the 16 interleaved rows
+  // are more streams than the hardware prefetcher follows.
+  const int64_t share = (next_bytes / x.pairs + 64) & ~int64_t(63);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t p = 0; p < x.pairs; ++p) {
+    for (int64_t at = p * share; at < std::min(next_bytes, (p + 1) * share); at += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(next + at), _MM_HINT_T0);
+    const __m512i qp = _mm512_loadu_si512(q + 64 * p);
+    const __m512i bp = _mm512_loadu_si512(bias + 16 * p);
+    const auto dot = [&](int i) {
+      return _mm512_dpbusd_epi32(bp, row_pair<kType>(g.row[i], blocks, p), qp);
+    };
+    __m512i quads[4];
     RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) acc[0][i][t] = acc[1][i][t] = _mm512_setzero_ps();
+    for (int j = 0; j < 4; ++j)
+      quads[j] = pair_sums(pair_sums(dot(4 * j), dot(4 * j + 1)),
+                           pair_sums(dot(4 * j + 2), dot(4 * j + 3)));
+    // Lanes 2i and 2i + 1 of halves[h] are row 8h + i's blocks 2p and 2p + 1.
+    const __m512i half0 = pair_sums(quads[0], quads[1]), half1 = pair_sums(quads[2], quads[3]);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __m512 d, m;
+    g.scales(2 * p, d, m);
+    sum = chain_step<kType>(sum, _mm512_permutex2var_epi32(half0, even, half1), d, m, x, t, 2 * p);
+    if (2 * p + 1 < blocks) {
+      const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+      g.scales(2 * p + 1, d, m);
+      sum = chain_step<kType>(sum, _mm512_permutex2var_epi32(half0, odd, half1), d, m, x, t,
+                              2 * p + 1);
+    }
   }
-  const auto step = [&](int64_t p, __m512(&sums)[R][TT]) {
+  store_group(y, sum, n);
+}
+
+// Several tokens: the group's levels are transposed once into a panel, one vector per block
+// and four-element column (a row in each lane), so every token meets them with one vpdpbusd
+// per four columns, the four activation bytes broadcast, and the block's integer sums build up
+// in the lanes without any reduction.
+struct Panel {
+  __m512i* levels = nullptr;  // [block][group][8 columns of four bytes]
+  __m512 *d = nullptr, *m = nullptr;  // [block][group]
+  int groups = 0;
+  std::vector<uint8_t> storage;
+
+  // Room for `blocks` blocks of up to 2 groups. Aligned by hand: std::vector does not promise
+  // 64-byte alignment.
+  void reserve(int64_t blocks) {
+    const size_t n = size_t(blocks * 2);
+    storage.resize(64 * (10 * n + 1));
+    levels = reinterpret_cast<__m512i*>((reinterpret_cast<uintptr_t>(storage.data()) + 63) &
+                                        ~uintptr_t(63));
+    d = reinterpret_cast<__m512*>(levels + 8 * n);
+    m = d + n;
+  }
+};
+
+// Bit-reversed 0-15: rows enter the transpose in this order so that they leave it in natural
+// order, one per lane.
+constexpr int kBitReversed[kGroup] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+
+template <DType kType>
+void pack_group(const RowGroup<kType>& g, int64_t blocks, int64_t pairs, int slot, Panel& panel) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  for (int64_t p = 0; p < pairs; ++p) {
+    // A 16 x 16 transpose of four-byte columns in four perfect shuffles: vector c then holds
+    // column kBitReversed[c] of the pair (block 2p + column / 8, bytes 4 * (column % 8)).
+    __m512i v[kGroup];
+    RWKV_UNROLL
+    for (int i = 0; i < kGroup; ++i) v[i] = row_pair<kType>(g.row[kBitReversed[i]], blocks, p);
+    RWKV_UNROLL
+    for (int round = 0; round < 4; ++round) {
+      __m512i next[kGroup];
+      RWKV_UNROLL
+      for (int k = 0; k < 8; ++k) {
+        next[2 * k] = _mm512_permutex2var_epi32(v[k], even, v[k + 8]);
+        next[2 * k + 1] = _mm512_permutex2var_epi32(v[k], odd, v[k + 8]);
+      }
+      RWKV_UNROLL
+      for (int i = 0; i < kGroup; ++i) v[i] = next[i];
+    }
+    RWKV_UNROLL
+    for (int c = 0; c < kGroup; ++c) {
+      const int column = kBitReversed[c];
+      const int64_t b = 2 * p + column / 8;
+      if (b < blocks) panel.levels[size_t((b * panel.groups + slot) * 8 + column % 8)] = v[c];
+    }
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    const size_t i = size_t(b * panel.groups + slot);
+    g.scales(b, panel.d[i], panel.m[i]);
+  }
+}
+
+// G packed groups (16 G rows) against TT tokens from t0.
+template <DType kType, int G, int TT>
+void panel_tile(const Panel& panel, const Int8Activations& x, int64_t t0, float* y, int64_t ldy,
+                int64_t n_last) {
+  const int64_t blocks = x.K / 32;
+  __m512 sum[G][TT];
+  RWKV_UNROLL
+  for (int r = 0; r < G; ++r) {
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) sum[r][t] = _mm512_setzero_ps();
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m512i dot[G][TT];
     RWKV_UNROLL
     for (int t = 0; t < TT; ++t) {
-      const ActivationPair a = activation_pair<kType>(x, t0 + t, p);
+      const __m512i bias = _mm512_set1_epi32(x.block_bias[size_t((t0 + t) * blocks + b)]);
       RWKV_UNROLL
-      for (int i = 0; i < R; ++i)
-        sums[i][t] = pair_madd<kType>(panel[i * pairs + p], a, sums[i][t]);
+      for (int r = 0; r < G; ++r) dot[r][t] = bias;
     }
-  };
-  int64_t p = 0;
-  for (; p + 2 <= pairs; p += 2) {
-    step(p, acc[0]);
-    step(p + 1, acc[1]);
-  }
-  if (p < pairs) step(p, acc[0]);
-  RWKV_UNROLL
-  for (int i = 0; i < R; ++i) {
+    const __m512i* levels = panel.levels + b * G * 8;
     RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) y[t * ldy + i] = hsum(_mm512_add_ps(acc[0][i][t], acc[1][i][t]));
+    for (int c = 0; c < 8; ++c) {
+      __m512i w[G];
+      RWKV_UNROLL
+      for (int r = 0; r < G; ++r) w[r] = _mm512_load_si512(levels + r * 8 + c);
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) {
+        int32_t four;
+        std::memcpy(&four, x.row_q(t0 + t) + 32 * b + 4 * c, 4);
+        const __m512i a = _mm512_set1_epi32(four);
+        RWKV_UNROLL
+        for (int r = 0; r < G; ++r) dot[r][t] = _mm512_dpbusd_epi32(dot[r][t], w[r], a);
+      }
+    }
+    RWKV_UNROLL
+    for (int r = 0; r < G; ++r) {
+      const __m512 d = panel.d[size_t(b * G + r)], m = panel.m[size_t(b * G + r)];
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) sum[r][t] = chain_step<kType>(sum[r][t], dot[r][t], d, m, x, t0 + t, b);
+    }
+  }
+  RWKV_UNROLL
+  for (int r = 0; r < G; ++r) {
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t)
+      store_group(y + t * ldy + kGroup * r, sum[r][t], r == G - 1 ? n_last : kGroup);
   }
 }
 
-// All T tokens against R rows unpacked in `panel`, tokens two at a time.
-template <DType kType, int R>
-inline void panel_rows(const WeightPair* panel, const Int8Activations& x, float* y, int64_t O) {
+// All tokens against G packed groups, kTile tokens at a time.
+template <DType kType, int G>
+void panel_tokens(const Panel& panel, const Int8Activations& x, float* y, int64_t O,
+                  int64_t n_last) {
+  constexpr int kTile = 4;
   int64_t t = 0;
-  for (; t + 2 <= x.T; t += 2) panel_tile<kType, R, 2>(panel, x, t, y + t * O, O);
-  if (t < x.T) panel_tile<kType, R, 1>(panel, x, t, y + t * O, O);
+  for (; t + kTile <= x.T; t += kTile) panel_tile<kType, G, kTile>(panel, x, t, y + t * O, O, n_last);
+  for (; t < x.T; ++t) panel_tile<kType, G, 1>(panel, x, t, y + t * O, O, n_last);
 }
 
 template <DType kType>
@@ -211,29 +314,34 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
   const int64_t O = w.rows(), blocks = x.K / 32;
   const uint64_t row_bytes = w.row_bytes();
   if (x.T == 1) {
-    // One token: each row streams from memory once, one row at a time.
-    for (int64_t r = r0; r < r1; ++r) y[r] = row_dot<kType>(w.data + uint64_t(r) * row_bytes, x, 0);
+    const int64_t first_bytes = std::min<int64_t>(kGroup, r1 - r0) * int64_t(row_bytes);
+    for (int64_t at = 0; at < first_bytes; at += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(w.data + uint64_t(r0) * row_bytes + at),
+                   _MM_HINT_T0);
+    for (int64_t r = r0; r < r1; r += kGroup) {
+      const int64_t n = std::min<int64_t>(kGroup, r1 - r);
+      const int64_t next = std::min(r + kGroup, r1), next_n = std::min<int64_t>(kGroup, r1 - next);
+      group_one_token<kType>(RowGroup<kType>(w.data, row_bytes, r, n), x, 0, y + r, n,
+                             w.data + uint64_t(next) * row_bytes, int64_t(next_n * row_bytes));
+    }
     return;
   }
-  // Several tokens: four rows are unpacked once into a panel (L1-resident) that every token
-  // reads, so the unpacking is not repeated per token.
-  // Storage aligned by hand: std::vector does not promise 64-byte alignment here.
-  thread_local std::vector<uint8_t> panel_buffer;
-  panel_buffer.resize(sizeof(WeightPair) * size_t(4 * x.pairs) + 64);
-  WeightPair* panel = reinterpret_cast<WeightPair*>(
-      (reinterpret_cast<uintptr_t>(panel_buffer.data()) + 63) & ~uintptr_t(63));
-  int64_t r = r0;
-  for (; r < r1;) {
-    const int64_t n = std::min<int64_t>(4, r1 - r);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t p = 0; p < x.pairs; ++p)
-        panel[i * x.pairs + p] = row_pair<kType>(w.data + uint64_t(r + i) * row_bytes, blocks, p);
-    if (n == 4) {
-      panel_rows<kType, 4>(panel, x, y + r, O);
-    } else {
-      for (int64_t i = 0; i < n; ++i) panel_rows<kType, 1>(panel + i * x.pairs, x, y + r + i, O);
+  // Two groups (32 rows) per panel: each broadcast of activations then feeds two vpdpbusd.
+  constexpr int kGroups = 2;
+  thread_local Panel panel;
+  panel.reserve(blocks);
+  for (int64_t r = r0; r < r1; r += kGroups * kGroup) {
+    const int64_t n = std::min<int64_t>(kGroups * kGroup, r1 - r);
+    panel.groups = n > kGroup ? 2 : 1;
+    for (int s = 0; s < panel.groups; ++s) {
+      const int64_t rs = r + s * kGroup;
+      pack_group<kType>(RowGroup<kType>(w.data, row_bytes, rs, std::min<int64_t>(kGroup, r1 - rs)), blocks,
+                        x.pairs, s, panel);
     }
-    r += n;
+    if (panel.groups == 2)
+      panel_tokens<kType, 2>(panel, x, y + r, O, n - kGroup);
+    else
+      panel_tokens<kType, 1>(panel, x, y + r, O, n);
   }
 }
 
@@ -276,6 +384,12 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int
       _mm512_storeu_si512(out.lane_bias.data() + lane,
                           _mm512_mullo_epi32(sum, _mm512_set1_epi32(-block_zero_level(dtype))));
       _mm512_storeu_ps(out.lane_qsum.data() + lane, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sum)));
+      // Block terms: the lanes of each block summed (integers, so in any order).
+      for (int64_t b = 2 * p; b < std::min(blocks, 2 * p + 2); ++b) {
+        const int qsum = _mm512_mask_reduce_add_epi32(__mmask16(b % 2 ? 0xff00 : 0x00ff), sum);
+        out.block_bias[size_t(t * blocks + b)] = -block_zero_level(dtype) * qsum;
+        out.block_qsum[size_t(t * blocks + b)] = scale[b] * float(qsum);
+      }
     }
   }
 }

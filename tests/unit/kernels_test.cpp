@@ -198,20 +198,21 @@ TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
 }
 
 // The int8-activation path (kernels/int8.h) for every block type and shape, including an odd
-// number of blocks. Against the scalar reference of the same arithmetic the SIMD kernel differs
-// only by float32 summation order (bound as above, over the per-lane products); against exact
-// float decoding, by at most the activation rounding: half a step d_x of each block times
-// sum |w| over the block.
+// number of blocks and row counts that leave part of a 16-row group. The VNNI kernel follows the
+// scalar reference's arithmetic and order, so it must equal it bit for bit; the AVX2 kernel
+// differs from it only by float32 summation order (bound as above, over the per-lane products).
+// Against exact float decoding the reference differs by at most the activation rounding: half a
+// step d_x of each block times sum |w| over the block.
 TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
   for (KernelVariant v : available_variants()) {
+    const bool equals_reference = v == KernelVariant::kAvx512 && cpu_features().avx512_vnni;
     for (DType dtype : kBlockTypes) {
-      for (int64_t K : {32, 96, 160, 2048}) {
+      for (auto [rows, K] : {std::pair<int64_t, int64_t>{67, 32}, {67, 96}, {20, 160}, {67, 2048}}) {
         TensorMap map;
-        const int64_t rows = 67;
         Tensor w = random_tensor(map, dtype, rows, K, unsigned(K + int(dtype)));
         w.int8_activations = true;
         const std::vector<float> wf = to_f32(w);
-        for (int64_t T : {1, 3, 6}) {
+        for (int64_t T : {1, 3, 6, 9}) {
           std::vector<float> x(size_t(T * K)), exact(size_t(T * rows)), ref(exact.size()),
               got(exact.size());
           std::mt19937 rng{static_cast<unsigned>(T + K)};
@@ -224,6 +225,10 @@ TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
           linear(plain, x.data(), T, exact.data(), nullptr, KernelVariant::kScalar);
           linear(w, x.data(), T, ref.data(), nullptr, KernelVariant::kScalar);
           linear(w, x.data(), T, got.data(), nullptr, v);
+          if (equals_reference) {
+            ASSERT_EQ(0, std::memcmp(got.data(), ref.data(), got.size() * 4))
+                << dtype_name(dtype) << " K=" << K << " T=" << T;
+          }
           for (int64_t t = 0; t < T; ++t)
             for (int64_t r = 0; r < rows; ++r) {
               double mag = 0, rounding = 0;

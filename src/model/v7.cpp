@@ -127,11 +127,19 @@ class ModelV7 final : public MatrixStateModel {
       const size_t att_x_prev = size_t(i) * layer_size, att_kv = att_x_prev + C,
                    ffn_x_prev = att_kv + C * N;
 
+      // Elementwise work runs over token rows [t0, t1) on every pool thread (for_token_rows);
+      // `o` is the row range's first element.
       L.ln1.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, att_x_prev, sx);
-      for (int64_t j = 0; j < T * C; ++j) sx[j] -= xx[j];
-      for (int b = 0; b < kMixes; ++b)
-        for (int64_t j = 0; j < T * C; ++j) xm[b][j] = xx[j] + sx[j] * L.att_x[b][j % C];
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t o = t * C;
+          for (int64_t c = 0; c < C; ++c) sx[o + c] -= xx[o + c];
+          for (int b = 0; b < kMixes; ++b)
+            for (int64_t c = 0; c < C; ++c)
+              xm[b][o + c] = xx[o + c] + sx[o + c] * L.att_x[b][size_t(c)];
+        }
+      });
 
       kernels::linear(L.att_receptance, xm[kR], T, r, pool);
       kernels::linear(L.att_key, xm[kK], T, k, pool);
@@ -139,57 +147,80 @@ class ModelV7 final : public MatrixStateModel {
       // w = exp(-e^-0.5 * sigmoid(w0 + tanh(xw @ w1) @ w2)), i.e. the reference's
       // exp(-exp(-softplus(-z) - 0.5)), in float32.
       lora(L.att_w1, L.att_w2, xm[kW], T, hidden, w, pool, [](float h) { return std::tanh(h); });
-      for (int64_t j = 0; j < T * C; ++j)
-        w[j] = std::exp(-decay_scale * kernels::sigmoid(L.att_w0[j % C] + w[j]));
       lora(L.att_a1, L.att_a2, xm[kA], T, hidden, a, pool, [](float h) { return h; });
-      for (int64_t j = 0; j < T * C; ++j) a[j] = kernels::sigmoid(L.att_a0[j % C] + a[j]);
       lora(L.att_g1, L.att_g2, xm[kG], T, hidden, g, pool,
            [](float h) { return kernels::sigmoid(h); });
+      if (i > 0) lora(L.att_v1, L.att_v2, xm[kV], T, hidden, y, pool, [](float h) { return h; });
 
-      // kk = per-head L2-normalised k * k_k (F.normalize, eps 1e-12), from k before k_a.
-      for (int64_t j = 0; j < T * C; ++j) kk[j] = k[j] * L.att_k_k[j % C];
-      for (int64_t h = 0; h < T * H; ++h) {
-        float* kh = kk + h * N;
-        float ss = 0;
-        for (int64_t j = 0; j < N; ++j) ss += kh[j] * kh[j];
-        const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
-        for (int64_t j = 0; j < N; ++j) kh[j] *= inv;
-      }
-      for (int64_t j = 0; j < T * C; ++j) k[j] *= 1 + (a[j] - 1) * L.att_k_a[j % C];
-      if (i == 0) {
-        std::copy_n(v, T * C, v_first);
-      } else {
-        lora(L.att_v1, L.att_v2, xm[kV], T, hidden, y, pool, [](float h) { return h; });
-        for (int64_t j = 0; j < T * C; ++j)
-          v[j] += (v_first[j] - v[j]) * kernels::sigmoid(L.att_v0[j % C] + y[j]);
-      }
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const int64_t o = t * C;
+          for (int64_t c = 0; c < C; ++c)
+            w[o + c] = std::exp(-decay_scale * kernels::sigmoid(L.att_w0[size_t(c)] + w[o + c]));
+          for (int64_t c = 0; c < C; ++c)
+            a[o + c] = kernels::sigmoid(L.att_a0[size_t(c)] + a[o + c]);
+          // kk = per-head L2-normalised k * k_k (F.normalize, eps 1e-12), from k before k_a.
+          for (int64_t c = 0; c < C; ++c) kk[o + c] = k[o + c] * L.att_k_k[size_t(c)];
+          for (int64_t h = 0; h < H; ++h) {
+            float* kh = kk + o + h * N;
+            float ss = 0;
+            for (int64_t j = 0; j < N; ++j) ss += kh[j] * kh[j];
+            const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
+            for (int64_t j = 0; j < N; ++j) kh[j] *= inv;
+          }
+          for (int64_t c = 0; c < C; ++c) k[o + c] *= 1 + (a[o + c] - 1) * L.att_k_a[size_t(c)];
+          if (i == 0) {
+            std::copy_n(v + o, C, v_first + o);
+          } else {
+            for (int64_t c = 0; c < C; ++c)
+              v[o + c] +=
+                  (v_first[o + c] - v[o + c]) * kernels::sigmoid(L.att_v0[size_t(c)] + y[o + c]);
+          }
+        }
+      });
 
       for (const Segment& s : segments) {
         const int64_t o = s.begin * C;
         kernels::wkv7(r + o, w + o, k + o, v + o, kk + o, a + o, s.len, H, N, s.state + att_kv,
                       y + o, pool);
       }
-      L.ln_x.group_norm(y, T, H, N, info_.ln_x_eps, y);
-      // Bonus: per head, (sum_j r_j k_j r_k[h][j]) * v.
-      for (int64_t h = 0; h < T * H; ++h) {
-        const int64_t o = h * N, ho = (h % H) * N;
-        float s = 0;
-        for (int64_t j = 0; j < N; ++j) s += r[o + j] * k[o + j] * L.att_r_k[ho + j];
-        for (int64_t j = 0; j < N; ++j) y[o + j] += s * v[o + j];
-      }
-      for (int64_t j = 0; j < T * C; ++j) y[j] *= g[j];
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        L.ln_x.group_norm(y + t0 * C, t1 - t0, H, N, info_.ln_x_eps, y + t0 * C);
+        for (int64_t t = t0; t < t1; ++t) {
+          // Bonus: per head, (sum_j r_j k_j r_k[h][j]) * v.
+          for (int64_t h = 0; h < H; ++h) {
+            const int64_t o = t * C + h * N;
+            const float* r_k = L.att_r_k.data() + h * N;
+            float s = 0;
+            for (int64_t j = 0; j < N; ++j) s += r[o + j] * k[o + j] * r_k[j];
+            for (int64_t j = 0; j < N; ++j) y[o + j] += s * v[o + j];
+          }
+          for (int64_t c = t * C; c < (t + 1) * C; ++c) y[c] *= g[c];
+        }
+      });
       kernels::linear(L.att_output, y, T, v, pool);
-      for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t c = t0 * C; c < t1 * C; ++c) x[c] += v[c];
+        L.ln2.layer_norm(x + t0 * C, t1 - t0, C, xx + t0 * C);
+      });
 
-      L.ln2.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, ffn_x_prev, sx);
       float* xk = xm[kK];
-      for (int64_t j = 0; j < T * C; ++j) xk[j] = xx[j] + (sx[j] - xx[j]) * L.ffn_x_k[j % C];
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t c = 0; c < C; ++c)
+            xk[t * C + c] = xx[t * C + c] + (sx[t * C + c] - xx[t * C + c]) * L.ffn_x_k[size_t(c)];
+      });
       kernels::linear(L.ffn_key, xk, T, hidden, pool);
-      for (int64_t j = 0; j < T * info_.ffn_dim; ++j)
-        hidden[j] = hidden[j] > 0 ? hidden[j] * hidden[j] : 0.0f;
+      const int64_t F = info_.ffn_dim;
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t j = t0 * F; j < t1 * F; ++j)
+          hidden[j] = hidden[j] > 0 ? hidden[j] * hidden[j] : 0.0f;
+      });
       kernels::linear(L.ffn_value, hidden, T, v, pool);
-      for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t c = t0 * C; c < t1 * C; ++c) x[c] += v[c];
+      });
     }
   }
 

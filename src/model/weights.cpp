@@ -1,5 +1,7 @@
 #include "model/weights.h"
 
+#include <algorithm>
+
 #include "core/quant.h"
 #include "kernels/kernels.h"
 #include "rwkv/error.h"
@@ -41,6 +43,19 @@ std::string layer_prefix(int layer) { return "blocks." + std::to_string(layer) +
 void Norm::load(WeightLoader& w, const std::string& name, int64_t n) {
   weight = w.f32(name + ".weight", {n});
   bias = w.f32(name + ".bias", {n});
+}
+
+void for_token_rows(int64_t T, ThreadPool* pool, const std::function<void(int64_t, int64_t)>& fn) {
+  const int threads = pool ? pool->size() : 1;
+  if (threads == 1 || T < 2) {
+    fn(0, T);
+    return;
+  }
+  // Two shares per thread, so a thread slowed by a busy core takes fewer rows.
+  const int64_t shares = std::min<int64_t>(T, 2 * threads), rows = (T + shares - 1) / shares;
+  pool->parallel_for(shares, [&](int64_t i) {
+    if (i * rows < T) fn(i * rows, std::min(T, (i + 1) * rows));
+  });
 }
 
 void Norm::layer_norm(const float* x, int64_t T, int64_t n, float* y) const {

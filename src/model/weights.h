@@ -2,6 +2,7 @@
 // and keep track of which tensors the model used so the rest can be reported.
 #pragma once
 
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -70,6 +71,11 @@ struct ChannelMix {
 };
 
 constexpr float kLayerNormEps = 1e-5f;
+
+// fn(t0, t1) over the token rows [0, T), spread over `pool` when there are several rows: for the
+// elementwise work between a layer's products (the same arithmetic per element whichever thread
+// runs it, so the results do not depend on the split).
+void for_token_rows(int64_t T, ThreadPool* pool, const std::function<void(int64_t, int64_t)>& fn);
 
 std::string layer_prefix(int layer);  // "blocks.<layer>."
 

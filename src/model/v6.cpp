@@ -115,12 +115,17 @@ class ModelV6 final : public MatrixStateModel {
       const V6Layer& L = layers_[size_t(i)];
       const size_t att_xx = size_t(i) * layer_size, att_kv = att_xx + C, ffn_xx = att_kv + C * N;
 
+      // Elementwise work runs over token rows [t0, t1) on every pool thread (for_token_rows).
       L.ln1.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, att_xx, sx);
-      for (int64_t j = 0; j < T * C; ++j) {
-        sx[j] -= xx[j];
-        m[j] = xx[j] + sx[j] * L.att_time_maa_x[j % C];
-      }
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t j = t * C + c;
+            sx[j] -= xx[j];
+            m[j] = xx[j] + sx[j] * L.att_time_maa_x[size_t(c)];
+          }
+      });
       kernels::matmul(m, T, L.att_time_maa_w1, lora, pool);
       for (int64_t j = 0; j < T * kBranches * D_mix; ++j) lora[j] = std::tanh(lora[j]);
       for (int b = 0; b < kBranches; ++b) {
@@ -128,10 +133,13 @@ class ModelV6 final : public MatrixStateModel {
         for (int64_t t = 0; t < T; ++t)
           std::copy_n(lora + t * kBranches * D_mix + b * D_mix, D_mix, tmp + t * D_mix);
         kernels::matmul(tmp, T, L.att_time_maa_w2[b], m, pool);
-        for (int64_t j = 0; j < T * C; ++j) {
-          const int64_t c = j % C;
-          xb[b][j] = xx[j] + sx[j] * (L.att_time_maa[b][c] + m[j]);
-        }
+        for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+          for (int64_t t = t0; t < t1; ++t)
+            for (int64_t c = 0; c < C; ++c) {
+              const int64_t j = t * C + c;
+              xb[b][j] = xx[j] + sx[j] * (L.att_time_maa[b][size_t(c)] + m[j]);
+            }
+        });
       }
       kernels::linear(L.att_receptance, xb[kR], T, r, pool);
       kernels::linear(L.att_key, xb[kK], T, k, pool);
@@ -140,28 +148,38 @@ class ModelV6 final : public MatrixStateModel {
       kernels::matmul(xb[kW], T, L.att_time_decay_w1, lora_decay, pool);
       for (int64_t j = 0; j < T * D_decay; ++j) lora_decay[j] = std::tanh(lora_decay[j]);
       kernels::matmul(lora_decay, T, L.att_time_decay_w2, decay, pool);
-      for (int64_t j = 0; j < T * C; ++j)
-        decay[j] = std::exp(-std::exp(L.att_time_decay[j % C] + decay[j]));
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t c = 0; c < C; ++c)
+            decay[t * C + c] = std::exp(-std::exp(L.att_time_decay[size_t(c)] + decay[t * C + c]));
+      });
       for (const Segment& s : segments) {
         const int64_t o = s.begin * C;
         kernels::wkv5(r + o, k + o, v + o, decay + o, C, L.att_u.data(), s.len, H, N,
                       s.state + att_kv, y + o, pool);
       }
-      L.ln_x.group_norm(y, T, H, N, info_.ln_x_eps, y);
-      for (int64_t j = 0; j < T * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu gate
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        L.ln_x.group_norm(y + t0 * C, t1 - t0, H, N, info_.ln_x_eps, y + t0 * C);
+        for (int64_t j = t0 * C; j < t1 * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu
+      });
       kernels::linear(L.att_output, y, T, v, pool);
-      for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t j = t0 * C; j < t1 * C; ++j) x[j] += v[j];
+        L.ln2.layer_norm(x + t0 * C, t1 - t0, C, xx + t0 * C);
+      });
 
-      L.ln2.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, ffn_xx, sx);
       float* xk = xb[kK];
       float* xr = xb[kR];
-      for (int64_t j = 0; j < T * C; ++j) {
-        const int64_t c = j % C;
-        const float s = sx[j] - xx[j];
-        xk[j] = xx[j] + s * L.ffn_time_maa_k[c];
-        xr[j] = xx[j] + s * L.ffn_time_maa_r[c];
-      }
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t j = t * C + c;
+            const float s = sx[j] - xx[j];
+            xk[j] = xx[j] + s * L.ffn_time_maa_k[size_t(c)];
+            xr[j] = xx[j] + s * L.ffn_time_maa_r[size_t(c)];
+          }
+      });
       L.ffn.add_to(xk, xr, T, tmp, x, pool);
     }
   }

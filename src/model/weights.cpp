@@ -97,10 +97,14 @@ void ChannelMix::add_to(const float* xk, const float* xr, int64_t T, float* tmp,
   float* k = r + T * C;
   float* out = k + T * F;
   kernels::linear(key, xk, T, k, pool);
-  for (int64_t j = 0; j < T * F; ++j) k[j] = k[j] > 0 ? k[j] * k[j] : 0.0f;
+  for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+    for (int64_t j = t0 * F; j < t1 * F; ++j) k[j] = k[j] > 0 ? k[j] * k[j] : 0.0f;
+  });
   kernels::linear(receptance, xr, T, r, pool);
   kernels::linear(value, k, T, out, pool);
-  for (int64_t j = 0; j < T * C; ++j) x[j] += kernels::sigmoid(r[j]) * out[j];
+  for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+    for (int64_t j = t0 * C; j < t1 * C; ++j) x[j] += kernels::sigmoid(r[j]) * out[j];
+  });
 }
 
 }  // namespace rwkv

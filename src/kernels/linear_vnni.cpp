@@ -84,12 +84,16 @@ inline __m512i row_pair(const uint8_t* row, int64_t blocks, int64_t p) {
 // the same token in a chunk. Rows go 16 at a time with a row in each lane.
 constexpr int kGroup = 16;
 
-// Lane k of the result = lanes 2k + 2k + 1 of the 32 lanes [a | b].
+// vpermt2d indices of the even and the odd lanes of the 32 lanes [a | b].
+inline __m512i even_lanes() {
+  return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+}
+inline __m512i odd_lanes() { return _mm512_add_epi32(even_lanes(), _mm512_set1_epi32(1)); }
+
+// Lane k of the result = the sum of lanes 2k and 2k + 1 of the 32 lanes [a | b].
 inline __m512i pair_sums(__m512i a, __m512i b) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  return _mm512_add_epi32(_mm512_permutex2var_epi32(a, even, b),
-                          _mm512_permutex2var_epi32(a, odd, b));
+  return _mm512_add_epi32(_mm512_permutex2var_epi32(a, even_lanes(), b),
+                          _mm512_permutex2var_epi32(a, odd_lanes(), b));
 }
 
 // The 16 rows of a group (a short last group repeats its last row) and their per-block scales.
@@ -141,7 +145,8 @@ inline __m512 chain_step(__m512 sum, __m512i S, __m512 d, __m512 m, const Int8Ac
   const int64_t i = t * (x.K / 32) + b;
   sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S), _mm512_mul_ps(d, _mm512_set1_ps(x.scale[size_t(i)])),
                         sum);
-  if constexpr (kHasMin<kType>) sum = _mm512_fmadd_ps(m, _mm512_set1_ps(x.block_qsum[size_t(i)]), sum);
+  if constexpr (kHasMin<kType>)
+    sum = _mm512_fmadd_ps(m, _mm512_set1_ps(x.block_qsum[size_t(i)]), sum);
   return sum;
 }
 
@@ -176,14 +181,13 @@ void group_one_token(const RowGroup<kType>& g, const Int8Activations& x, int64_t
                            pair_sums(dot(4 * j + 2), dot(4 * j + 3)));
     // Lanes 2i and 2i + 1 of halves[h] are row 8h + i's blocks 2p and 2p + 1.
     const __m512i half0 = pair_sums(quads[0], quads[1]), half1 = pair_sums(quads[2], quads[3]);
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     __m512 d, m;
     g.scales(2 * p, d, m);
-    sum = chain_step<kType>(sum, _mm512_permutex2var_epi32(half0, even, half1), d, m, x, t, 2 * p);
+    sum = chain_step<kType>(sum, _mm512_permutex2var_epi32(half0, even_lanes(), half1), d, m, x, t,
+                            2 * p);
     if (2 * p + 1 < blocks) {
-      const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
       g.scales(2 * p + 1, d, m);
-      sum = chain_step<kType>(sum, _mm512_permutex2var_epi32(half0, odd, half1), d, m, x, t,
+      sum = chain_step<kType>(sum, _mm512_permutex2var_epi32(half0, odd_lanes(), half1), d, m, x, t,
                               2 * p + 1);
     }
   }
@@ -195,7 +199,7 @@ void group_one_token(const RowGroup<kType>& g, const Int8Activations& x, int64_t
 // per four columns, the four activation bytes broadcast, and the block's integer sums build up
 // in the lanes without any reduction.
 struct Panel {
-  __m512i* levels = nullptr;  // [block][group][8 columns of four bytes]
+  __m512i* levels = nullptr;          // [block][group][8 columns of four bytes]
   __m512 *d = nullptr, *m = nullptr;  // [block][group]
   int groups = 0;
   std::vector<uint8_t> storage;
@@ -218,8 +222,7 @@ constexpr int kBitReversed[kGroup] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3,
 
 template <DType kType>
 void pack_group(const RowGroup<kType>& g, int64_t blocks, int64_t pairs, int slot, Panel& panel) {
-  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i even = even_lanes(), odd = odd_lanes();
   for (int64_t p = 0; p < pairs; ++p) {
     // A 16 x 16 transpose of four-byte columns in four perfect shuffles: vector c then holds
     // column kBitReversed[c] of the pair (block 2p + column / 8, bytes 4 * (column % 8)).
@@ -288,7 +291,8 @@ void panel_tile(const Panel& panel, const Int8Activations& x, int64_t t0, float*
     for (int r = 0; r < G; ++r) {
       const __m512 d = panel.d[size_t(b * G + r)], m = panel.m[size_t(b * G + r)];
       RWKV_UNROLL
-      for (int t = 0; t < TT; ++t) sum[r][t] = chain_step<kType>(sum[r][t], dot[r][t], d, m, x, t0 + t, b);
+      for (int t = 0; t < TT; ++t)
+        sum[r][t] = chain_step<kType>(sum[r][t], dot[r][t], d, m, x, t0 + t, b);
     }
   }
   RWKV_UNROLL
@@ -305,7 +309,8 @@ void panel_tokens(const Panel& panel, const Int8Activations& x, float* y, int64_
                   int64_t n_last) {
   constexpr int kTile = 4;
   int64_t t = 0;
-  for (; t + kTile <= x.T; t += kTile) panel_tile<kType, G, kTile>(panel, x, t, y + t * O, O, n_last);
+  for (; t + kTile <= x.T; t += kTile)
+    panel_tile<kType, G, kTile>(panel, x, t, y + t * O, O, n_last);
   for (; t < x.T; ++t) panel_tile<kType, G, 1>(panel, x, t, y + t * O, O, n_last);
 }
 
@@ -335,8 +340,8 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
     panel.groups = n > kGroup ? 2 : 1;
     for (int s = 0; s < panel.groups; ++s) {
       const int64_t rs = r + s * kGroup;
-      pack_group<kType>(RowGroup<kType>(w.data, row_bytes, rs, std::min<int64_t>(kGroup, r1 - rs)), blocks,
-                        x.pairs, s, panel);
+      pack_group<kType>(RowGroup<kType>(w.data, row_bytes, rs, std::min<int64_t>(kGroup, r1 - rs)),
+                        blocks, x.pairs, s, panel);
     }
     if (panel.groups == 2)
       panel_tokens<kType, 2>(panel, x, y + r, O, n - kGroup);

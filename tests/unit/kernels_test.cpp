@@ -207,7 +207,8 @@ TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
   for (KernelVariant v : available_variants()) {
     const bool equals_reference = v == KernelVariant::kAvx512 && cpu_features().avx512_vnni;
     for (DType dtype : kBlockTypes) {
-      for (auto [rows, K] : {std::pair<int64_t, int64_t>{67, 32}, {67, 96}, {20, 160}, {67, 2048}}) {
+      for (auto [rows, K] :
+           {std::pair<int64_t, int64_t>{67, 32}, {67, 96}, {20, 160}, {67, 2048}}) {
         TensorMap map;
         Tensor w = random_tensor(map, dtype, rows, K, unsigned(K + int(dtype)));
         w.int8_activations = true;

@@ -70,6 +70,37 @@ INSTANTIATE_TEST_SUITE_P(All, TinyExpectedLogits, ::testing::ValuesIn(kExpectedC
                            return s;
                          });
 
+// Sequence mode on a pool of 3 threads (matrix rows, WKV heads and the layers' elementwise work
+// split across them) gives the very bits of the calling thread alone, exact and, for quantized
+// files, with int8 activations.
+TEST_P(TinyExpectedLogits, AThreadPoolChangesNoBit) {
+  RWKV_REQUIRE_SHARED();
+  const ExpectedCase& c = GetParam();
+  const std::string file =
+      (shared_dir() / "testdata/tiny-rwkv" / ("tiny-rwkv-" + c.stem + "-" + c.type + ".bin"))
+          .string();
+  const std::vector<int> tokens = {34,  105, 110, 32, 116, 104, 101, 32,  119, 111, 114, 108,
+                                   100, 46,  10,  84, 104, 101, 32,  101, 110, 100, 33,  63};
+  ThreadPool pool(3);
+  for (bool int8 : {false, true}) {
+    if (int8 && c.type[0] != 'Q') continue;
+    LoadOptions options;
+    options.int8_activations = int8;
+    auto model = Model::load(file, options);
+    std::vector<float> state[2], logits[2];
+    for (int with_pool = 0; with_pool < 2; ++with_pool) {
+      state[with_pool].resize(model->state_size());
+      logits[with_pool].resize(tokens.size() * size_t(model->info().n_vocab));
+      model->init_state(state[with_pool]);
+      Scratch scratch;
+      model->forward_seq(tokens, state[with_pool], logits[with_pool], true, scratch,
+                         {.chunk = 16, .pool = with_pool ? &pool : nullptr});
+    }
+    EXPECT_EQ(logits[0], logits[1]) << (int8 ? "int8 activations" : "exact");
+    EXPECT_EQ(state[0], state[1]) << (int8 ? "int8 activations" : "exact");
+  }
+}
+
 class TinyInt8Activations : public ::testing::TestWithParam<ExpectedCase> {};
 
 // --int8-activations on rwkv.cpp's own quantized files: the logits after 34 105 110 stay within

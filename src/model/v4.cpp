@@ -86,12 +86,15 @@ class ModelV4 final : public ModelBase {
 
       L.ln1.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, base, prev);
-      for (int64_t j = 0; j < T * C; ++j) {
-        const int64_t c = j % C;
-        xk[j] = xx[j] * L.att_time_mix_k[c] + prev[j] * (1 - L.att_time_mix_k[c]);
-        xv[j] = xx[j] * L.att_time_mix_v[c] + prev[j] * (1 - L.att_time_mix_v[c]);
-        xr[j] = xx[j] * L.att_time_mix_r[c] + prev[j] * (1 - L.att_time_mix_r[c]);
-      }
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t j = t * C + c;
+            xk[j] = xx[j] * L.att_time_mix_k[c] + prev[j] * (1 - L.att_time_mix_k[c]);
+            xv[j] = xx[j] * L.att_time_mix_v[c] + prev[j] * (1 - L.att_time_mix_v[c]);
+            xr[j] = xx[j] * L.att_time_mix_r[c] + prev[j] * (1 - L.att_time_mix_r[c]);
+          }
+      });
       kernels::linear(L.att_receptance, xr, T, r, pool);
       kernels::linear(L.att_key, xk, T, k, pool);
       kernels::linear(L.att_value, xv, T, v, pool);
@@ -118,15 +121,19 @@ class ModelV4 final : public ModelBase {
         }
       }
       kernels::linear(L.att_output, xr, T, v, pool);
-      for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
-
-      L.ln2.layer_norm(x, T, C, xx);
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t j = t0 * C; j < t1 * C; ++j) x[j] += v[j];
+        L.ln2.layer_norm(x + t0 * C, t1 - t0, C, xx + t0 * C);
+      });
       token_shift(xx, C, segments, base + 4 * C, prev);
-      for (int64_t j = 0; j < T * C; ++j) {
-        const int64_t c = j % C;
-        xk[j] = xx[j] * L.ffn_time_mix_k[c] + prev[j] * (1 - L.ffn_time_mix_k[c]);
-        xr[j] = xx[j] * L.ffn_time_mix_r[c] + prev[j] * (1 - L.ffn_time_mix_r[c]);
-      }
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t j = t * C + c;
+            xk[j] = xx[j] * L.ffn_time_mix_k[c] + prev[j] * (1 - L.ffn_time_mix_k[c]);
+            xr[j] = xx[j] * L.ffn_time_mix_r[c] + prev[j] * (1 - L.ffn_time_mix_r[c]);
+          }
+      });
       L.ffn.add_to(xk, xr, T, tmp, x, pool);
     }
   }

@@ -116,13 +116,16 @@ class ModelV5 final : public MatrixStateModel {
 
       L.ln1.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, att_xx, prev);
-      for (int64_t j = 0; j < T * C; ++j) {
-        const int64_t c = j % C;
-        xk[j] = xx[j] * L.att_time_mix_k[c] + prev[j] * (1 - L.att_time_mix_k[c]);
-        xv[j] = xx[j] * L.att_time_mix_v[c] + prev[j] * (1 - L.att_time_mix_v[c]);
-        xr[j] = xx[j] * L.att_time_mix_r[c] + prev[j] * (1 - L.att_time_mix_r[c]);
-        if (gated_) xg[j] = xx[j] * L.att_time_mix_g[c] + prev[j] * (1 - L.att_time_mix_g[c]);
-      }
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t j = t * C + c;
+            xk[j] = xx[j] * L.att_time_mix_k[c] + prev[j] * (1 - L.att_time_mix_k[c]);
+            xv[j] = xx[j] * L.att_time_mix_v[c] + prev[j] * (1 - L.att_time_mix_v[c]);
+            xr[j] = xx[j] * L.att_time_mix_r[c] + prev[j] * (1 - L.att_time_mix_r[c]);
+            if (gated_) xg[j] = xx[j] * L.att_time_mix_g[c] + prev[j] * (1 - L.att_time_mix_g[c]);
+          }
+      });
       kernels::linear(L.att_receptance, xr, T, r, pool);
       kernels::linear(L.att_key, xk, T, k, pool);
       kernels::linear(L.att_value, xv, T, v, pool);
@@ -131,21 +134,26 @@ class ModelV5 final : public MatrixStateModel {
         kernels::wkv5(r + o, k + o, v + o, L.att_w.data(), 0, L.att_u.data(), s.len, H, N,
                       s.state + att_kv, y + o, pool);
       }
-      L.ln_x.group_norm(y, T, H, N, info_.ln_x_eps, y);
-      if (gated_) {
-        kernels::linear(L.att_gate, xg, T, g, pool);
-        for (int64_t j = 0; j < T * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu
-      }
+      if (gated_) kernels::linear(L.att_gate, xg, T, g, pool);
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        L.ln_x.group_norm(y + t0 * C, t1 - t0, H, N, info_.ln_x_eps, y + t0 * C);
+        if (gated_)
+          for (int64_t j = t0 * C; j < t1 * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu
+      });
       kernels::linear(L.att_output, y, T, v, pool);
-      for (int64_t j = 0; j < T * C; ++j) x[j] += v[j];
-
-      L.ln2.layer_norm(x, T, C, xx);
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t j = t0 * C; j < t1 * C; ++j) x[j] += v[j];
+        L.ln2.layer_norm(x + t0 * C, t1 - t0, C, xx + t0 * C);
+      });
       token_shift(xx, C, segments, ffn_xx, prev);
-      for (int64_t j = 0; j < T * C; ++j) {
-        const int64_t c = j % C;
-        xk[j] = xx[j] * L.ffn_time_mix_k[c] + prev[j] * (1 - L.ffn_time_mix_k[c]);
-        xr[j] = xx[j] * L.ffn_time_mix_r[c] + prev[j] * (1 - L.ffn_time_mix_r[c]);
-      }
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t)
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t j = t * C + c;
+            xk[j] = xx[j] * L.ffn_time_mix_k[c] + prev[j] * (1 - L.ffn_time_mix_k[c]);
+            xr[j] = xx[j] * L.ffn_time_mix_r[c] + prev[j] * (1 - L.ffn_time_mix_r[c]);
+          }
+      });
       L.ffn.add_to(xk, xr, T, tmp, x, pool);
     }
   }

@@ -86,15 +86,9 @@ class ModelV4 final : public ModelBase {
 
       L.ln1.layer_norm(x, T, C, xx);
       token_shift(xx, C, segments, base, prev);
-      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t)
-          for (int64_t c = 0; c < C; ++c) {
-            const int64_t j = t * C + c;
-            xk[j] = xx[j] * L.att_time_mix_k[c] + prev[j] * (1 - L.att_time_mix_k[c]);
-            xv[j] = xx[j] * L.att_time_mix_v[c] + prev[j] * (1 - L.att_time_mix_v[c]);
-            xr[j] = xx[j] * L.att_time_mix_r[c] + prev[j] * (1 - L.att_time_mix_r[c]);
-          }
-      });
+      const MixTarget att_mix[] = {
+          {L.att_time_mix_k, xk}, {L.att_time_mix_v, xv}, {L.att_time_mix_r, xr}};
+      time_mix(xx, prev, T, C, att_mix, pool);
       kernels::linear(L.att_receptance, xr, T, r, pool);
       kernels::linear(L.att_key, xk, T, k, pool);
       kernels::linear(L.att_value, xv, T, v, pool);
@@ -126,14 +120,8 @@ class ModelV4 final : public ModelBase {
         L.ln2.layer_norm(x + t0 * C, t1 - t0, C, xx + t0 * C);
       });
       token_shift(xx, C, segments, base + 4 * C, prev);
-      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t)
-          for (int64_t c = 0; c < C; ++c) {
-            const int64_t j = t * C + c;
-            xk[j] = xx[j] * L.ffn_time_mix_k[c] + prev[j] * (1 - L.ffn_time_mix_k[c]);
-            xr[j] = xx[j] * L.ffn_time_mix_r[c] + prev[j] * (1 - L.ffn_time_mix_r[c]);
-          }
-      });
+      const MixTarget ffn_mix[] = {{L.ffn_time_mix_k, xk}, {L.ffn_time_mix_r, xr}};
+      time_mix(xx, prev, T, C, ffn_mix, pool);
       L.ffn.add_to(xk, xr, T, tmp, x, pool);
     }
   }

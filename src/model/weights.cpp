@@ -58,6 +58,18 @@ void for_token_rows(int64_t T, ThreadPool* pool, const std::function<void(int64_
   });
 }
 
+void time_mix(const float* x, const float* prev, int64_t T, int64_t C,
+              std::span<const MixTarget> targets, ThreadPool* pool) {
+  for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+    for (const MixTarget& m : targets)
+      for (int64_t t = t0; t < t1; ++t)
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t j = t * C + c;
+          m.out[j] = x[j] * m.mix[size_t(c)] + prev[j] * (1 - m.mix[size_t(c)]);
+        }
+  });
+}
+
 void Norm::layer_norm(const float* x, int64_t T, int64_t n, float* y) const {
   for (int64_t t = 0; t < T; ++t)
     kernels::layer_norm(x + t * n, weight.data(), bias.data(), n, kLayerNormEps, y + t * n);

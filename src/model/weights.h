@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,15 @@ constexpr float kLayerNormEps = 1e-5f;
 // elementwise work between a layer's products (the same arithmetic per element whichever thread
 // runs it, so the results do not depend on the split).
 void for_token_rows(int64_t T, ThreadPool* pool, const std::function<void(int64_t, int64_t)>& fn);
+
+// The RWKV-4/5 token-shift mix: out[t][c] = x[t][c] * mix[c] + prev[t][c] * (1 - mix[c]) for
+// each target, over T rows of C.
+struct MixTarget {
+  const std::vector<float>& mix;
+  float* out;
+};
+void time_mix(const float* x, const float* prev, int64_t T, int64_t C,
+              std::span<const MixTarget> targets, ThreadPool* pool);
 
 std::string layer_prefix(int layer);  // "blocks.<layer>."
 

@@ -2,15 +2,14 @@
 #pragma once
 
 #include <gtest/gtest.h>
-
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdint>
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -28,9 +27,9 @@ inline std::filesystem::path shared_dir() {
 }
 
 // Skips the current test loudly when the shared test data is missing.
-#define RWKV_REQUIRE_SHARED()                                                              \
-  do {                                                                                     \
-    if (::rwkv::test::shared_dir().empty())                                                \
+#define RWKV_REQUIRE_SHARED()                                                                \
+  do {                                                                                       \
+    if (::rwkv::test::shared_dir().empty())                                                  \
       GTEST_SKIP() << "SKIPPED: ../shared/testdata not found (set RWKV_SHARED to its path)"; \
   } while (0)
 
@@ -69,16 +68,33 @@ inline std::string cli_path() {
   return env ? env : RWKV_DEFAULT_CLI;
 }
 
-// A fresh directory under the system temp dir, unique per test.
+inline std::filesystem::path temp_dir_of(const ::testing::TestInfo& info) {
+  return std::filesystem::temp_directory_path() / ("rwkv-test-" + std::to_string(::getpid()) + "-" +
+                                                   info.test_suite_name() + "-" + info.name());
+}
+
+// A fresh directory under the system temp dir, unique per test. It is removed when the test
+// passes and kept, for inspection, when it fails.
 inline std::filesystem::path temp_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::filesystem::path p = std::filesystem::temp_directory_path() /
-                            ("rwkv-test-" + std::to_string(::getpid()) + "-" +
-                             info->test_suite_name() + "-" + info->name());
+  const std::filesystem::path p =
+      temp_dir_of(*::testing::UnitTest::GetInstance()->current_test_info());
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p;
 }
+
+class TempDirCleaner : public ::testing::EmptyTestEventListener {
+  void OnTestEnd(const ::testing::TestInfo& info) override {
+    std::error_code ignored;  // most tests made no directory
+    if (info.result()->Passed()) std::filesystem::remove_all(temp_dir_of(info), ignored);
+  }
+};
+
+// Registered once per test binary, before main() runs the tests.
+inline const bool kTempDirCleanerRegistered = [] {
+  ::testing::UnitTest::GetInstance()->listeners().Append(new TempDirCleaner);
+  return true;
+}();
 
 struct CommandResult {
   int exit_code = -1;
@@ -91,9 +107,8 @@ inline CommandResult run_shell(const std::string& command, const std::filesystem
                                const std::string& input = "") {
   const auto in = dir / "stdin", out = dir / "stdout", err = dir / "stderr";
   write_bytes(in, std::vector<uint8_t>(input.begin(), input.end()));
-  const int status = std::system(("(" + command + ") <" + in.string() + " >" + out.string() +
-                                  " 2>" + err.string())
-                                     .c_str());
+  const int status = std::system(
+      ("(" + command + ") <" + in.string() + " >" + out.string() + " 2>" + err.string()).c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_text(out), read_text(err)};
 }
 

@@ -68,9 +68,12 @@ inline std::string cli_path() {
   return env ? env : RWKV_DEFAULT_CLI;
 }
 
+// One path component per test: parameterized names ("Suite/Fixture", "Name/0") lose their '/'.
 inline std::filesystem::path temp_dir_of(const ::testing::TestInfo& info) {
-  return std::filesystem::temp_directory_path() / ("rwkv-test-" + std::to_string(::getpid()) + "-" +
-                                                   info.test_suite_name() + "-" + info.name());
+  std::string name =
+      "rwkv-test-" + std::to_string(::getpid()) + "-" + info.test_suite_name() + "-" + info.name();
+  std::replace(name.begin(), name.end(), '/', '_');
+  return std::filesystem::temp_directory_path() / name;
 }
 
 // A fresh directory under the system temp dir, unique per test. It is removed when the test

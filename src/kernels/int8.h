@@ -28,7 +28,6 @@ struct Int8Activations {
   std::vector<int32_t> block_bias;  // (T, K / 32): -block_zero_level(dtype) * sum of q
   std::vector<float> block_qsum;    // (T, K / 32): d * sum of q (the offset term of Q4_1/Q5_1)
   // Per lane (T, pairs, 16), over the lane's four bytes:
-  std::vector<float> lane_scale;   // d of the lane's block
   std::vector<int32_t> lane_bias;  // -block_zero_level(dtype) * sum of q
   std::vector<float> lane_qsum;    // d * sum of q (the offset term of Q4_1/Q5_1)
 
@@ -36,7 +35,6 @@ struct Int8Activations {
   void reset(DType weight_dtype, int64_t rows, int64_t k);
 
   const int8_t* row_q(int64_t t) const { return q.data() + t * pairs * 64; }
-  const float* row_lane_scale(int64_t t) const { return lane_scale.data() + t * pairs * 16; }
   const int32_t* row_lane_bias(int64_t t) const { return lane_bias.data() + t * pairs * 16; }
   const float* row_lane_qsum(int64_t t) const { return lane_qsum.data() + t * pairs * 16; }
 };

@@ -388,16 +388,15 @@ template <DType kType>
 inline float row_dot(const uint8_t* row, const Int8Activations& x, int64_t t) {
   const int64_t blocks = x.K / 32;
   const int8_t* q = x.row_q(t);
-  const float* lane_scale = x.row_lane_scale(t);
+  const float* scale = x.scale.data() + t * blocks;
   const int32_t* lane_bias = x.row_lane_bias(t);
   const float* lane_qsum = x.row_lane_qsum(t);
   const auto step = [&](int64_t b, __m256 a) {
     const uint8_t* blk = row + b * kBlockBytes<kType>;
     const __m256i lanes = block_lanes<kType>(blk, q + 32 * b, lane_bias + 8 * b);
-    const __m256 scale = kType == DType::I8 ? _mm256_loadu_ps(lane_scale + 8 * b)
-                                            : _mm256_mul_ps(broadcast_half(blk),
-                                                            _mm256_loadu_ps(lane_scale + 8 * b));
-    a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), scale, a);
+    const __m256 dx = _mm256_set1_ps(scale[b]);
+    a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes),
+                        kType == DType::I8 ? dx : _mm256_mul_ps(broadcast_half(blk), dx), a);
     if constexpr (kHasMin<kType>)
       a = _mm256_fmadd_ps(broadcast_half(blk + 2), _mm256_loadu_ps(lane_qsum + 8 * b), a);
     return a;

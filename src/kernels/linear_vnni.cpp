@@ -385,7 +385,6 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int
           _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
       const __m512 d = _mm512_permutexvar_ps(
           block_of_lane, _mm512_castps128_ps512(_mm_setr_ps(scale[2 * p], d1, 0, 0)));
-      _mm512_storeu_ps(out.lane_scale.data() + lane, d);
       _mm512_storeu_si512(out.lane_bias.data() + lane,
                           _mm512_mullo_epi32(sum, _mm512_set1_epi32(-block_zero_level(dtype))));
       _mm512_storeu_ps(out.lane_qsum.data() + lane, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sum)));

@@ -275,7 +275,8 @@ TEST(Kernels, VnniActivationRoundingEqualsTheReference) {
       vnni::quantize_activations(dtype, x.data(), T, K, got);
       EXPECT_EQ(want.q, got.q) << dtype_name(dtype) << " K=" << K;
       EXPECT_EQ(want.scale, got.scale);
-      EXPECT_EQ(want.lane_scale, got.lane_scale);
+      EXPECT_EQ(want.block_bias, got.block_bias);
+      EXPECT_EQ(want.block_qsum, got.block_qsum);
       EXPECT_EQ(want.lane_bias, got.lane_bias);
       EXPECT_EQ(want.lane_qsum, got.lane_qsum);
       EXPECT_EQ(want.q[1], -4);  // -3.5 rounds to the even -4

@@ -150,6 +150,12 @@ inline __m512 chain_step(__m512 sum, __m512i S, __m512 d, __m512 m, const Int8Ac
   return sum;
 }
 
+// Bytes [begin, end) of p into L1, a line at a time.
+inline void prefetch(const uint8_t* p, int64_t begin, int64_t end) {
+  for (int64_t at = begin; at < end; at += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(p + at), _MM_HINT_T0);
+}
+
 inline void store_group(float* y, __m512 v, int64_t n) {
   _mm512_mask_storeu_ps(y, __mmask16((1u << n) - 1), v);
 }
@@ -167,8 +173,7 @@ void group_one_token(const RowGroup<kType>& g, const Int8Activations& x, int64_t
   const int64_t share = (next_bytes / x.pairs + 64) & ~int64_t(63);
   __m512 sum = _mm512_setzero_ps();
   for (int64_t p = 0; p < x.pairs; ++p) {
-    for (int64_t at = p * share; at < std::min(next_bytes, (p + 1) * share); at += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(next + at), _MM_HINT_T0);
+    prefetch(next, p * share, std::min(next_bytes, (p + 1) * share));
     const __m512i qp = _mm512_loadu_si512(q + 64 * p);
     const __m512i bp = _mm512_loadu_si512(bias + 16 * p);
     const auto dot = [&](int i) {
@@ -319,10 +324,9 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
   const int64_t O = w.rows(), blocks = x.K / 32;
   const uint64_t row_bytes = w.row_bytes();
   if (x.T == 1) {
-    const int64_t first_bytes = std::min<int64_t>(kGroup, r1 - r0) * int64_t(row_bytes);
-    for (int64_t at = 0; at < first_bytes; at += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(w.data + uint64_t(r0) * row_bytes + at),
-                   _MM_HINT_T0);
+    // The first group up front (each later one is prefetched while its predecessor runs).
+    prefetch(w.data + uint64_t(r0) * row_bytes, 0,
+             std::min<int64_t>(kGroup, r1 - r0) * int64_t(row_bytes));
     for (int64_t r = r0; r < r1; r += kGroup) {
       const int64_t n = std::min<int64_t>(kGroup, r1 - r);
       const int64_t next = std::min(r + kGroup, r1), next_n = std::min<int64_t>(kGroup, r1 - next);

@@ -84,7 +84,7 @@ class ModelV4 final : public ModelBase {
       const V4Layer& L = layers_[size_t(i)];
       const size_t base = size_t(i) * 5 * C;  // att_xx, aa, bb, pp, ffn_xx
 
-      L.ln1.layer_norm(x, T, C, xx);
+      L.ln1.layer_norm(x, T, C, xx, pool);
       token_shift(xx, C, segments, base, prev);
       const MixTarget att_mix[] = {
           {L.att_time_mix_k, xk}, {L.att_time_mix_v, xv}, {L.att_time_mix_r, xr}};
@@ -115,10 +115,7 @@ class ModelV4 final : public ModelBase {
         }
       }
       kernels::linear(L.att_output, xr, T, v, pool);
-      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
-        for (int64_t j = t0 * C; j < t1 * C; ++j) x[j] += v[j];
-        L.ln2.layer_norm(x + t0 * C, t1 - t0, C, xx + t0 * C);
-      });
+      L.ln2.add_then_layer_norm(x, v, T, C, xx, pool);
       token_shift(xx, C, segments, base + 4 * C, prev);
       const MixTarget ffn_mix[] = {{L.ffn_time_mix_k, xk}, {L.ffn_time_mix_r, xr}};
       time_mix(xx, prev, T, C, ffn_mix, pool);

@@ -114,7 +114,7 @@ class ModelV5 final : public MatrixStateModel {
       const V5Layer& L = layers_[size_t(i)];
       const size_t att_xx = size_t(i) * layer_size, att_kv = att_xx + C, ffn_xx = att_kv + C * N;
 
-      L.ln1.layer_norm(x, T, C, xx);
+      L.ln1.layer_norm(x, T, C, xx, pool);
       token_shift(xx, C, segments, att_xx, prev);
       const MixTarget att_mix[] = {{L.att_time_mix_k, xk},
                                    {L.att_time_mix_v, xv},
@@ -136,10 +136,7 @@ class ModelV5 final : public MatrixStateModel {
           for (int64_t j = t0 * C; j < t1 * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu
       });
       kernels::linear(L.att_output, y, T, v, pool);
-      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
-        for (int64_t j = t0 * C; j < t1 * C; ++j) x[j] += v[j];
-        L.ln2.layer_norm(x + t0 * C, t1 - t0, C, xx + t0 * C);
-      });
+      L.ln2.add_then_layer_norm(x, v, T, C, xx, pool);
       token_shift(xx, C, segments, ffn_xx, prev);
       const MixTarget ffn_mix[] = {{L.ffn_time_mix_k, xk}, {L.ffn_time_mix_r, xr}};
       time_mix(xx, prev, T, C, ffn_mix, pool);

@@ -116,7 +116,7 @@ class ModelV6 final : public MatrixStateModel {
       const size_t att_xx = size_t(i) * layer_size, att_kv = att_xx + C, ffn_xx = att_kv + C * N;
 
       // Elementwise work runs over token rows [t0, t1) on every pool thread (for_token_rows).
-      L.ln1.layer_norm(x, T, C, xx);
+      L.ln1.layer_norm(x, T, C, xx, pool);
       token_shift(xx, C, segments, att_xx, sx);
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t)
@@ -163,10 +163,7 @@ class ModelV6 final : public MatrixStateModel {
         for (int64_t j = t0 * C; j < t1 * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu
       });
       kernels::linear(L.att_output, y, T, v, pool);
-      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
-        for (int64_t j = t0 * C; j < t1 * C; ++j) x[j] += v[j];
-        L.ln2.layer_norm(x + t0 * C, t1 - t0, C, xx + t0 * C);
-      });
+      L.ln2.add_then_layer_norm(x, v, T, C, xx, pool);
 
       token_shift(xx, C, segments, ffn_xx, sx);
       float* xk = xb[kK];

@@ -129,7 +129,7 @@ class ModelV7 final : public MatrixStateModel {
 
       // Elementwise work runs over token rows [t0, t1) on every pool thread (for_token_rows);
       // `o` is the row range's first element.
-      L.ln1.layer_norm(x, T, C, xx);
+      L.ln1.layer_norm(x, T, C, xx, pool);
       token_shift(xx, C, segments, att_x_prev, sx);
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
@@ -199,10 +199,7 @@ class ModelV7 final : public MatrixStateModel {
         }
       });
       kernels::linear(L.att_output, y, T, v, pool);
-      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
-        for (int64_t c = t0 * C; c < t1 * C; ++c) x[c] += v[c];
-        L.ln2.layer_norm(x + t0 * C, t1 - t0, C, xx + t0 * C);
-      });
+      L.ln2.add_then_layer_norm(x, v, T, C, xx, pool);
 
       token_shift(xx, C, segments, ffn_x_prev, sx);
       float* xk = xm[kK];

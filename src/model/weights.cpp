@@ -70,9 +70,19 @@ void time_mix(const float* x, const float* prev, int64_t T, int64_t C,
   });
 }
 
-void Norm::layer_norm(const float* x, int64_t T, int64_t n, float* y) const {
-  for (int64_t t = 0; t < T; ++t)
-    kernels::layer_norm(x + t * n, weight.data(), bias.data(), n, kLayerNormEps, y + t * n);
+void Norm::layer_norm(const float* x, int64_t T, int64_t n, float* y, ThreadPool* pool) const {
+  for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      kernels::layer_norm(x + t * n, weight.data(), bias.data(), n, kLayerNormEps, y + t * n);
+  });
+}
+
+void Norm::add_then_layer_norm(float* x, const float* delta, int64_t T, int64_t n, float* y,
+                               ThreadPool* pool) const {
+  for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+    for (int64_t j = t0 * n; j < t1 * n; ++j) x[j] += delta[j];
+    layer_norm(x + t0 * n, t1 - t0, n, y + t0 * n);
+  });
 }
 
 void Norm::group_norm(const float* x, int64_t T, int64_t H, int64_t N, float eps, float* y) const {

@@ -42,8 +42,11 @@ struct Norm {
   std::vector<float> weight, bias;
 
   void load(WeightLoader& w, const std::string& name, int64_t n);  // name.weight, name.bias
-  // LayerNorm (eps 1e-5) of each of T rows of n values.
-  void layer_norm(const float* x, int64_t T, int64_t n, float* y) const;
+  // LayerNorm (eps 1e-5) of each of T rows of n values (rows split across `pool`).
+  void layer_norm(const float* x, int64_t T, int64_t n, float* y, ThreadPool* pool = nullptr) const;
+  // x += delta, then y = LayerNorm(x): a block's residual and the norm after it.
+  void add_then_layer_norm(float* x, const float* delta, int64_t T, int64_t n, float* y,
+                           ThreadPool* pool) const;
   // GroupNorm of each of T rows: H groups (heads) of N channels.
   void group_norm(const float* x, int64_t T, int64_t H, int64_t N, float eps, float* y) const;
 };

@@ -128,7 +128,7 @@ class ModelV7 final : public MatrixStateModel {
                    ffn_x_prev = att_kv + C * N;
 
       // Elementwise work runs over token rows [t0, t1) on every pool thread (for_token_rows);
-      // `o` is the row range's first element.
+      // `o` is token t's first element.
       L.ln1.layer_norm(x, T, C, xx, pool);
       token_shift(xx, C, segments, att_x_prev, sx);
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {

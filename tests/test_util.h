@@ -77,7 +77,7 @@ inline std::filesystem::path temp_dir_of(const ::testing::TestInfo& info) {
 }
 
 // A fresh directory under the system temp dir, unique per test. It is removed when the test
-// passes and kept, for inspection, when it fails.
+// passes or is skipped and kept, for inspection, when it fails.
 inline std::filesystem::path temp_dir() {
   const std::filesystem::path p =
       temp_dir_of(*::testing::UnitTest::GetInstance()->current_test_info());
@@ -89,7 +89,8 @@ inline std::filesystem::path temp_dir() {
 class TempDirCleaner : public ::testing::EmptyTestEventListener {
   void OnTestEnd(const ::testing::TestInfo& info) override {
     std::error_code ignored;  // most tests made no directory
-    if (info.result()->Passed()) std::filesystem::remove_all(temp_dir_of(info), ignored);
+    // Skipped tests count too (Passed() is false for them).
+    if (!info.result()->Failed()) std::filesystem::remove_all(temp_dir_of(info), ignored);
   }
 };
 

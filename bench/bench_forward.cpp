@@ -4,6 +4,7 @@
 // medians go to docs/BENCHMARKS.md).
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -140,6 +141,48 @@ void BM_Stream(benchmark::State& st, rwkv::DType dtype) {
   st.SetBytesProcessed(int64_t(st.iterations()) * n_matrices * int64_t(ws[0].nbytes));
 }
 
+// One token through the LoRAs of an RWKV-7 2048 x 24 model as `rwkv init` makes them (I8,
+// ranks 96, 96, 64 and 256: x @ w1, then @ w2), 50 MB in all, so they stream from DRAM as in
+// generation; pool of `threads`, wall clock.
+void BM_Lora(benchmark::State& st) {
+  const int threads = int(st.range(0));
+  const int64_t C = 2048, ranks[] = {96, 96, 64, 256};
+  std::vector<rwkv::TensorMap> maps;
+  std::vector<float> scales(size_t(C), 1.0f / 64);
+  for (int64_t layer = 0; layer < st.range(1); ++layer)
+    for (int64_t r : ranks) {
+      maps.push_back(random_matrix(rwkv::DType::I8, C, r));
+      maps.push_back(random_matrix(rwkv::DType::I8, r, C));
+    }
+  std::vector<rwkv::Tensor> ws;
+  uint64_t bytes = 0;
+  for (rwkv::TensorMap& map : maps) {
+    ws.push_back(map.at("w"));
+    ws.back().row_scale = scales.data();
+    bytes += ws.back().nbytes;
+  }
+  rwkv::ThreadPool pool(threads);
+  std::vector<float> x(static_cast<size_t>(C), 0.5f), hidden(256), y(static_cast<size_t>(C));
+  for (auto _ : st) {
+    for (size_t i = 0; i < ws.size(); i += 2) {
+      rwkv::kernels::matmul(x.data(), 1, ws[i], hidden.data(), &pool);
+      rwkv::kernels::matmul(hidden.data(), 1, ws[i + 1], y.data(), &pool);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(bytes));
+}
+
+// One parallel_for of 8 empty tasks on a pool of 2: what a fork/join costs a forward pass,
+// which makes several per layer (wall clock).
+void BM_ForkJoin(benchmark::State& st) {
+  rwkv::ThreadPool pool(2);
+  std::atomic<int64_t> sum{0};
+  for (auto _ : st)
+    pool.parallel_for(8, [&](int64_t i) { sum.fetch_add(i, std::memory_order_relaxed); });
+  benchmark::DoNotOptimize(sum.load());
+}
+
 }  // namespace
 
 BENCHMARK_CAPTURE(BM_Forward, rwkv4_ref_fp32, "testdata/reference/models/rwkv4-ref-fp32.pth");
@@ -175,5 +218,7 @@ RWKV_STREAM_BENCH(BF16, {0});
 RWKV_STREAM_BENCH(Q8_0, benchmark::CreateDenseRange(0, 1, 1));
 RWKV_STREAM_BENCH(Q5_1, benchmark::CreateDenseRange(0, 1, 1));
 RWKV_STREAM_BENCH(Q4_0, benchmark::CreateDenseRange(0, 1, 1));
+BENCHMARK(BM_ForkJoin)->UseRealTime();
+BENCHMARK(BM_Lora)->ArgsProduct({{1, 2}, {1, 24}})->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();

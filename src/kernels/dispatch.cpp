@@ -17,7 +17,7 @@ namespace {
 
 struct VariantFns {
   void (*linear_rows)(const Tensor&, const float*, int64_t, float*, int64_t, int64_t);
-  void (*matmul_cols)(const float*, int64_t, const Tensor&, float*, int64_t, int64_t);
+  void (*matmul_cols)(const float*, int64_t, int64_t, const Tensor&, float*, int64_t, int64_t);
 };
 
 const VariantFns& fns(KernelVariant v) {
@@ -81,6 +81,11 @@ void split_rows(int64_t rows, ThreadPool* pool, const Rows& run_rows) {
                      [&](int64_t b) { run_rows(b * block, std::min(rows, (b + 1) * block)); });
 }
 
+// matmul() sums each output over this many rows in order before adding the next segment's
+// sum: one token then has independent chains to overlap and to share out between threads, and
+// each segment is a contiguous piece of the matrix. Fixed, so no result depends on T or threads.
+constexpr int64_t kMatmulSegmentRows = 256;
+
 bool use_vnni(KernelVariant v) { return v == KernelVariant::kAvx512 && cpu_features().avx512_vnni; }
 
 // The kernels multiply I8 weights as their stored integers; each row's scale is applied here,
@@ -124,27 +129,51 @@ void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* po
 void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* pool,
             KernelVariant v) {
   const VariantFns& f = fns(v);
+  const int64_t I = w.rows(), O = w.cols();
   if (w.dtype == DType::I8) {
     // Row i of w (input i) has scale s_i: x_i * s_i then meets the stored integers.
     thread_local std::vector<float> scaled;
-    const int64_t I = w.rows();
     scaled.resize(size_t(T * I));
     for (int64_t t = 0; t < T; ++t)
       for (int64_t i = 0; i < I; ++i) scaled[size_t(t * I + i)] = x[t * I + i] * w.row_scale[i];
     x = scaled.data();
   }
-  const int64_t cols = w.cols();
+  // Segment 0 sums into y; each later segment into its own slice here, added to y in order.
+  thread_local std::vector<float> partial_buffer;
+  const int64_t n_segments = (I + kMatmulSegmentRows - 1) / kMatmulSegmentRows;
+  partial_buffer.resize(size_t((n_segments - 1) * T * O));
+  float* partials = partial_buffer.data();  // inside the lambdas, the caller's buffer
+  const auto segment_cols = [&](int64_t s, int64_t c0, int64_t c1) {
+    const int64_t i0 = s * kMatmulSegmentRows;
+    const Tensor rows = slice_rows(w, i0, std::min(kMatmulSegmentRows, I - i0));
+    f.matmul_cols(x + i0, I, T, rows, s == 0 ? y : partials + (s - 1) * T * O, c0, c1);
+  };
+  const auto add_partials = [&](int64_t t0, int64_t t1) {
+    for (int64_t s = 1; s < n_segments; ++s) {
+      const float* p = partials + (s - 1) * T * O;
+      for (int64_t j = t0 * O; j < t1 * O; ++j) y[j] += p[j];
+    }
+  };
   const int threads = pool ? pool->size() : 1;
   // LoRA matrices are small: below about 64K multiply-adds a fork/join costs more than it saves.
-  if (threads == 1 || cols < 64 || T * w.rows() * cols < (int64_t(1) << 16)) {
-    f.matmul_cols(x, T, w, y, 0, cols);
+  if (threads == 1 || T * I * O < (int64_t(1) << 16)) {
+    for (int64_t s = 0; s < n_segments; ++s) segment_cols(s, 0, O);
+    add_partials(0, T);
     return;
   }
-  // Column blocks are whole ggml blocks (multiples of 32), several per thread.
-  const int64_t block = std::max<int64_t>(32, (cols / (4 * threads) + 31) / 32 * 32);
-  const int64_t n_blocks = (cols + block - 1) / block;
-  pool->parallel_for(n_blocks, [&](int64_t b) {
-    f.matmul_cols(x, T, w, y, b * block, std::min(cols, (b + 1) * block));
+  // About four tasks per thread: segments first (one token's down-projection then reads whole
+  // contiguous segments), then column blocks of whole ggml blocks (multiples of 32).
+  const int64_t n_col_tasks = std::max<int64_t>(1, (4 * threads + n_segments - 1) / n_segments);
+  const int64_t block = std::max<int64_t>(32, (O / n_col_tasks + 31) / 32 * 32);
+  const int64_t n_blocks = (O + block - 1) / block;
+  pool->parallel_for(n_segments * n_blocks, [&](int64_t task) {
+    const int64_t b = task % n_blocks;
+    segment_cols(task / n_blocks, b * block, std::min(O, (b + 1) * block));
+  });
+  if (n_segments == 1) return;
+  const int64_t token_tasks = std::min<int64_t>(T, 4 * threads);
+  pool->parallel_for(token_tasks, [&](int64_t k) {
+    add_partials(T * k / token_tasks, T * (k + 1) / token_tasks);
   });
 }
 

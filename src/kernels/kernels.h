@@ -29,8 +29,9 @@ bool has_fast_int8(KernelVariant variant = active_variant());
 void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* pool = nullptr,
             KernelVariant variant = active_variant());
 // The reference's `x @ W` over T rows, for LoRA matrices stored (I, O): y[t][o] =
-// sum_i x[t][i] * w[i][o], x (T, I), y (T, O), spread over `pool` by blocks of columns. Each
-// output is summed over i in order, so the result does not depend on T or the thread count.
+// sum_i x[t][i] * w[i][o], x (T, I), y (T, O), spread over `pool` by segments of 256 rows and
+// blocks of columns. Each output sums each segment in order, then adds the segments' sums in
+// order, so the result does not depend on T or the thread count.
 void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* pool = nullptr,
             KernelVariant variant = active_variant());
 

@@ -318,7 +318,8 @@ void decode_row_any(const Tensor& w, int64_t i, float* out) {
 
 }  // namespace
 
-void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c0, int64_t c1) {
+void matmul_cols(const float* x, int64_t ldx, int64_t T, const Tensor& w, float* y, int64_t c0,
+                 int64_t c1) {
   thread_local std::vector<float> buf;
   const int64_t I = w.rows(), O = w.cols(), n = c1 - c0;
   buf.resize(size_t(O));
@@ -327,13 +328,13 @@ void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c
     decode_row_any(w, i, buf.data());
     const float* row = buf.data() + c0;
     for (int64_t t = 0; t < T; ++t) {
-      const __m256 a = _mm256_set1_ps(x[t * I + i]);
+      const __m256 a = _mm256_set1_ps(x[t * ldx + i]);
       float* yt = y + t * O + c0;
       int64_t c = 0;
       for (; c + 8 <= n; c += 8)
         _mm256_storeu_ps(yt + c,
                          _mm256_fmadd_ps(a, _mm256_loadu_ps(row + c), _mm256_loadu_ps(yt + c)));
-      for (; c < n; ++c) yt[c] = std::fma(x[t * I + i], row[c], yt[c]);
+      for (; c < n; ++c) yt[c] = std::fma(x[t * ldx + i], row[c], yt[c]);
     }
   }
 }

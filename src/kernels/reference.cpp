@@ -40,7 +40,8 @@ void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r
   }
 }
 
-void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c0, int64_t c1) {
+void matmul_cols(const float* x, int64_t ldx, int64_t T, const Tensor& w, float* y, int64_t c0,
+                 int64_t c1) {
   thread_local std::vector<float> buf;
   const int64_t I = w.rows(), O = w.cols();
   buf.resize(size_t(O));
@@ -48,7 +49,7 @@ void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c
   for (int64_t i = 0; i < I; ++i) {
     dequantize(w.dtype, w.row(i), O, buf.data());
     for (int64_t t = 0; t < T; ++t)
-      for (int64_t c = c0; c < c1; ++c) y[t * O + c] += x[t * I + i] * buf[size_t(c)];
+      for (int64_t c = c0; c < c1; ++c) y[t * O + c] += x[t * ldx + i] * buf[size_t(c)];
   }
 }
 

@@ -12,8 +12,10 @@ namespace rwkv::kernels {
   /* y[t][r] = dot(w row r, x row t) for rows [r0, r1) and all T tokens; y is (T, w.rows()). */   \
   void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1); \
   /* y[t][c] = sum over i in order of x[t][i] * w[i][c], for columns [c0, c1) and all T tokens;   \
-     x is (T, w.rows()), y is (T, w.cols()). For block types c0 is a multiple of 32. */           \
-  void matmul_cols(const float* x, int64_t T, const Tensor& w, float* y, int64_t c0, int64_t c1);
+     x is (T, ldx) (its first w.rows() columns are read), y is (T, w.cols()). For block types c0  \
+     is a multiple of 32. */                                                                      \
+  void matmul_cols(const float* x, int64_t ldx, int64_t T, const Tensor& w, float* y, int64_t c0, \
+                   int64_t c1);
 
 namespace scalar {
 RWKV_KERNEL_VARIANT_FUNCTIONS

@@ -115,29 +115,31 @@ TEST_P(KernelVariants, LinearMatchesReferenceForEveryTypeAndShape) {
 }
 
 TEST_P(KernelVariants, MatmulMatchesReference) {
-  for (DType dtype : kAllTypes) {
-    TensorMap map;
-    const int64_t I = 40, O = is_integer(dtype) ? 96 : 75;
-    const Tensor& w = random_tensor(map, dtype, I, O, 5);
-    for (int64_t T : {1, 3, 8}) {
-      std::vector<float> x(size_t(T * I)), want(size_t(T * O)), got(want.size());
-      std::mt19937 rng(7);
-      std::normal_distribution<float> normal;
-      for (float& v : x) v = normal(rng);
-      matmul(x.data(), T, w, want.data(), nullptr, KernelVariant::kScalar);
-      matmul(x.data(), T, w, got.data(), nullptr, GetParam());
-      const std::vector<float> wf = to_f32(w);
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t o = 0; o < O; ++o) {
-          double exact = 0;
-          for (int64_t i = 0; i < I; ++i)
-            exact += double(x[size_t(t * I + i)]) * wf[size_t(i * O + o)];
-          const size_t k = size_t(t * O + o);
-          ASSERT_NEAR(want[k], exact, 1e-4 * (1 + std::abs(exact))) << dtype_name(dtype);
-          ASSERT_NEAR(got[k], want[k], 1e-4 * (1 + std::abs(want[k]))) << dtype_name(dtype);
-        }
+  // 300 inputs: two segments of rows (kernels.h), summed apart and then added.
+  for (DType dtype : kAllTypes)
+    for (int64_t I : {40, 300}) {
+      TensorMap map;
+      const int64_t O = is_integer(dtype) ? 96 : 75;
+      const Tensor& w = random_tensor(map, dtype, I, O, 5);
+      for (int64_t T : {1, 3, 8}) {
+        std::vector<float> x(size_t(T * I)), want(size_t(T * O)), got(want.size());
+        std::mt19937 rng(7);
+        std::normal_distribution<float> normal;
+        for (float& v : x) v = normal(rng);
+        matmul(x.data(), T, w, want.data(), nullptr, KernelVariant::kScalar);
+        matmul(x.data(), T, w, got.data(), nullptr, GetParam());
+        const std::vector<float> wf = to_f32(w);
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t o = 0; o < O; ++o) {
+            double exact = 0;
+            for (int64_t i = 0; i < I; ++i)
+              exact += double(x[size_t(t * I + i)]) * wf[size_t(i * O + o)];
+            const size_t k = size_t(t * O + o);
+            ASSERT_NEAR(want[k], exact, 1e-4 * (1 + std::abs(exact))) << dtype_name(dtype);
+            ASSERT_NEAR(got[k], want[k], 1e-4 * (1 + std::abs(want[k]))) << dtype_name(dtype);
+          }
+      }
     }
-  }
 }
 
 // A LoRA product split over threads by column blocks, or over tokens, gives the very same bits:

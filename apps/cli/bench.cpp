@@ -89,24 +89,6 @@ void run(const BenchOptions& o) {
   Scratch scratch;
   const EvalOptions eval{.chunk = o.chunk, .pool = pool.get()};
 
-  std::vector<double> prefill, generate;
-  double gen_rss_mb = 0;
-  for (int r = 0; r < o.runs; ++r) {
-    model->init_state(state);
-    start = std::chrono::steady_clock::now();
-    model->forward_seq(prompt, state, logits, false, scratch, eval);
-    prefill.push_back(double(o.prompt) / seconds_since(start));
-    start = std::chrono::steady_clock::now();
-    int token = prompt.back();
-    for (int i = 0; i < o.gen; ++i) {
-      model->forward(token, state, logits, scratch, eval);
-      token = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    }
-    generate.push_back(double(o.gen) / seconds_since(start));
-    gen_rss_mb = std::max(gen_rss_mb, rss_mb());
-  }
-  // Before the machine probes, whose 1 GiB read buffer would dominate the peak.
-  const double peak_mb = peak_rss_mb();
   // A generated token reads every weight once, except the embedding: one row of it. Each weight
   // a token multiplies is one FMA (2 flops).
   double bytes = 0, flops = 0, weight_bytes = 0;
@@ -124,11 +106,34 @@ void run(const BenchOptions& o) {
     weight_bytes += double(n) * per + rows * scales;
     if (!emb && t.shape.size() == 2) flops += 2.0 * double(n);
   }
-  const Probes probes = probe_machine(*pool);
+
+  std::vector<double> prefill, generate, probe_gbps, fractions;
+  double gen_rss_mb = 0, peak_mb = 0;
+  for (int r = 0; r < o.runs; ++r) {
+    model->init_state(state);
+    start = std::chrono::steady_clock::now();
+    model->forward_seq(prompt, state, logits, false, scratch, eval);
+    prefill.push_back(double(o.prompt) / seconds_since(start));
+    start = std::chrono::steady_clock::now();
+    int token = prompt.back();
+    for (int i = 0; i < o.gen; ++i) {
+      model->forward(token, state, logits, scratch, eval);
+      token = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    generate.push_back(double(o.gen) / seconds_since(start));
+    gen_rss_mb = std::max(gen_rss_mb, rss_mb());
+    // Every run uses the memory of the first; the peak is taken before any probe buffer exists.
+    if (r == 0) peak_mb = peak_rss_mb();
+    // The read bandwidth right after each run: a VM's varies by 30-50% over minutes, so the
+    // fraction compares each run with a probe of the same moment (256 MiB: 8x a 32 MiB L3).
+    probe_gbps.push_back(kernels::measure_read_bandwidth(*pool, size_t(256) << 20, 3));
+    fractions.push_back(bytes * generate.back() / 1e9 / probe_gbps.back());
+  }
+  const double fma_gflops = kernels::measure_fma_peak(*pool);
   const double prefill_tps = median(prefill), gen_tps = median(generate);
-  const double read_gbps = bytes * gen_tps / 1e9;
-  const double bandwidth_fraction = read_gbps / probes.read_gbps;
-  const double fma_fraction = prefill_tps * flops / 1e9 / probes.fma_gflops;
+  const double read_gbps = bytes * gen_tps / 1e9, machine_read_gbps = median(probe_gbps);
+  const double bandwidth_fraction = median(fractions);
+  const double fma_fraction = prefill_tps * flops / 1e9 / fma_gflops;
   // The memory budget: weights + state + 64 MB.
   const double rss_budget_mb = (weight_bytes + double(state.size()) * 4) / 1e6 + 64;
   if (o.json) {
@@ -141,10 +146,10 @@ void run(const BenchOptions& o) {
                                       {"gen_tok_s", gen_tps},
                                       {"bytes_per_token", bytes},
                                       {"read_gbps", read_gbps},
-                                      {"machine_read_gbps", probes.read_gbps},
+                                      {"machine_read_gbps", machine_read_gbps},
                                       {"bandwidth_fraction", bandwidth_fraction},
                                       {"flops_per_token", flops},
-                                      {"machine_fma_gflops", probes.fma_gflops},
+                                      {"machine_fma_gflops", fma_gflops},
                                       {"fma_fraction", fma_fraction},
                                       {"weights_mb", weight_bytes / 1e6},
                                       {"rss_gen_mb", gen_rss_mb},
@@ -164,14 +169,14 @@ void run(const BenchOptions& o) {
   fmt::print(
       "prefill:    {:.1f} tok/s  (sequence mode, T={}, chunk {}, median of {}), {:.0f}% of "
       "the FMA peak ({:.0f} GFLOP/s)\n",
-      prefill_tps, o.prompt, o.chunk, o.runs, 100 * fma_fraction, probes.fma_gflops);
+      prefill_tps, o.prompt, o.chunk, o.runs, 100 * fma_fraction, fma_gflops);
   fmt::print("generation: {:.1f} tok/s  (one token per call, median of {} x {})\n", gen_tps, o.runs,
              o.gen);
   fmt::print("prefill speedup over token-by-token: {:.2f}x\n", prefill_tps / gen_tps);
   fmt::print(
-      "bytes read per token: {:.1f} MB, effective {:.2f} GB/s = {:.0f}% of the measured "
-      "{:.1f} GB/s\n",
-      bytes / 1e6, read_gbps, 100 * bandwidth_fraction, probes.read_gbps);
+      "bytes read per token: {:.1f} MB, effective {:.2f} GB/s; {:.0f}% of the read bandwidth "
+      "measured after each run (median {:.1f} GB/s)\n",
+      bytes / 1e6, read_gbps, 100 * bandwidth_fraction, machine_read_gbps);
   fmt::print(
       "memory:     RSS {:.0f} MB while generating, {:.0f} MB peak; budget weights + state + 64 MB "
       "= {:.0f} MB{}\n",

@@ -48,8 +48,8 @@ TEST_F(Cli, LogitsOutMatchesExpected) {
 
 TEST_F(Cli, LogitsAllWritesEveryPositionAndTopPrintsLargest) {
   const auto out = dir_ / "all.f32";
-  auto r = run("logits " + tiny("tiny-rwkv-4v0-660K-FP32.bin") + " --tokens 34,105,110 --all --top 2 --out " +
-               out.string());
+  auto r = run("logits " + tiny("tiny-rwkv-4v0-660K-FP32.bin") +
+               " --tokens 34,105,110 --all --top 2 --out " + out.string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto got = read_f32(out);
   ASSERT_EQ(got.size(), 3u * 256);
@@ -85,7 +85,8 @@ TEST_F(Cli, InfoJson) {
 
 // The same weights as .pth and as safetensors (written by `rwkv convert`) give identical logits.
 TEST_F(Cli, SafetensorsAndPthGiveIdenticalLogits) {
-  for (std::string stem : {"rwkv4-ref-fp32", "rwkv5v2-ref-bf16", "rwkv6-ref-bf16", "rwkv7-ref-fp32"}) {
+  for (std::string stem :
+       {"rwkv4-ref-fp32", "rwkv5v2-ref-bf16", "rwkv6-ref-bf16", "rwkv7-ref-fp32"}) {
     const auto st = dir_ / (stem + ".safetensors");
     auto c = run("convert " + reference(stem + ".pth") + " " + st.string());
     ASSERT_EQ(c.exit_code, 0) << c.err;
@@ -101,11 +102,16 @@ TEST_F(Cli, SafetensorsAndPthGiveIdenticalLogits) {
 // A bf16 checkpoint upcast to F32 by `convert --dtype F32` computes exactly the same logits.
 TEST_F(Cli, ConvertDtypeF32OfBf16IsExact) {
   const auto st = dir_ / "f32.safetensors";
-  ASSERT_EQ(run("convert --dtype F32 " + reference("rwkv6-ref-bf16.pth") + " " + st.string()).exit_code, 0);
+  ASSERT_EQ(
+      run("convert --dtype F32 " + reference("rwkv6-ref-bf16.pth") + " " + st.string()).exit_code,
+      0);
   auto info = nlohmann::json::parse(run("info --json " + st.string()).out);
   EXPECT_EQ(info["tensors"][0]["dtype"], "F32");
   const auto a = dir_ / "a.f32", b = dir_ / "b.f32";
-  ASSERT_EQ(run("logits " + reference("rwkv6-ref-bf16.pth") + " --tokens '1 2 3' --out " + a.string()).exit_code, 0);
+  ASSERT_EQ(
+      run("logits " + reference("rwkv6-ref-bf16.pth") + " --tokens '1 2 3' --out " + a.string())
+          .exit_code,
+      0);
   ASSERT_EQ(run("logits " + st.string() + " --tokens '1 2 3' --out " + b.string()).exit_code, 0);
   EXPECT_EQ(read_bytes(a), read_bytes(b));
 }
@@ -129,7 +135,8 @@ TEST_F(Cli, ConvertKeepsLnXEpsConvention) {
 TEST_F(Cli, StateFileCarriesTheConversation) {
   const std::string model = reference("rwkv6-ref-bf16.pth");
   const auto whole = dir_ / "whole.f32", part = dir_ / "part.f32", st = dir_ / "s.state";
-  ASSERT_EQ(run("logits " + model + " --tokens '5 6 7 8 9 10' --out " + whole.string()).exit_code, 0);
+  ASSERT_EQ(run("logits " + model + " --tokens '5 6 7 8 9 10' --out " + whole.string()).exit_code,
+            0);
   ASSERT_EQ(run("logits " + model + " --tokens '5 6 7' --state-out " + st.string()).exit_code, 0);
   auto r = run("logits " + model + " --tokens '8 9 10' --state-in " + st.string() + " --out " +
                part.string());
@@ -137,9 +144,9 @@ TEST_F(Cli, StateFileCarriesTheConversation) {
   auto a = read_f32(whole), b = read_f32(part);
   EXPECT_LE(diff(a.data(), b.data(), 512).max_abs, 1e-4);
   // A state from another model is refused with the file named.
-  expect_error(run("logits " + reference("rwkv7-ref-bf16.pth") + " --tokens 1 --state-in " +
-                   st.string()),
-               st.string() + ": state is for RWKV-6.0");
+  expect_error(
+      run("logits " + reference("rwkv7-ref-bf16.pth") + " --tokens 1 --state-in " + st.string()),
+      st.string() + ": state is for RWKV-6.0");
 }
 
 TEST_F(Cli, RnnAndSeqModesAgree) {
@@ -159,6 +166,25 @@ TEST_F(Cli, BenchReportsPrefillAndGeneration) {
   EXPECT_NE(r.out.find("prefill:"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("generation:"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("tok/s"), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, BenchJsonAddsUp) {
+  auto r =
+      run("bench " + reference("rwkv5v2-ref-bf16.pth") + " --prompt 8 --gen 8 --runs 3 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  // 825088 BF16 parameters; a token reads one of the 512 rows of the 128-wide embedding.
+  EXPECT_DOUBLE_EQ(j["weights_mb"].get<double>(), 825088 * 2 / 1e6);
+  EXPECT_DOUBLE_EQ(j["bytes_per_token"].get<double>(), (825088 - 511 * 128) * 2.0);
+  EXPECT_NEAR(j["read_gbps"].get<double>(),
+              j["bytes_per_token"].get<double>() * j["gen_tok_s"].get<double>() / 1e9, 1e-9);
+  // The fraction is the median of each run's rate over the probe taken right after it.
+  EXPECT_GT(j["machine_read_gbps"].get<double>(), 0.1);
+  EXPECT_GT(j["bandwidth_fraction"].get<double>(), 0);
+#ifndef __SANITIZE_ADDRESS__  // ASan's shadow and quarantine are not the engine's memory
+  EXPECT_LE(j["rss_peak_mb"].get<double>(), j["rss_budget_mb"].get<double>());
+  EXPECT_LE(j["rss_gen_mb"].get<double>(), j["rss_budget_mb"].get<double>());
+#endif
 }
 
 TEST_F(Cli, MissingFile) {
@@ -203,10 +229,14 @@ TEST_F(Cli, OutIsWrittenAtomically) {
   // A failing run must not leave a partial or empty output file behind.
   const auto out = dir_ / "keep.f32";
   write_bytes(out, {1, 2, 3, 4});
-  auto r = run("logits " + tiny("tiny-rwkv-7v0-834K-FP32.bin") + " --tokens '1 999' --out " + out.string());
+  auto r = run("logits " + tiny("tiny-rwkv-7v0-834K-FP32.bin") + " --tokens '1 999' --out " +
+               out.string());
   EXPECT_NE(r.exit_code, 0);
   EXPECT_EQ(read_bytes(out), (std::vector<uint8_t>{1, 2, 3, 4}));
-  EXPECT_NE(run("logits " + tiny("tiny-rwkv-7v0-834K-FP32.bin") + " --tokens 1 --out /nonexistent/x.f32").exit_code, 0);
+  EXPECT_NE(
+      run("logits " + tiny("tiny-rwkv-7v0-834K-FP32.bin") + " --tokens 1 --out /nonexistent/x.f32")
+          .exit_code,
+      0);
 }
 
 }  // namespace

@@ -200,7 +200,7 @@ BENCHMARK_CAPTURE(BM_Matvec, Q4_0, rwkv::DType::Q4_0)->Arg(1024);
 BENCHMARK_CAPTURE(BM_Matvec, Q4_1, rwkv::DType::Q4_1)->Arg(1024);
 BENCHMARK_CAPTURE(BM_Matvec, Q5_0, rwkv::DType::Q5_0)->Arg(1024);
 #define RWKV_LINEAR_BENCH(type) \
-  BENCHMARK_CAPTURE(BM_Linear, type, rwkv::DType::type)->ArgsProduct({{256, 1024}, {1, 4, 16, 64}})
+  BENCHMARK_CAPTURE(BM_Linear, type, rwkv::DType::type)->ArgsProduct({{256, 1024, 2048}, {1, 4, 16, 64}})
 RWKV_LINEAR_BENCH(F32);
 RWKV_LINEAR_BENCH(F16);
 RWKV_LINEAR_BENCH(BF16);

@@ -174,27 +174,30 @@ TEST(Kernels, MatmulDoesNotDependOnTokensOrThreads) {
 TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
   for (KernelVariant v : available_variants()) {
     for (DType dtype : kAllTypes) {
-      for (int64_t cols : {int64_t(160), int64_t(is_integer(dtype) ? 2048 : 2055)}) {
-        TensorMap map;
-        const int64_t rows = 37, T = 13;
-        Tensor w = random_tensor(map, dtype, rows, cols, 11);
-        std::vector<float> x(size_t(T * cols)), chunk(size_t(T * rows)),
-            alone(static_cast<size_t>(rows));
-        std::mt19937 rng(3);
-        std::normal_distribution<float> normal;
-        for (float& e : x) e = normal(rng);
-        for (bool int8 : {false, true}) {
-          if (int8 && !is_integer(dtype)) continue;
-          w.int8_activations = int8;
-          linear(w, x.data(), T, chunk.data(), nullptr, v);
-          for (int64_t t = 0; t < T; ++t) {
-            linear(w, x.data() + t * cols, 1, alone.data(), nullptr, v);
-            ASSERT_EQ(0, std::memcmp(alone.data(), chunk.data() + t * rows, size_t(rows) * 4))
-                << variant_name(v) << " " << dtype_name(dtype) << (int8 ? " int8" : "")
-                << " cols=" << cols << " t=" << t;
+      // T covers every token group of the kernels (6, 4, 3, 2, 1 at a time); at 2055 F32
+      // columns the 37 rows span two of the AVX-512 kernel's row blocks.
+      for (int64_t cols : {int64_t(160), int64_t(is_integer(dtype) ? 2048 : 2055)})
+        for (int64_t T : {5, 8, 9, 10, 13}) {
+          TensorMap map;
+          const int64_t rows = 37;
+          Tensor w = random_tensor(map, dtype, rows, cols, 11);
+          std::vector<float> x(size_t(T * cols)), chunk(size_t(T * rows)),
+              alone(static_cast<size_t>(rows));
+          std::mt19937 rng(3);
+          std::normal_distribution<float> normal;
+          for (float& e : x) e = normal(rng);
+          for (bool int8 : {false, true}) {
+            if (int8 && !is_integer(dtype)) continue;
+            w.int8_activations = int8;
+            linear(w, x.data(), T, chunk.data(), nullptr, v);
+            for (int64_t t = 0; t < T; ++t) {
+              linear(w, x.data() + t * cols, 1, alone.data(), nullptr, v);
+              ASSERT_EQ(0, std::memcmp(alone.data(), chunk.data() + t * rows, size_t(rows) * 4))
+                  << variant_name(v) << " " << dtype_name(dtype) << (int8 ? " int8" : "")
+                  << " cols=" << cols << " T=" << T << " t=" << t;
+            }
           }
         }
-      }
     }
   }
 }

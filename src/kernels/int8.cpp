@@ -19,7 +19,6 @@ void Int8Activations::reset(DType weight_dtype, int64_t rows, int64_t k) {
   block_bias.resize(size_t(T * (K / 32)));
   block_qsum.resize(size_t(T * (K / 32)));
   lane_bias.assign(size_t(T * pairs * 16), 0);
-  lane_qsum.assign(size_t(T * pairs * 16), 0.0f);
 }
 
 namespace scalar {
@@ -51,7 +50,6 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int
         for (int k = 0; k < 4; ++k) sum += qp[byte + k];
         const size_t lane = size_t((t * pairs + b / 2) * 16 + byte / 4);
         out.lane_bias[lane] = -zero * sum;
-        out.lane_qsum[lane] = d * float(sum);
       }
     }
   }

@@ -8,7 +8,9 @@
 // Both the scalar reference and the SIMD kernel read the activations from one layout, made once
 // per call by quantize_activations(). The K values of a row go in pairs of blocks (64 bytes in
 // natural order, the last pair padded with a zero block); lanes 0-7 of a pair (four bytes each)
-// belong to its first block, lanes 8-15 to its second, and carry per-lane terms.
+// belong to its first block, lanes 8-15 to its second, and carry per-lane terms. Every kernel
+// computes each output as the reference's chain over the blocks, with exact block integers, so
+// all of them give the same bits.
 #pragma once
 
 #include <cstdint>
@@ -27,16 +29,14 @@ struct Int8Activations {
   std::vector<float> scale;         // (T, K / 32): d = max |x| / 127 of each block
   std::vector<int32_t> block_bias;  // (T, K / 32): -block_zero_level(dtype) * sum of q
   std::vector<float> block_qsum;    // (T, K / 32): d * sum of q (the offset term of Q4_1/Q5_1)
-  // Per lane (T, pairs, 16), over the lane's four bytes:
+  // Per lane (T, pairs, 16), over the lane's four bytes (the VNNI one-token kernel's start):
   std::vector<int32_t> lane_bias;  // -block_zero_level(dtype) * sum of q
-  std::vector<float> lane_qsum;    // d * sum of q (the offset term of Q4_1/Q5_1)
 
   // Sizes every array for T rows of K, zeroed (so a padded last block reads as zero).
   void reset(DType weight_dtype, int64_t rows, int64_t k);
 
   const int8_t* row_q(int64_t t) const { return q.data() + t * pairs * 64; }
   const int32_t* row_lane_bias(int64_t t) const { return lane_bias.data() + t * pairs * 16; }
-  const float* row_lane_qsum(int64_t t) const { return lane_qsum.data() + t * pairs * 16; }
 };
 
 // The block layouts as compile-time facts, for the SIMD kernels. The kernels take I8 rows as
@@ -91,7 +91,8 @@ void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64
 }  // namespace scalar
 
 namespace avx2 {
-// AVX2 (vpmaddubsw, one block per vector): the same lane integers, float32 sums in another order.
+// AVX2 (vpmaddubsw + vpmaddwd, 8 rows per vector): the reference's arithmetic in its order, so
+// equal to it bit for bit.
 void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1);
 }  // namespace avx2
 

@@ -1,7 +1,7 @@
 // AVX2 + FMA variants of the kernels, 8-lane vectors: one token streams each weight row once
 // (plain floats widened and ggml blocks unpacked in registers, four accumulator chains); several
 // tokens decode four rows into an L1 panel that they all read; scalar tails where a row is not
-// a multiple of 8. And the int8-activation kernel (at the end).
+// a multiple of 8. And the int8-activation kernel, 8 rows per vector (at the end).
 // Headers come before the target pragma so that no inline function they define is compiled
 // for this ISA and then shared with code that runs on any CPU.
 #include <immintrin.h>
@@ -339,26 +339,25 @@ void matmul_cols(const float* x, int64_t ldx, int64_t T, const Tensor& w, float*
   }
 }
 
-// linear() with int8 activations (kernels/int8.h), for CPUs without AVX-512 VNNI: one block
-// (32 bytes) per 256-bit vector. vpmaddubsw multiplies unsigned by signed bytes into 16-bit pairs
-// and vpmaddwd sums those into the same four-byte lanes vpdpbusd fills, so each lane holds the
-// same exact integer. The pairs are 16-bit: nibble levels (at most 31 x 127 x 2) fit, Q8_0's do
-// not as unsigned, so Q8_0 (and I8) multiplies |w| by q with w's sign (ggml's trick) and needs
-// no zero-level correction.
+// linear() with int8 activations (kernels/int8.h), for CPUs without AVX-512 VNNI. vpmaddubsw
+// multiplies unsigned by signed bytes into 16-bit pairs and vpmaddwd sums those into four-byte
+// lanes, as vpdpbusd does. The pairs are 16-bit: nibble levels (at most 31 x 127 x 2) fit, Q8_0's
+// do not as unsigned, so Q8_0 (and I8) multiplies |w| by q with w's sign (ggml's trick) and needs
+// no zero-level correction. Outputs go 8 rows at a time, one row per lane, so that each block's
+// exact integer is scaled once per row and token in the scalar reference's order: this kernel
+// equals the reference bit for bit, and one token equals the same token in a chunk.
 
 namespace {
 
-// The 8 lane sums of one block against the 32 q of `xq`, as exact integers: sum over the lane's
-// four elements of (level - zero) * q.
+constexpr int kRows = 8;
+constexpr bool kSigned(DType t) { return t == DType::Q8_0 || t == DType::I8; }
+
+// The 32 weight bytes of block b in element order: levels (unsigned) for nibble types, the
+// stored int8 values for Q8_0 and I8.
 template <DType kType>
-inline __m256i block_lanes(const uint8_t* b, const int8_t* xq, const int32_t* lane_bias) {
-  const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
-  const __m256i ones = _mm256_set1_epi16(1);
-  if constexpr (kType == DType::Q8_0 || kType == DType::I8) {
-    const __m256i w =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (kType == DType::I8 ? 0 : 2)));
-    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
-    return _mm256_madd_epi16(pairs, ones);
+inline __m256i block_bytes(const uint8_t* b) {
+  if constexpr (kSigned(kType)) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + (kType == DType::I8 ? 0 : 2)));
   } else {
     constexpr int kNibbles = (kHasMin<kType> ? 4 : 2) + (kFiveBit<kType> ? 4 : 0);
     const __m128i n = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + kNibbles));
@@ -377,48 +376,217 @@ inline __m256i block_lanes(const uint8_t* b, const int8_t* xq, const int32_t* la
       const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
       levels = _mm256_or_si256(levels, _mm256_and_si256(set, _mm256_set1_epi8(16)));
     }
-    const __m256i pairs = _mm256_maddubs_epi16(levels, q);
-    return _mm256_add_epi32(_mm256_madd_epi16(pairs, ones),
-                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lane_bias)));
+    return levels;
   }
 }
 
-// One token against one weight row: blocks alternate between two accumulators, each lane
-// scaled by d_w * d_x in float32 (plus m_w * d_x * sum q for Q4_1/Q5_1).
+// Four-byte lanes of weight bytes w times activation bytes q, each the exact sum of its four
+// products (of the level, before the zero-level correction, for nibble types).
 template <DType kType>
-inline float row_dot(const uint8_t* row, const Int8Activations& x, int64_t t) {
-  const int64_t blocks = x.K / 32;
-  const int8_t* q = x.row_q(t);
-  const float* scale = x.scale.data() + t * blocks;
-  const int32_t* lane_bias = x.row_lane_bias(t);
-  const float* lane_qsum = x.row_lane_qsum(t);
-  const auto step = [&](int64_t b, __m256 a) {
-    const uint8_t* blk = row + b * kBlockBytes<kType>;
-    const __m256i lanes = block_lanes<kType>(blk, q + 32 * b, lane_bias + 8 * b);
-    const __m256 dx = _mm256_set1_ps(scale[b]);
-    a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes),
-                        kType == DType::I8 ? dx : _mm256_mul_ps(broadcast_half(blk), dx), a);
-    if constexpr (kHasMin<kType>)
-      a = _mm256_fmadd_ps(broadcast_half(blk + 2), _mm256_loadu_ps(lane_qsum + 8 * b), a);
-    return a;
-  };
-  __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
-  int64_t b = 0;
-  for (; b + 2 <= blocks; b += 2) {
-    even = step(b, even);
-    odd = step(b + 1, odd);
+inline __m256i lane_dots(__m256i w, __m256i q) {
+  const __m256i pairs = kSigned(kType)
+                            ? _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(q, w))
+                            : _mm256_maddubs_epi16(w, q);
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+// Lane i of the result: the sum of the 8 lanes of v[i].
+inline __m256i row_sums(const __m256i (&v)[kRows]) {
+  const __m256i a = _mm256_hadd_epi32(v[0], v[1]), b = _mm256_hadd_epi32(v[2], v[3]);
+  const __m256i c = _mm256_hadd_epi32(v[4], v[5]), d = _mm256_hadd_epi32(v[6], v[7]);
+  // Lane i < 4 of ab holds row i's lanes 0-3, lane 4 + i its lanes 4-7; cd the same for 4-7.
+  const __m256i ab = _mm256_hadd_epi32(a, b), cd = _mm256_hadd_epi32(c, d);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(ab, cd, 0x20),
+                          _mm256_permute2x128_si256(ab, cd, 0x31));
+}
+
+// The fp16 values in the low 16 bits of each lane, as float32.
+inline __m256 low_halves(__m256i v) {
+  const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0,
+                                        1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, pick), 0x08);
+  return _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
+}
+
+// The 8 rows of a group (a short last group repeats its last row) and their per-block scales.
+template <DType kType>
+struct RowGroup {
+  const uint8_t* row[kRows];
+
+  RowGroup(const uint8_t* data, uint64_t row_bytes, int64_t r, int64_t n) {
+    for (int i = 0; i < kRows; ++i)
+      row[i] = data + uint64_t(r + std::min<int64_t>(i, n - 1)) * row_bytes;
   }
-  if (b < blocks) even = step(b, even);
-  return hsum(_mm256_add_ps(even, odd));
+
+  // d (and m) of block b of each row, one row per lane (fp16 d then fp16 m at the block start).
+  void scales(int64_t b, __m256& d, __m256& m) const {
+    if constexpr (kType == DType::I8) {
+      d = _mm256_set1_ps(1.0f);  // the row scale is applied to the outputs
+      m = _mm256_setzero_ps();
+    } else {
+      int32_t v[kRows];
+      RWKV_UNROLL
+      for (int i = 0; i < kRows; ++i) std::memcpy(&v[i], row[i] + b * kBlockBytes<kType>, 4);
+      const __m256i dm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v));
+      d = low_halves(dm);
+      m = kHasMin<kType> ? low_halves(_mm256_srli_epi32(dm, 16)) : _mm256_setzero_ps();
+    }
+  }
+};
+
+// sum + block b's term for 8 outputs: S the exact block dot products, d and m the weights'.
+template <DType kType>
+inline __m256 chain_step(__m256 sum, __m256i S, __m256 d, __m256 m, const Int8Activations& x,
+                         int64_t t, int64_t b) {
+  const int64_t i = t * (x.K / 32) + b;
+  sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), _mm256_mul_ps(d, _mm256_set1_ps(x.scale[size_t(i)])),
+                        sum);
+  if constexpr (kHasMin<kType>)
+    sum = _mm256_fmadd_ps(m, _mm256_set1_ps(x.block_qsum[size_t(i)]), sum);
+  return sum;
+}
+
+// The block's integer starts from -zero * sum(q) (nibble levels are offset; signed bytes not).
+template <DType kType>
+inline __m256i block_start(const Int8Activations& x, int64_t t, int64_t b) {
+  if constexpr (kSigned(kType)) return _mm256_setzero_si256();
+  return _mm256_set1_epi32(x.block_bias[size_t(t * (x.K / 32) + b)]);
+}
+
+inline void store_rows(float* y, __m256 v, int64_t n) {
+  alignas(32) float out[kRows];
+  _mm256_store_ps(out, v);
+  std::copy(out, out + n, y);
+}
+
+// One token against a group of rows, each row streamed once: per block, the 8 rows' lane dot
+// products are summed down to one lane per row. The next group is prefetched meanwhile, a share
+// per block: 8 interleaved rows are more streams than the hardware prefetcher follows.
+template <DType kType>
+void group_one_token(const RowGroup<kType>& g, const Int8Activations& x, float* y, int64_t n,
+                     const uint8_t* next, int64_t next_bytes) {
+  const int64_t blocks = x.K / 32;
+  const int64_t share = (next_bytes / blocks + 64) & ~int64_t(63);
+  const int8_t* q = x.row_q(0);
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t at = b * share; at < std::min(next_bytes, (b + 1) * share); at += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(next + at), _MM_HINT_T0);
+    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * b));
+    __m256i lanes[kRows];
+    RWKV_UNROLL
+    for (int i = 0; i < kRows; ++i)
+      lanes[i] = lane_dots<kType>(block_bytes<kType>(g.row[i] + b * kBlockBytes<kType>), qb);
+    __m256 d, m;
+    g.scales(b, d, m);
+    sum = chain_step<kType>(sum, _mm256_add_epi32(row_sums(lanes), block_start<kType>(x, 0, b)), d,
+                            m, x, 0, b);
+  }
+  store_rows(y, sum, n);
+}
+
+// Several tokens: the group's bytes are transposed once into a panel, one vector per block and
+// four-element column (a row in each lane), so every token meets them with one vpmaddubsw +
+// vpmaddwd per four columns, the four activation bytes broadcast, and the block's integers build
+// up in the lanes without any reduction.
+struct Panel {
+  __m256i* bytes = nullptr;           // [block][8 columns of four bytes]
+  __m256 *d = nullptr, *m = nullptr;  // [block]
+  std::vector<uint8_t> storage;
+
+  // Room for `blocks` blocks. Aligned by hand: std::vector does not promise 32-byte alignment.
+  void reserve(int64_t blocks) {
+    storage.resize(size_t(32 * (10 * blocks + 1)));
+    bytes = reinterpret_cast<__m256i*>((reinterpret_cast<uintptr_t>(storage.data()) + 31) &
+                                       ~uintptr_t(31));
+    d = reinterpret_cast<__m256*>(bytes + 8 * blocks);
+    m = d + blocks;
+  }
+};
+
+template <DType kType>
+void pack_group(const RowGroup<kType>& g, int64_t blocks, Panel& panel) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m256i v[kRows];
+    RWKV_UNROLL
+    for (int i = 0; i < kRows; ++i) v[i] = block_bytes<kType>(g.row[i] + b * kBlockBytes<kType>);
+    // An 8 x 8 transpose of four-byte columns.
+    __m256i t[kRows], u[kRows];
+    RWKV_UNROLL
+    for (int i = 0; i < kRows; i += 2) {
+      t[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);
+      t[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);
+    }
+    RWKV_UNROLL
+    for (int i = 0; i < kRows; i += 4) {
+      u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+      u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+      u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+      u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    __m256i* column = panel.bytes + b * 8;
+    RWKV_UNROLL
+    for (int c = 0; c < 4; ++c) {
+      column[c] = _mm256_permute2x128_si256(u[c], u[c + 4], 0x20);
+      column[c + 4] = _mm256_permute2x128_si256(u[c], u[c + 4], 0x31);
+    }
+    g.scales(b, panel.d[b], panel.m[b]);
+  }
+}
+
+// The packed group against TT tokens from t0.
+template <DType kType, int TT>
+void panel_tile(const Panel& panel, const Int8Activations& x, int64_t t0, float* y, int64_t ldy,
+                int64_t n) {
+  const int64_t blocks = x.K / 32;
+  __m256 sum[TT];
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) sum[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m256i dot[TT];
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) dot[t] = block_start<kType>(x, t0 + t, b);
+    const __m256i* column = panel.bytes + b * 8;
+    RWKV_UNROLL
+    for (int c = 0; c < 8; ++c) {
+      const __m256i w = _mm256_load_si256(column + c);
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) {
+        int32_t four;
+        std::memcpy(&four, x.row_q(t0 + t) + 32 * b + 4 * c, 4);
+        dot[t] = _mm256_add_epi32(dot[t], lane_dots<kType>(w, _mm256_set1_epi32(four)));
+      }
+    }
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t)
+      sum[t] = chain_step<kType>(sum[t], dot[t], panel.d[b], panel.m[b], x, t0 + t, b);
+  }
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) store_rows(y + t * ldy, sum[t], n);
 }
 
 template <DType kType>
 void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1) {
-  const int64_t O = w.rows();
+  const int64_t O = w.rows(), blocks = x.K / 32;
   const uint64_t row_bytes = w.row_bytes();
-  for (int64_t r = r0; r < r1; ++r)
-    for (int64_t t = 0; t < x.T; ++t)
-      y[t * O + r] = row_dot<kType>(w.data + uint64_t(r) * row_bytes, x, t);
+  if (x.T == 1) {
+    for (int64_t r = r0; r < r1; r += kRows) {
+      const int64_t n = std::min<int64_t>(kRows, r1 - r);
+      const int64_t next = std::min(r + kRows, r1), next_n = std::min<int64_t>(kRows, r1 - next);
+      group_one_token<kType>(RowGroup<kType>(w.data, row_bytes, r, n), x, y + r, n,
+                             w.data + uint64_t(next) * row_bytes, int64_t(next_n * row_bytes));
+    }
+    return;
+  }
+  thread_local Panel panel;
+  panel.reserve(blocks);
+  for (int64_t r = r0; r < r1; r += kRows) {
+    const int64_t n = std::min<int64_t>(kRows, r1 - r);
+    pack_group<kType>(RowGroup<kType>(w.data, row_bytes, r, n), blocks, panel);
+    int64_t t = 0;
+    for (; t + 4 <= x.T; t += 4) panel_tile<kType, 4>(panel, x, t, y + t * O + r, O, n);
+    for (; t < x.T; ++t) panel_tile<kType, 1>(panel, x, t, y + t * O + r, O, n);
+  }
 }
 
 }  // namespace

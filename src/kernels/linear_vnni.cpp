@@ -384,14 +384,8 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int
       const size_t lane = size_t((t * pairs + p) * 16);
       const __m512i q = _mm512_loadu_si512(out.q.data() + (t * pairs + p) * 64);
       const __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), q);
-      const float d1 = 2 * p + 1 < blocks ? scale[2 * p + 1] : 0.0f;
-      const __m512i block_of_lane =
-          _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-      const __m512 d = _mm512_permutexvar_ps(
-          block_of_lane, _mm512_castps128_ps512(_mm_setr_ps(scale[2 * p], d1, 0, 0)));
       _mm512_storeu_si512(out.lane_bias.data() + lane,
                           _mm512_mullo_epi32(sum, _mm512_set1_epi32(-block_zero_level(dtype))));
-      _mm512_storeu_ps(out.lane_qsum.data() + lane, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sum)));
       // Block terms: the lanes of each block summed (integers, so in any order).
       for (int64_t b = 2 * p; b < std::min(blocks, 2 * p + 2); ++b) {
         const int qsum = _mm512_mask_reduce_add_epi32(__mmask16(b % 2 ? 0xff00 : 0x00ff), sum);

@@ -210,7 +210,8 @@ TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
 // step d_x of each block times sum |w| over the block.
 TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
   for (KernelVariant v : available_variants()) {
-    const bool equals_reference = v == KernelVariant::kAvx512 && cpu_features().avx512_vnni;
+    const bool equals_reference =
+        v == KernelVariant::kAvx2 || (v == KernelVariant::kAvx512 && cpu_features().avx512_vnni);
     for (DType dtype : kBlockTypes) {
       for (auto [rows, K] :
            {std::pair<int64_t, int64_t>{67, 32}, {67, 96}, {20, 160}, {67, 2048}}) {
@@ -283,7 +284,6 @@ TEST(Kernels, VnniActivationRoundingEqualsTheReference) {
       EXPECT_EQ(want.block_bias, got.block_bias);
       EXPECT_EQ(want.block_qsum, got.block_qsum);
       EXPECT_EQ(want.lane_bias, got.lane_bias);
-      EXPECT_EQ(want.lane_qsum, got.lane_qsum);
       EXPECT_EQ(want.q[1], -4);  // -3.5 rounds to the even -4
       EXPECT_EQ(want.q[2], -2);  // -2.5 to -2
     }

@@ -534,6 +534,13 @@ void pack_group(const RowGroup<kType>& g, int64_t blocks, Panel& panel) {
   }
 }
 
+// Activation bytes 4c to 4c + 3 of block b of token t in every lane.
+inline __m256i broadcast_four(const Int8Activations& x, int64_t t, int64_t b, int c) {
+  int32_t four;
+  std::memcpy(&four, x.row_q(t) + 32 * b + 4 * c, 4);
+  return _mm256_set1_epi32(four);
+}
+
 // The packed group against TT tokens from t0.
 template <DType kType, int TT>
 void panel_tile(const Panel& panel, const Int8Activations& x, int64_t t0, float* y, int64_t ldy,
@@ -547,14 +554,31 @@ void panel_tile(const Panel& panel, const Int8Activations& x, int64_t t0, float*
     RWKV_UNROLL
     for (int t = 0; t < TT; ++t) dot[t] = block_start<kType>(x, t0 + t, b);
     const __m256i* column = panel.bytes + b * 8;
-    RWKV_UNROLL
-    for (int c = 0; c < 8; ++c) {
-      const __m256i w = _mm256_load_si256(column + c);
+    if constexpr (kSigned(kType)) {
       RWKV_UNROLL
-      for (int t = 0; t < TT; ++t) {
-        int32_t four;
-        std::memcpy(&four, x.row_q(t0 + t) + 32 * b + 4 * c, 4);
-        dot[t] = _mm256_add_epi32(dot[t], lane_dots<kType>(w, _mm256_set1_epi32(four)));
+      for (int c = 0; c < 8; ++c) {
+        const __m256i w = _mm256_load_si256(column + c);
+        RWKV_UNROLL
+        for (int t = 0; t < TT; ++t)
+          dot[t] = _mm256_add_epi32(dot[t], lane_dots<kType>(w, broadcast_four(x, t0 + t, b, c)));
+      }
+    } else {
+      // Nibble levels: four columns' 16-bit pairs (each at most 31 x 127 x 2) add up without
+      // overflow before one vpmaddwd widens them.
+      RWKV_UNROLL
+      for (int c = 0; c < 8; c += 4) {
+        __m256i w[4];
+        RWKV_UNROLL
+        for (int j = 0; j < 4; ++j) w[j] = _mm256_load_si256(column + c + j);
+        RWKV_UNROLL
+        for (int t = 0; t < TT; ++t) {
+          __m256i pairs = _mm256_maddubs_epi16(w[0], broadcast_four(x, t0 + t, b, c));
+          RWKV_UNROLL
+          for (int j = 1; j < 4; ++j)
+            pairs = _mm256_add_epi16(
+                pairs, _mm256_maddubs_epi16(w[j], broadcast_four(x, t0 + t, b, c + j)));
+          dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+        }
       }
     }
     RWKV_UNROLL

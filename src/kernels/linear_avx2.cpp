@@ -176,13 +176,14 @@ inline float row_dot(const uint8_t* row, const float* x, int64_t K) {
   }
 }
 
-// R rows decoded to float32 (R x K, row stride ld) against TT tokens, in the order above. The
-// quarters advance in turns over chunks of K that stay in L1, R x TT accumulators at a time:
-// 4 rows x 3 tokens and the 4 weight vectors fill the 16 registers (x is read as a memory
-// operand), which measured faster than 4 x 2 and 4 x 4 (spills).
-template <int R, int TT>
-inline void decoded_tile(const float* rows, int64_t ld, const float* x, int64_t K, float* y,
-                         int64_t ldy) {
+// R rows of plain kType weights (row stride ld bytes; float32 for decoded panels) against TT
+// tokens, in the order above. The quarters advance in turns over chunks of K that stay in L1,
+// R x TT accumulators at a time: 4 rows x 3 tokens and the 4 weight vectors fill the 16
+// registers (x is read as a memory operand), which measured faster than 4 x 2 and 4 x 4
+// (spills).
+template <DType kType, int R, int TT>
+inline void rows_tile(const uint8_t* rows, uint64_t ld, const float* x, int64_t K, float* y,
+                      int64_t ldy) {
   constexpr int64_t kChunk = 256;
   __m256 sums[4][R][TT];
   for (int q = 0; q < 4; ++q)
@@ -200,7 +201,7 @@ inline void decoded_tile(const float* rows, int64_t ld, const float* x, int64_t 
       for (int64_t k = k0 + 8 * q; k + 8 <= k1; k += 32) {
         __m256 w[R];
         RWKV_UNROLL
-        for (int i = 0; i < R; ++i) w[i] = _mm256_loadu_ps(rows + i * ld + k);
+        for (int i = 0; i < R; ++i) w[i] = load8<kType>(rows + i * ld, k);
         RWKV_UNROLL
         for (int t = 0; t < TT; ++t) {
           const __m256 xv = _mm256_loadu_ps(x + t * K + k);
@@ -219,7 +220,8 @@ inline void decoded_tile(const float* rows, int64_t ld, const float* x, int64_t 
     for (int t = 0; t < TT; ++t) {
       const __m256 a[4] = {sums[0][i][t], sums[1][i][t], sums[2][i][t], sums[3][i][t]};
       float sum = quarters_sum(a);
-      for (int64_t k = K - K % 8; k < K; ++k) sum = std::fma(rows[i * ld + k], x[t * K + k], sum);
+      for (int64_t k = K - K % 8; k < K; ++k)
+        sum = std::fma(load1<kType>(rows + i * ld, k), x[t * K + k], sum);
       y[t * ldy + i] = sum;
     }
 }
@@ -227,10 +229,38 @@ inline void decoded_tile(const float* rows, int64_t ld, const float* x, int64_t 
 template <int R>
 inline void decoded_rows_times_tokens(const float* rows, int64_t ld, const float* x, int64_t T,
                                       int64_t K, float* y, int64_t ldy) {
+  const auto* bytes = reinterpret_cast<const uint8_t*>(rows);
+  const uint64_t ld_bytes = uint64_t(ld) * 4;
   int64_t t = 0;
-  for (; t + 3 <= T; t += 3) decoded_tile<R, 3>(rows, ld, x + t * K, K, y + t * ldy, ldy);
-  if (T - t == 2) decoded_tile<R, 2>(rows, ld, x + t * K, K, y + t * ldy, ldy);
-  if (T - t == 1) decoded_tile<R, 1>(rows, ld, x + t * K, K, y + t * ldy, ldy);
+  for (; t + 3 <= T; t += 3)
+    rows_tile<DType::F32, R, 3>(bytes, ld_bytes, x + t * K, K, y + t * ldy, ldy);
+  if (T - t == 2) rows_tile<DType::F32, R, 2>(bytes, ld_bytes, x + t * K, K, y + t * ldy, ldy);
+  if (T - t == 1) rows_tile<DType::F32, R, 1>(bytes, ld_bytes, x + t * K, K, y + t * ldy, ldy);
+}
+
+// Several tokens of plain-float weights: tokens outside, rows inside, over blocks of rows that
+// stay in L2 (about 256 KiB of weights), so a group's x rows stay in L1 while the block's rows
+// pass by, read as stored and widened in the tile (instead of x streaming from L2 once per 4 rows).
+template <DType kType>
+void plain_rows_times_tokens(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0,
+                             int64_t r1) {
+  const int64_t K = w.cols(), O = w.rows();
+  const uint64_t ld = w.row_bytes();
+  const int64_t block_rows = std::max<int64_t>(4, int64_t((256 << 10) / ld) / 4 * 4);
+  for (int64_t rb = r0; rb < r1; rb += block_rows) {
+    const int64_t rb_end = std::min(r1, rb + block_rows);
+    int64_t t = 0;
+    const auto token_group = [&]<int TT>() {
+      int64_t r = rb;
+      for (; r + 4 <= rb_end; r += 4)
+        rows_tile<kType, 4, TT>(w.row(r), ld, x + t * K, K, y + t * O + r, O);
+      for (; r < rb_end; ++r) rows_tile<kType, 1, TT>(w.row(r), ld, x + t * K, K, y + t * O + r, O);
+      t += TT;
+    };
+    while (t + 3 <= T) token_group.template operator()<3>();
+    if (T - t == 2) token_group.template operator()<2>();
+    if (T - t == 1) token_group.template operator()<1>();
+  }
 }
 
 template <DType kType>
@@ -247,19 +277,24 @@ void linear_typed(const Tensor& w, const float* x, int64_t T, float* y, int64_t 
       decoded_rows_times_tokens<4>(reinterpret_cast<const float*>(w.row(r)), K, x, T, K, y + r, O);
     for (; r < r1; ++r)
       decoded_rows_times_tokens<1>(reinterpret_cast<const float*>(w.row(r)), K, x, T, K, y + r, O);
-    return;
-  }
-  // Several tokens: four rows are decoded once into an L1 panel that every token reads.
-  const int64_t ld = K + 8;  // rows a little more than K apart, so they do not share L1 sets
-  thread_local std::vector<float> panel;
-  panel.resize(size_t(4 * ld));
-  for (; r + 4 <= r1; r += 4) {
-    for (int i = 0; i < 4; ++i) decode_row<kType>(w.row(r + i), K, panel.data() + i * ld);
-    decoded_rows_times_tokens<4>(panel.data(), ld, x, T, K, y + r, O);
-  }
-  for (; r < r1; ++r) {
-    decode_row<kType>(w.row(r), K, panel.data());
-    decoded_rows_times_tokens<1>(panel.data(), ld, x, T, K, y + r, O);
+  } else {
+    // While a 4-row float panel and three tokens' x rows fit a 32 KiB L1, decoding the panel
+    // once serves every token best; beyond, 16-bit rows are read as stored (measured: BF16 at
+    // K = 1024, 120 against 107 GFLOPS; at 2048, 83 against 103).
+    if (!kIsBlock<kType> && 7 * K * 4 > (32 << 10))
+      return plain_rows_times_tokens<kType>(w, x, T, y, r0, r1);
+    // Several tokens: four rows are decoded once into an L1 panel that every token reads.
+    const int64_t ld = K + 8;  // rows a little more than K apart, so they do not share L1 sets
+    thread_local std::vector<float> panel;
+    panel.resize(size_t(4 * ld));
+    for (; r + 4 <= r1; r += 4) {
+      for (int i = 0; i < 4; ++i) decode_row<kType>(w.row(r + i), K, panel.data() + i * ld);
+      decoded_rows_times_tokens<4>(panel.data(), ld, x, T, K, y + r, O);
+    }
+    for (; r < r1; ++r) {
+      decode_row<kType>(w.row(r), K, panel.data());
+      decoded_rows_times_tokens<1>(panel.data(), ld, x, T, K, y + r, O);
+    }
   }
 }
 

@@ -140,7 +140,9 @@ void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* po
   }
   // Segment 0 sums into y; each later segment into its own slice here, added to y in order.
   thread_local std::vector<float> partial_buffer;
-  const int64_t n_segments = (I + kMatmulSegmentRows - 1) / kMatmulSegmentRows;
+  // At least one, so that no rows (I = 0) still writes y = 0.
+  const int64_t n_segments =
+      std::max<int64_t>(1, (I + kMatmulSegmentRows - 1) / kMatmulSegmentRows);
   partial_buffer.resize(size_t((n_segments - 1) * T * O));
   float* partials = partial_buffer.data();  // inside the lambdas, the caller's buffer
   const auto segment_cols = [&](int64_t s, int64_t c0, int64_t c1) {

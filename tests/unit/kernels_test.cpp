@@ -142,6 +142,18 @@ TEST_P(KernelVariants, MatmulMatchesReference) {
     }
 }
 
+// A product over no inputs (a zero-rank matrix from a file) is zero, not a crash.
+TEST(Kernels, MatmulOverNoRowsIsZero) {
+  ThreadPool pool(2);
+  for (KernelVariant v : available_variants()) {
+    TensorMap map;
+    Tensor& w = map.add_owned("w", DType::F32, {0, 64});
+    std::vector<float> y(2 * 64, std::nanf(""));
+    matmul(nullptr, 2, w, y.data(), &pool, v);
+    for (float e : y) ASSERT_EQ(e, 0.0f) << variant_name(v);
+  }
+}
+
 // A LoRA product split over threads by column blocks, or over tokens, gives the very same bits:
 // every output is one in-order sum over the rows.
 TEST(Kernels, MatmulDoesNotDependOnTokensOrThreads) {

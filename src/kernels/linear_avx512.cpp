@@ -383,10 +383,9 @@ inline void row_vectors(const uint8_t* row, int64_t c, __mmask16 last, __m512 (&
 // order with one FMA per row, as a row-by-row axpy would (so the result does not depend on T,
 // the tile or the column split).
 template <DType kType, int TT, int NV>
-inline void cols_tile(const float* x, int64_t ldx, const Tensor& w, float* y, int64_t c,
-                      __mmask16 last) {
+inline void cols_tile(const float* x, int64_t ldx, const Tensor& w, uint64_t row_bytes, float* y,
+                      int64_t c, __mmask16 last) {
   const int64_t I = w.rows(), O = w.cols();
-  const uint64_t row_bytes = w.row_bytes();
   __m512 acc[TT][NV];
   RWKV_UNROLL
   for (int t = 0; t < TT; ++t) {
@@ -413,18 +412,19 @@ inline void cols_tile(const float* x, int64_t ldx, const Tensor& w, float* y, in
 
 // All T tokens for NV column vectors at c, tokens four at a time.
 template <DType kType, int NV>
-inline void cols_times_tokens(const float* x, int64_t ldx, int64_t T, const Tensor& w, float* y,
-                              int64_t c, __mmask16 last) {
+inline void cols_times_tokens(const float* x, int64_t ldx, int64_t T, const Tensor& w,
+                              uint64_t row_bytes, float* y, int64_t c, __mmask16 last) {
   const int64_t O = w.cols();
   int64_t t = 0;
-  for (; t + 4 <= T; t += 4) cols_tile<kType, 4, NV>(x + t * ldx, ldx, w, y + t * O, c, last);
+  for (; t + 4 <= T; t += 4)
+    cols_tile<kType, 4, NV>(x + t * ldx, ldx, w, row_bytes, y + t * O, c, last);
   switch (T - t) {
     case 3:
-      return cols_tile<kType, 3, NV>(x + t * ldx, ldx, w, y + t * O, c, last);
+      return cols_tile<kType, 3, NV>(x + t * ldx, ldx, w, row_bytes, y + t * O, c, last);
     case 2:
-      return cols_tile<kType, 2, NV>(x + t * ldx, ldx, w, y + t * O, c, last);
+      return cols_tile<kType, 2, NV>(x + t * ldx, ldx, w, row_bytes, y + t * O, c, last);
     case 1:
-      return cols_tile<kType, 1, NV>(x + t * ldx, ldx, w, y + t * O, c, last);
+      return cols_tile<kType, 1, NV>(x + t * ldx, ldx, w, row_bytes, y + t * O, c, last);
     default:
       return;
   }
@@ -433,26 +433,27 @@ inline void cols_times_tokens(const float* x, int64_t ldx, int64_t T, const Tens
 template <DType kType>
 void matmul_typed(const float* x, int64_t ldx, int64_t T, const Tensor& w, float* y, int64_t c0,
                   int64_t c1) {
+  const uint64_t row_bytes = w.row_bytes();  // once: it divides by the block size
   int64_t c = c0;
   // One token has one FMA chain per accumulator and nothing else to overlap with it: eight
   // column vectors at a time keep the FMA latency covered (the sums are the same).
   if (T == 1)
-    for (; c + 128 <= c1; c += 128) cols_tile<kType, 1, 8>(x, ldx, w, y, c, 0xffff);
-  for (; c + 64 <= c1; c += 64) cols_times_tokens<kType, 4>(x, ldx, T, w, y, c, 0xffff);
+    for (; c + 128 <= c1; c += 128) cols_tile<kType, 1, 8>(x, ldx, w, row_bytes, y, c, 0xffff);
+  for (; c + 64 <= c1; c += 64) cols_times_tokens<kType, 4>(x, ldx, T, w, row_bytes, y, c, 0xffff);
   const int64_t rest = c1 - c;
   if (rest == 0) return;
   const int n_vectors = int((rest + 15) / 16);
   const __mmask16 last = __mmask16((1u << (rest - 16 * (n_vectors - 1))) - 1);
   if constexpr (kIsBlock<kType>) {
-    cols_times_tokens<kType, 2>(x, ldx, T, w, y, c, last);  // whole blocks: rest is 32
+    cols_times_tokens<kType, 2>(x, ldx, T, w, row_bytes, y, c, last);  // whole blocks: rest is 32
   } else {
     switch (n_vectors) {
       case 3:
-        return cols_times_tokens<kType, 3>(x, ldx, T, w, y, c, last);
+        return cols_times_tokens<kType, 3>(x, ldx, T, w, row_bytes, y, c, last);
       case 2:
-        return cols_times_tokens<kType, 2>(x, ldx, T, w, y, c, last);
+        return cols_times_tokens<kType, 2>(x, ldx, T, w, row_bytes, y, c, last);
       default:
-        return cols_times_tokens<kType, 1>(x, ldx, T, w, y, c, last);
+        return cols_times_tokens<kType, 1>(x, ldx, T, w, row_bytes, y, c, last);
     }
   }
 }

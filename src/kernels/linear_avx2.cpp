@@ -325,52 +325,92 @@ void linear_rows(const Tensor& w, const float* x, int64_t T, float* y, int64_t r
 
 namespace {
 
-// Weight row i of w as float32.
-void decode_row_any(const Tensor& w, int64_t i, float* out) {
-  const int64_t K = w.cols();
-  const uint8_t* row = w.row(i);
-  switch (w.dtype) {
-    case DType::F32:
-      return decode_row<DType::F32>(row, K, out);
-    case DType::F16:
-      return decode_row<DType::F16>(row, K, out);
-    case DType::BF16:
-      return decode_row<DType::BF16>(row, K, out);
-    case DType::Q4_0:
-      return decode_row<DType::Q4_0>(row, K, out);
-    case DType::Q4_1:
-      return decode_row<DType::Q4_1>(row, K, out);
-    case DType::Q5_0:
-      return decode_row<DType::Q5_0>(row, K, out);
-    case DType::Q5_1:
-      return decode_row<DType::Q5_1>(row, K, out);
-    case DType::Q8_0:
-      return decode_row<DType::Q8_0>(row, K, out);
-    case DType::I8:
-      return decode_row<DType::I8>(row, K, out);
+// y[t][c, c + 8 NV) for TT tokens (NV a multiple of 4: whole blocks): TT x NV accumulators in
+// registers, each output summed over the rows in order with one FMA per row, whatever T, the
+// tile or the column split.
+template <DType kType, int TT, int NV>
+inline void cols_tile(const float* x, int64_t ldx, const Tensor& w, uint64_t row_bytes, float* y,
+                      int64_t c) {
+  const int64_t I = w.rows(), O = w.cols();
+  __m256 acc[TT][NV];
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) {
+    RWKV_UNROLL
+    for (int v = 0; v < NV; ++v) acc[t][v] = _mm256_setzero_ps();
   }
+  for (int64_t i = 0; i < I; ++i) {
+    const uint8_t* row = w.data + uint64_t(i) * row_bytes;
+    RWKV_UNROLL
+    for (int v0 = 0; v0 < NV; v0 += 4) {
+      __m256 wv[4];
+      if constexpr (kIsBlock<kType>) {
+        block_vectors<kType>(row + (c + 8 * v0) / 32 * kBlockBytes<kType>, wv);
+      } else {
+        RWKV_UNROLL
+        for (int j = 0; j < 4; ++j) wv[j] = load8<kType>(row, c + 8 * (v0 + j));
+      }
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) {
+        const __m256 a = _mm256_set1_ps(x[t * ldx + i]);
+        RWKV_UNROLL
+        for (int j = 0; j < 4; ++j) acc[t][v0 + j] = _mm256_fmadd_ps(a, wv[j], acc[t][v0 + j]);
+      }
+    }
+  }
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) {
+    RWKV_UNROLL
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(y + t * O + c + 8 * v, acc[t][v]);
+  }
+}
+
+template <DType kType>
+void matmul_typed(const float* x, int64_t ldx, int64_t T, const Tensor& w, float* y, int64_t c0,
+                  int64_t c1) {
+  const int64_t I = w.rows(), O = w.cols();
+  const uint64_t row_bytes = w.row_bytes();
+  int64_t c = c0;
+  // One token: eight column vectors keep both FMA units busy despite the latency.
+  if (T == 1)
+    for (; c + 64 <= c1; c += 64) cols_tile<kType, 1, 8>(x, ldx, w, row_bytes, y, c);
+  for (; c + 32 <= c1; c += 32) {
+    int64_t t = 0;
+    for (; t + 2 <= T; t += 2) cols_tile<kType, 2, 4>(x + t * ldx, ldx, w, row_bytes, y + t * O, c);
+    if (t < T) cols_tile<kType, 1, 4>(x + t * ldx, ldx, w, row_bytes, y + t * O, c);
+  }
+  // Plain floats: the last columns one by one, each the same in-order FMA chain.
+  for (; c < c1; ++c)
+    for (int64_t t = 0; t < T; ++t) {
+      float sum = 0;
+      for (int64_t i = 0; i < I; ++i)
+        sum = std::fma(x[t * ldx + i], load1<kType>(w.data + uint64_t(i) * row_bytes, c), sum);
+      y[t * O + c] = sum;
+    }
 }
 
 }  // namespace
 
 void matmul_cols(const float* x, int64_t ldx, int64_t T, const Tensor& w, float* y, int64_t c0,
                  int64_t c1) {
-  thread_local std::vector<float> buf;
-  const int64_t I = w.rows(), O = w.cols(), n = c1 - c0;
-  buf.resize(size_t(O));
-  for (int64_t t = 0; t < T; ++t) std::fill(y + t * O + c0, y + t * O + c1, 0.0f);
-  for (int64_t i = 0; i < I; ++i) {
-    decode_row_any(w, i, buf.data());
-    const float* row = buf.data() + c0;
-    for (int64_t t = 0; t < T; ++t) {
-      const __m256 a = _mm256_set1_ps(x[t * ldx + i]);
-      float* yt = y + t * O + c0;
-      int64_t c = 0;
-      for (; c + 8 <= n; c += 8)
-        _mm256_storeu_ps(yt + c,
-                         _mm256_fmadd_ps(a, _mm256_loadu_ps(row + c), _mm256_loadu_ps(yt + c)));
-      for (; c < n; ++c) yt[c] = std::fma(x[t * ldx + i], row[c], yt[c]);
-    }
+  switch (w.dtype) {
+    case DType::F32:
+      return matmul_typed<DType::F32>(x, ldx, T, w, y, c0, c1);
+    case DType::F16:
+      return matmul_typed<DType::F16>(x, ldx, T, w, y, c0, c1);
+    case DType::BF16:
+      return matmul_typed<DType::BF16>(x, ldx, T, w, y, c0, c1);
+    case DType::Q4_0:
+      return matmul_typed<DType::Q4_0>(x, ldx, T, w, y, c0, c1);
+    case DType::Q4_1:
+      return matmul_typed<DType::Q4_1>(x, ldx, T, w, y, c0, c1);
+    case DType::Q5_0:
+      return matmul_typed<DType::Q5_0>(x, ldx, T, w, y, c0, c1);
+    case DType::Q5_1:
+      return matmul_typed<DType::Q5_1>(x, ldx, T, w, y, c0, c1);
+    case DType::Q8_0:
+      return matmul_typed<DType::Q8_0>(x, ldx, T, w, y, c0, c1);
+    case DType::I8:
+      return matmul_typed<DType::I8>(x, ldx, T, w, y, c0, c1);
   }
 }
 

@@ -226,27 +226,31 @@ inline void rows_tile(const uint8_t* rows, uint64_t ld, const float* x, int64_t 
     }
 }
 
+// R float32 rows (row stride ld bytes: a decoded panel, or an F32 tensor itself) against all
+// T tokens, three at a time.
 template <int R>
-inline void decoded_rows_times_tokens(const float* rows, int64_t ld, const float* x, int64_t T,
-                                      int64_t K, float* y, int64_t ldy) {
-  const auto* bytes = reinterpret_cast<const uint8_t*>(rows);
-  const uint64_t ld_bytes = uint64_t(ld) * 4;
+inline void f32_rows_times_tokens(const uint8_t* rows, uint64_t ld, const float* x, int64_t T,
+                                  int64_t K, float* y, int64_t ldy) {
   int64_t t = 0;
-  for (; t + 3 <= T; t += 3)
-    rows_tile<DType::F32, R, 3>(bytes, ld_bytes, x + t * K, K, y + t * ldy, ldy);
-  if (T - t == 2) rows_tile<DType::F32, R, 2>(bytes, ld_bytes, x + t * K, K, y + t * ldy, ldy);
-  if (T - t == 1) rows_tile<DType::F32, R, 1>(bytes, ld_bytes, x + t * K, K, y + t * ldy, ldy);
+  for (; t + 3 <= T; t += 3) rows_tile<DType::F32, R, 3>(rows, ld, x + t * K, K, y + t * ldy, ldy);
+  if (T - t == 2) rows_tile<DType::F32, R, 2>(rows, ld, x + t * K, K, y + t * ldy, ldy);
+  if (T - t == 1) rows_tile<DType::F32, R, 1>(rows, ld, x + t * K, K, y + t * ldy, ldy);
 }
 
+// Several tokens of 16-bit floats: rows are taken in blocks of about this many bytes, which
+// stay in L2, once a 4-row float panel and three tokens' x rows no longer fit this L1.
+constexpr uint64_t kRowBlockBytes = 256 << 10;
+constexpr int64_t kL1Bytes = 32 << 10;
+
 // Several tokens of plain-float weights: tokens outside, rows inside, over blocks of rows that
-// stay in L2 (about 256 KiB of weights), so a group's x rows stay in L1 while the block's rows
-// pass by, read as stored and widened in the tile (instead of x streaming from L2 once per 4 rows).
+// stay in L2 (kRowBlockBytes), so a group's x rows stay in L1 while the block's rows pass by,
+// read as stored and widened in the tile (instead of x streaming from L2 once per 4 rows).
 template <DType kType>
 void plain_rows_times_tokens(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0,
                              int64_t r1) {
   const int64_t K = w.cols(), O = w.rows();
   const uint64_t ld = w.row_bytes();
-  const int64_t block_rows = std::max<int64_t>(4, int64_t((256 << 10) / ld) / 4 * 4);
+  const int64_t block_rows = std::max<int64_t>(4, int64_t(kRowBlockBytes / ld) / 4 * 4);
   for (int64_t rb = r0; rb < r1; rb += block_rows) {
     const int64_t rb_end = std::min(r1, rb + block_rows);
     int64_t t = 0;
@@ -273,27 +277,27 @@ void linear_typed(const Tensor& w, const float* x, int64_t T, float* y, int64_t 
   int64_t r = r0;
   if constexpr (kType == DType::F32) {
     // Float32 rows are their own panel.
-    for (; r + 4 <= r1; r += 4)
-      decoded_rows_times_tokens<4>(reinterpret_cast<const float*>(w.row(r)), K, x, T, K, y + r, O);
-    for (; r < r1; ++r)
-      decoded_rows_times_tokens<1>(reinterpret_cast<const float*>(w.row(r)), K, x, T, K, y + r, O);
+    const uint64_t ld = w.row_bytes();
+    for (; r + 4 <= r1; r += 4) f32_rows_times_tokens<4>(w.row(r), ld, x, T, K, y + r, O);
+    for (; r < r1; ++r) f32_rows_times_tokens<1>(w.row(r), ld, x, T, K, y + r, O);
   } else {
     // While a 4-row float panel and three tokens' x rows fit a 32 KiB L1, decoding the panel
     // once serves every token best; beyond, 16-bit rows are read as stored (measured: BF16 at
     // K = 1024, 120 against 107 GFLOPS; at 2048, 83 against 103).
-    if (!kIsBlock<kType> && 7 * K * 4 > (32 << 10))
+    if (!kIsBlock<kType> && 7 * K * 4 > kL1Bytes)
       return plain_rows_times_tokens<kType>(w, x, T, y, r0, r1);
     // Several tokens: four rows are decoded once into an L1 panel that every token reads.
     const int64_t ld = K + 8;  // rows a little more than K apart, so they do not share L1 sets
     thread_local std::vector<float> panel;
     panel.resize(size_t(4 * ld));
+    const auto* panel_rows = reinterpret_cast<const uint8_t*>(panel.data());
     for (; r + 4 <= r1; r += 4) {
       for (int i = 0; i < 4; ++i) decode_row<kType>(w.row(r + i), K, panel.data() + i * ld);
-      decoded_rows_times_tokens<4>(panel.data(), ld, x, T, K, y + r, O);
+      f32_rows_times_tokens<4>(panel_rows, uint64_t(ld) * 4, x, T, K, y + r, O);
     }
     for (; r < r1; ++r) {
       decode_row<kType>(w.row(r), K, panel.data());
-      decoded_rows_times_tokens<1>(panel.data(), ld, x, T, K, y + r, O);
+      f32_rows_times_tokens<1>(panel_rows, uint64_t(ld) * 4, x, T, K, y + r, O);
     }
   }
 }

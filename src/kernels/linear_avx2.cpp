@@ -140,8 +140,9 @@ inline float quarters_sum(const __m256 (&a)[4]) {
   return hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
 }
 
-// How far ahead of a streaming row it is prefetched.
-constexpr int64_t kPrefetchBytes = 1024;
+// How far ahead of a streaming row it is prefetched (about two 2048-wide BF16 rows): one thread
+// streamed a BF16 matrix at ~29 GB/s with 1 KB, ~40 with 8 KB.
+constexpr int64_t kPrefetchBytes = 8192;
 
 // One token: the row streams once, one row at a time (a single sequential stream reads DRAM
 // faster than interleaved ones), blocks unpacked in registers.

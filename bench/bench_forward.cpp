@@ -143,7 +143,8 @@ void BM_Stream(benchmark::State& st, rwkv::DType dtype) {
 
 // One token through the LoRAs of an RWKV-7 2048 x 24 model as `rwkv init` makes them (I8,
 // ranks 96, 96, 64 and 256: x @ w1, then @ w2), 50 MB in all, so they stream from DRAM as in
-// generation; pool of `threads`, wall clock.
+// generation; pool of `threads`, wall clock. Arguments: threads, layers, and whether a layer's
+// four LoRAs go through matmul_many() together (as the model runs them) or one matmul() each.
 void BM_Lora(benchmark::State& st) {
   const int threads = int(st.range(0));
   const int64_t C = 2048, ranks[] = {96, 96, 64, 256};
@@ -162,11 +163,26 @@ void BM_Lora(benchmark::State& st) {
     bytes += ws.back().nbytes;
   }
   rwkv::ThreadPool pool(threads);
-  std::vector<float> x(static_cast<size_t>(C), 0.5f), hidden(256), y(static_cast<size_t>(C));
+  std::vector<float> x(static_cast<size_t>(C), 0.5f), hidden(512), y(static_cast<size_t>(4 * C));
+  const bool together = st.range(2) != 0;
   for (auto _ : st) {
-    for (size_t i = 0; i < ws.size(); i += 2) {
-      rwkv::kernels::matmul(x.data(), 1, ws[i], hidden.data(), &pool);
-      rwkv::kernels::matmul(hidden.data(), 1, ws[i + 1], y.data(), &pool);
+    for (size_t i = 0; i < ws.size(); i += 8) {
+      rwkv::kernels::MatmulJob down[4], up[4];
+      float* h = hidden.data();
+      for (size_t j = 0; j < 4; ++j) {
+        down[j] = {x.data(), &ws[i + 2 * j], h};
+        up[j] = {h, &ws[i + 2 * j + 1], y.data() + j * C};
+        h += ws[i + 2 * j].cols();
+      }
+      if (together) {
+        rwkv::kernels::matmul_many(down, 1, &pool);
+        rwkv::kernels::matmul_many(up, 1, &pool);
+      } else {
+        for (size_t j = 0; j < 4; ++j) {
+          rwkv::kernels::matmul(down[j].x, 1, *down[j].w, down[j].y, &pool);
+          rwkv::kernels::matmul(up[j].x, 1, *up[j].w, up[j].y, &pool);
+        }
+      }
     }
     benchmark::DoNotOptimize(y.data());
   }
@@ -199,8 +215,9 @@ BENCHMARK_CAPTURE(BM_Matvec, Q5_1, rwkv::DType::Q5_1)->Arg(1024);
 BENCHMARK_CAPTURE(BM_Matvec, Q4_0, rwkv::DType::Q4_0)->Arg(1024);
 BENCHMARK_CAPTURE(BM_Matvec, Q4_1, rwkv::DType::Q4_1)->Arg(1024);
 BENCHMARK_CAPTURE(BM_Matvec, Q5_0, rwkv::DType::Q5_0)->Arg(1024);
-#define RWKV_LINEAR_BENCH(type) \
-  BENCHMARK_CAPTURE(BM_Linear, type, rwkv::DType::type)->ArgsProduct({{256, 1024, 2048}, {1, 4, 16, 64}})
+#define RWKV_LINEAR_BENCH(type)                         \
+  BENCHMARK_CAPTURE(BM_Linear, type, rwkv::DType::type) \
+      ->ArgsProduct({{256, 1024, 2048}, {1, 4, 16, 64}})
 RWKV_LINEAR_BENCH(F32);
 RWKV_LINEAR_BENCH(F16);
 RWKV_LINEAR_BENCH(BF16);
@@ -219,6 +236,9 @@ RWKV_STREAM_BENCH(Q8_0, benchmark::CreateDenseRange(0, 1, 1));
 RWKV_STREAM_BENCH(Q5_1, benchmark::CreateDenseRange(0, 1, 1));
 RWKV_STREAM_BENCH(Q4_0, benchmark::CreateDenseRange(0, 1, 1));
 BENCHMARK(BM_ForkJoin)->UseRealTime();
-BENCHMARK(BM_Lora)->ArgsProduct({{1, 2}, {1, 24}})->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Lora)
+    ->ArgsProduct({{1, 2}, {1, 24}, {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();

@@ -157,57 +157,99 @@ void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* po
   });
 }
 
-void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* pool,
-            KernelVariant v) {
+void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, KernelVariant v) {
   const VariantFns& f = fns(v);
-  const int64_t I = w.rows(), O = w.cols();
-  if (w.dtype == DType::I8) {
-    // Row i of w (input i) has scale s_i: x_i * s_i then meets the stored integers.
-    thread_local std::vector<float> scaled;
-    scaled.resize(size_t(T * I));
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t i = 0; i < I; ++i) scaled[size_t(t * I + i)] = x[t * I + i] * w.row_scale[i];
-    x = scaled.data();
-  }
-  // Segment 0 sums into y; each later segment into its own slice here, added to y in order.
-  thread_local std::vector<float> partial_buffer;
-  // At least one, so that no rows (I = 0) still writes y = 0.
-  const int64_t n_segments =
-      std::max<int64_t>(1, (I + kMatmulSegmentRows - 1) / kMatmulSegmentRows);
-  partial_buffer.resize(size_t((n_segments - 1) * T * O));
-  float* partials = partial_buffer.data();  // inside the lambdas, the caller's buffer
-  const auto segment_cols = [&](int64_t s, int64_t c0, int64_t c1) {
-    const int64_t i0 = s * kMatmulSegmentRows;
-    const Tensor rows = slice_rows(w, i0, std::min(kMatmulSegmentRows, I - i0));
-    f.matmul_cols(x + i0, I, T, rows, s == 0 ? y : partials + (s - 1) * T * O, c0, c1);
+  const int threads = pool ? pool->size() : 1;
+  // Per job: its x (scaled for I8), where its segments' partial sums go, and its tasks.
+  struct Plan {
+    const float* x;
+    int64_t n_segments, block, n_blocks, first_task;
+    size_t partials;
   };
-  const auto add_partials = [&](int64_t t0, int64_t t1) {
-    for (int64_t s = 1; s < n_segments; ++s) {
-      const float* p = partials + (s - 1) * T * O;
-      for (int64_t j = t0 * O; j < t1 * O; ++j) y[j] += p[j];
+  thread_local std::vector<Plan> plan_buffer;
+  thread_local std::vector<float> scaled, partial_buffer;
+  std::vector<Plan>& plans = plan_buffer;  // inside the lambdas, the caller's buffer
+  size_t scaled_size = 0, partial_size = 0;
+  int64_t work = 0;
+  for (const MatmulJob& job : jobs) {
+    const int64_t I = job.w->rows(), O = job.w->cols();
+    if (job.w->dtype == DType::I8) scaled_size += size_t(T * I);
+    // At least one segment, so that no rows (I = 0) still writes y = 0.
+    const int64_t n_segments =
+        std::max<int64_t>(1, (I + kMatmulSegmentRows - 1) / kMatmulSegmentRows);
+    partial_size += size_t((n_segments - 1) * T * O);
+    work += T * I * O;
+  }
+  scaled.resize(scaled_size);
+  partial_buffer.resize(partial_size);
+  // LoRA matrices are small: below about 64K multiply-adds a fork/join costs more than it saves.
+  const bool serial = threads == 1 || work < (int64_t(1) << 16);
+  plans.clear();
+  size_t scaled_at = 0, partials_at = 0;
+  int64_t n_tasks = 0;
+  for (const MatmulJob& job : jobs) {
+    const int64_t I = job.w->rows(), O = job.w->cols();
+    const float* x = job.x;
+    if (job.w->dtype == DType::I8) {
+      // Row i of w (input i) has scale s_i: x_i * s_i then meets the stored integers.
+      float* xs = scaled.data() + scaled_at;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < I; ++i) xs[t * I + i] = x[t * I + i] * job.w->row_scale[i];
+      x = xs;
+      scaled_at += size_t(T * I);
+    }
+    const int64_t n_segments =
+        std::max<int64_t>(1, (I + kMatmulSegmentRows - 1) / kMatmulSegmentRows);
+    // About four tasks per thread and job: segments first (one token's down-projection then
+    // reads whole contiguous segments), then column blocks of whole ggml blocks (multiples of
+    // 32). Alone, a job is one task per segment over all its columns.
+    const int64_t n_col_tasks =
+        serial ? 1 : std::max<int64_t>(1, (4 * threads + n_segments - 1) / n_segments);
+    const int64_t block = std::max<int64_t>(32, (O / n_col_tasks + 31) / 32 * 32);
+    const int64_t n_blocks = std::max<int64_t>(1, (O + block - 1) / block);
+    plans.push_back({x, n_segments, block, n_blocks, n_tasks, partials_at});
+    n_tasks += n_segments * n_blocks;
+    partials_at += size_t((n_segments - 1) * T * O);
+  }
+  // Segment 0 of a job sums into its y; each later segment into its own slice of the partials,
+  // added to y in order afterwards.
+  float* partials = partial_buffer.data();  // inside the lambdas, the caller's buffer
+  const auto run_task = [&](int64_t task) {
+    size_t j = 0;
+    while (j + 1 < plans.size() && plans[j + 1].first_task <= task) ++j;
+    const Plan& plan = plans[j];
+    const Tensor& w = *jobs[j].w;
+    const int64_t I = w.rows(), O = w.cols(), local = task - plan.first_task;
+    const int64_t s = local / plan.n_blocks, b = local % plan.n_blocks, i0 = s * kMatmulSegmentRows;
+    const Tensor rows = slice_rows(w, i0, std::min(kMatmulSegmentRows, I - i0));
+    float* out = s == 0 ? jobs[j].y : partials + plan.partials + (s - 1) * T * O;
+    f.matmul_cols(plan.x + i0, I, T, rows, out, b * plan.block, std::min(O, (b + 1) * plan.block));
+  };
+  const auto add_partials = [&](size_t j, int64_t t0, int64_t t1) {
+    const int64_t O = jobs[j].w->cols();
+    for (int64_t s = 1; s < plans[j].n_segments; ++s) {
+      const float* p = partials + plans[j].partials + (s - 1) * T * O;
+      for (int64_t k = t0 * O; k < t1 * O; ++k) jobs[j].y[k] += p[k];
     }
   };
-  const int threads = pool ? pool->size() : 1;
-  // LoRA matrices are small: below about 64K multiply-adds a fork/join costs more than it saves.
-  if (threads == 1 || T * I * O < (int64_t(1) << 16)) {
-    for (int64_t s = 0; s < n_segments; ++s) segment_cols(s, 0, O);
-    add_partials(0, T);
+  if (serial) {
+    for (int64_t task = 0; task < n_tasks; ++task) run_task(task);
+    for (size_t j = 0; j < jobs.size(); ++j) add_partials(j, 0, T);
     return;
   }
-  // About four tasks per thread: segments first (one token's down-projection then reads whole
-  // contiguous segments), then column blocks of whole ggml blocks (multiples of 32).
-  const int64_t n_col_tasks = std::max<int64_t>(1, (4 * threads + n_segments - 1) / n_segments);
-  const int64_t block = std::max<int64_t>(32, (O / n_col_tasks + 31) / 32 * 32);
-  const int64_t n_blocks = (O + block - 1) / block;
-  pool->parallel_for(n_segments * n_blocks, [&](int64_t task) {
-    const int64_t b = task % n_blocks;
-    segment_cols(task / n_blocks, b * block, std::min(O, (b + 1) * block));
-  });
-  if (n_segments == 1) return;
+  pool->parallel_for(n_tasks, run_task);
+  if (partial_size == 0) return;
   const int64_t token_tasks = std::min<int64_t>(T, 4 * threads);
-  pool->parallel_for(token_tasks, [&](int64_t k) {
-    add_partials(T * k / token_tasks, T * (k + 1) / token_tasks);
+  pool->parallel_for(int64_t(jobs.size()) * token_tasks, [&](int64_t k) {
+    const int64_t part = k % token_tasks;
+    add_partials(size_t(k / token_tasks), T * part / token_tasks, T * (part + 1) / token_tasks);
   });
+}
+
+void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* pool,
+            KernelVariant v) {
+  const MatmulJob job{x, &w, y};
+  matmul_many({&job, 1}, T, pool, v);
 }
 
 }  // namespace rwkv::kernels

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/tensor.h"
@@ -34,6 +35,16 @@ void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* po
 // order, so the result does not depend on T or the thread count.
 void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* pool = nullptr,
             KernelVariant variant = active_variant());
+// Several independent matmul()s over the same T rows, spread over `pool` together (each result
+// exactly as matmul() gives it): one token's LoRA products are too small to share out one at a
+// time.
+struct MatmulJob {
+  const float* x;
+  const Tensor* w;
+  float* y;
+};
+void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool = nullptr,
+                 KernelVariant variant = active_variant());
 
 // LayerNorm over n values (population variance), then the affine `weight`, `bias`.
 // Returns the mean and 1 / sqrt(var + eps) it used (the training backward needs them).

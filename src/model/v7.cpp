@@ -103,8 +103,10 @@ class ModelV7 final : public MatrixStateModel {
   void run_layers(float* x, int64_t T, std::span<const Segment> segments, Scratch& scratch,
                   ThreadPool* pool) const override {
     const int64_t C = info_.n_embd, H = info_.n_head, N = info_.head_size;
-    int64_t D = info_.ffn_dim;
-    for (const auto& [name, rank] : info_.lora) D = std::max<int64_t>(D, rank);
+    // `hidden` holds the FFN's hidden rows, and before them the LoRAs' side by side.
+    int64_t ranks = 0;
+    for (const auto& [name, rank] : info_.lora) ranks += rank;
+    const int64_t D = std::max<int64_t>(info_.ffn_dim, ranks);
     float* xx = scratch.get(size_t(T * (18 * C + D)), 1);
     float* sx = xx + T * C;  // prev - x
     float* xm[kMixes];
@@ -146,11 +148,13 @@ class ModelV7 final : public MatrixStateModel {
       kernels::linear(L.att_value, xm[kV], T, v, pool);
       // w = exp(-e^-0.5 * sigmoid(w0 + tanh(xw @ w1) @ w2)), i.e. the reference's
       // exp(-exp(-softplus(-z) - 0.5)), in float32.
-      lora(L.att_w1, L.att_w2, xm[kW], T, hidden, w, pool, [](float h) { return std::tanh(h); });
-      lora(L.att_a1, L.att_a2, xm[kA], T, hidden, a, pool, [](float h) { return h; });
-      lora(L.att_g1, L.att_g2, xm[kG], T, hidden, g, pool,
-           [](float h) { return kernels::sigmoid(h); });
-      if (i > 0) lora(L.att_v1, L.att_v2, xm[kV], T, hidden, y, pool, [](float h) { return h; });
+      const auto identity = [](float h) { return h; };
+      const Lora loras[] = {
+          {&L.att_w1, &L.att_w2, xm[kW], w, [](float h) { return std::tanh(h); }},
+          {&L.att_a1, &L.att_a2, xm[kA], a, identity},
+          {&L.att_g1, &L.att_g2, xm[kG], g, [](float h) { return kernels::sigmoid(h); }},
+          {&L.att_v1, &L.att_v2, xm[kV], y, identity}};
+      run_loras(std::span(loras).first(i > 0 ? 4 : 3), T, hidden, pool);
 
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
@@ -223,12 +227,28 @@ class ModelV7 final : public MatrixStateModel {
 
  private:
   // out = act(x @ w1) @ w2 over T rows, the shape of every RWKV-7 LoRA.
-  template <typename Act>
-  static void lora(const Tensor& w1, const Tensor& w2, const float* x, int64_t T, float* hidden,
-                   float* out, ThreadPool* pool, Act act) {
-    kernels::matmul(x, T, w1, hidden, pool);
-    for (int64_t j = 0; j < T * w1.cols(); ++j) hidden[j] = act(hidden[j]);
-    kernels::matmul(hidden, T, w2, out, pool);
+  struct Lora {
+    const Tensor *w1, *w2;
+    const float* x;
+    float* out;
+    float (*act)(float);
+  };
+
+  // A layer's LoRAs (independent of each other): all first products in one spread over the
+  // pool, the activations, then all second products (`hidden` holds T x the sum of the ranks).
+  static void run_loras(std::span<const Lora> loras, int64_t T, float* hidden, ThreadPool* pool) {
+    constexpr size_t kMaxLoras = 4;
+    kernels::MatmulJob down[kMaxLoras], up[kMaxLoras];
+    float* h[kMaxLoras];
+    for (size_t j = 0; j < loras.size(); ++j) {
+      h[j] = j == 0 ? hidden : h[j - 1] + T * loras[j - 1].w1->cols();
+      down[j] = {loras[j].x, loras[j].w1, h[j]};
+      up[j] = {h[j], loras[j].w2, loras[j].out};
+    }
+    kernels::matmul_many({down, loras.size()}, T, pool);
+    for (size_t j = 0; j < loras.size(); ++j)
+      for (int64_t k = 0; k < T * loras[j].w1->cols(); ++k) h[j][k] = loras[j].act(h[j][k]);
+    kernels::matmul_many({up, loras.size()}, T, pool);
   }
 
   std::vector<V7Layer> layers_;

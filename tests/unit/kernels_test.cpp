@@ -181,6 +181,42 @@ TEST(Kernels, MatmulDoesNotDependOnTokensOrThreads) {
   }
 }
 
+// The LoRAs of a layer run together (matmul_many) exactly as they would one by one, whatever
+// the shapes (one segment or several, fewer columns than a block) and the pool.
+TEST(Kernels, MatmulManyEqualsOneByOne) {
+  ThreadPool pool(2);
+  const int64_t shapes[][2] = {{300, 96}, {64, 333}, {2048, 32}, {96, 2048}};
+  for (KernelVariant v : available_variants()) {
+    for (DType dtype : {DType::F32, DType::BF16, DType::I8, DType::Q8_0}) {
+      for (int64_t T : {1, 5}) {
+        TensorMap map;
+        std::vector<std::vector<float>> xs, alone, together;
+        std::vector<MatmulJob> jobs;
+        std::vector<const Tensor*> ws;  // the map keeps them in place
+        std::mt19937 rng(11);
+        std::normal_distribution<float> normal;
+        for (size_t j = 0; j < std::size(shapes); ++j) {
+          const int64_t I = shapes[j][0],
+                        O = shapes[j][1] == 333 && is_integer(dtype) ? 320 : shapes[j][1];
+          const Tensor& w = random_tensor(map, dtype, I, O, unsigned(20 + j));
+          xs.emplace_back(size_t(T * I));
+          for (float& e : xs.back()) e = normal(rng);
+          alone.emplace_back(size_t(T * O));
+          together.emplace_back(size_t(T * O), std::nanf(""));
+          matmul(xs.back().data(), T, w, alone.back().data(), &pool, v);
+          ws.push_back(&w);
+        }
+        for (size_t j = 0; j < std::size(shapes); ++j)
+          jobs.push_back({xs[j].data(), ws[j], together[j].data()});
+        matmul_many(jobs, T, &pool, v);
+        for (size_t j = 0; j < jobs.size(); ++j)
+          ASSERT_EQ(0, std::memcmp(alone[j].data(), together[j].data(), alone[j].size() * 4))
+              << variant_name(v) << " " << dtype_name(dtype) << " T=" << T << " job " << j;
+      }
+    }
+  }
+}
+
 // Sequence mode and batches rely on this: a token's outputs are bit-identical whether it is
 // multiplied alone (generation) or inside a chunk of any size, at any position of a tile.
 TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {

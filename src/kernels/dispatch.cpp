@@ -157,6 +157,13 @@ void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* po
   });
 }
 
+namespace {
+// Segments of a matmul over I rows; at least one, so that no rows (I = 0) still writes y = 0.
+int64_t matmul_segments(int64_t I) {
+  return std::max<int64_t>(1, (I + kMatmulSegmentRows - 1) / kMatmulSegmentRows);
+}
+}  // namespace
+
 void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, KernelVariant v) {
   const VariantFns& f = fns(v);
   const int threads = pool ? pool->size() : 1;
@@ -174,10 +181,7 @@ void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, K
   for (const MatmulJob& job : jobs) {
     const int64_t I = job.w->rows(), O = job.w->cols();
     if (job.w->dtype == DType::I8) scaled_size += size_t(T * I);
-    // At least one segment, so that no rows (I = 0) still writes y = 0.
-    const int64_t n_segments =
-        std::max<int64_t>(1, (I + kMatmulSegmentRows - 1) / kMatmulSegmentRows);
-    partial_size += size_t((n_segments - 1) * T * O);
+    partial_size += size_t((matmul_segments(I) - 1) * T * O);
     work += T * I * O;
   }
   scaled.resize(scaled_size);
@@ -198,8 +202,7 @@ void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, K
       x = xs;
       scaled_at += size_t(T * I);
     }
-    const int64_t n_segments =
-        std::max<int64_t>(1, (I + kMatmulSegmentRows - 1) / kMatmulSegmentRows);
+    const int64_t n_segments = matmul_segments(I);
     // About four tasks per thread and job: segments first (one token's down-projection then
     // reads whole contiguous segments), then column blocks of whole ggml blocks (multiples of
     // 32). Alone, a job is one task per segment over all its columns.

@@ -56,6 +56,9 @@ constexpr int64_t kBlockBytes = kType == DType::Q4_0   ? 18
                                 : kType == DType::Q5_1 ? 24
                                 : kType == DType::I8   ? 32
                                                        : 34;
+// Bytes per element of a plain-float type (F32, F16, BF16).
+template <DType kType>
+constexpr int64_t kElementBytes = kType == DType::F32 ? 4 : 2;
 inline int64_t block_bytes_of(DType t) { return t == DType::I8 ? 32 : dtype_info(t).block_bytes; }
 
 // fn(std::integral_constant<DType, t>{}) for the block type (or I8) t = dtype (nothing for plain

@@ -48,7 +48,7 @@ inline __m256 load8(const uint8_t* row, int64_t k) {
 template <DType kType>
 inline float load1(const uint8_t* row, int64_t k) {
   float v;
-  dequantize(kType, row + k * (kType == DType::F32 ? 4 : 2), 1, &v);
+  dequantize(kType, row + k * kElementBytes<kType>, 1, &v);
   return v;
 }
 
@@ -161,10 +161,10 @@ inline float row_dot(const uint8_t* row, const float* x, int64_t K) {
     }
     return quarters_sum(a);
   } else {
-    constexpr int64_t kBytes = kType == DType::F32 ? 4 : 2;
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
-      _mm_prefetch(reinterpret_cast<const char*>(row + kBytes * k + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row + kElementBytes<kType> * k + kPrefetchBytes),
+                   _MM_HINT_T0);
       RWKV_UNROLL
       for (int q = 0; q < 4; ++q)
         a[q] = _mm256_fmadd_ps(load8<kType>(row, k + 8 * q), _mm256_loadu_ps(x + k + 8 * q), a[q]);

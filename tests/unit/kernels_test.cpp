@@ -352,6 +352,40 @@ TEST_P(KernelVariants, ThreadedLinearIsIdentical) {
   }
 }
 
+// Rows as long as the FFN's value matrix (K = 4 x 2048): one token equals the reference up to
+// summation order and, bit for bit, the same token's row of a chunk of several tokens (the other
+// tests stop at K = 2055).
+TEST_P(KernelVariants, OneTokenLongRowsMatchTheReferenceAndAChunk) {
+  for (DType dtype : kAllTypes) {
+    const int64_t rows = 37, cols = is_integer(dtype) ? 8192 : 8199;
+    TensorMap map;
+    const Tensor& w = random_tensor(map, dtype, rows, cols, 5);
+    const std::vector<float> wf = to_f32(w);
+    const int64_t T = 3;
+    std::vector<float> x(size_t(T * cols)), want(static_cast<size_t>(rows)),
+        got(static_cast<size_t>(rows)), chunk(size_t(T * rows));
+    std::mt19937 rng(9);
+    std::normal_distribution<float> normal;
+    for (float& v : x) v = normal(rng);
+    linear(w, x.data(), T, chunk.data(), nullptr, GetParam());
+    for (int64_t t = 0; t < T; ++t) {
+      const float* xt = x.data() + t * cols;
+      linear(w, xt, 1, want.data(), nullptr, KernelVariant::kScalar);
+      linear(w, xt, 1, got.data(), nullptr, GetParam());
+      ASSERT_EQ(0, std::memcmp(got.data(), chunk.data() + t * rows, size_t(rows) * 4))
+          << dtype_name(dtype) << " t=" << t;
+      for (int64_t r = 0; r < rows; ++r) {
+        double mag = 0;
+        for (int64_t c = 0; c < cols; ++c)
+          mag += std::abs(double(wf[size_t(r * cols + c)]) * xt[c]);
+        ASSERT_LE(std::abs(double(got[size_t(r)]) - want[size_t(r)]),
+                  2.0 * double(cols) * std::ldexp(1.0, -24) * mag + 1e-30)
+            << dtype_name(dtype) << " r=" << r;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(All, KernelVariants,
                          ::testing::Values(KernelVariant::kAvx2, KernelVariant::kAvx512),
                          [](const auto& info) { return std::string(variant_name(info.param)); });

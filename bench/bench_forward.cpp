@@ -11,6 +11,7 @@
 
 #include "core/dtype.h"
 #include "io/tensor_map.h"
+#include "kernels/int8.h"
 #include "kernels/kernels.h"
 #include "rwkv/model.h"
 #include "rwkv/thread_pool.h"
@@ -128,9 +129,16 @@ void BM_Stream(benchmark::State& st, rwkv::DType dtype) {
   std::vector<rwkv::TensorMap> maps;
   std::vector<rwkv::Tensor> ws;
   for (int64_t i = 0; i < n_matrices; ++i) maps.push_back(random_matrix(dtype, rows, cols));
+  std::vector<std::vector<uint8_t>> groups;  // as the loader repacks them for the int8 kernel
   for (const rwkv::TensorMap& map : maps) {
-    ws.push_back(map.at("w"));
-    ws.back().int8_activations = st.range(1) != 0;
+    rwkv::Tensor w = map.at("w");
+    w.int8_activations = st.range(1) != 0;
+    if (w.int8_activations && rwkv::kernels::packs_int8_groups()) {
+      groups.emplace_back(size_t(rwkv::kernels::int8_groups_bytes(w)));
+      rwkv::kernels::pack_int8_groups(w, 0, (rows + 15) / 16, groups.back().data());
+      w.int8_groups = groups.back().data();
+    }
+    ws.push_back(w);
   }
   rwkv::ThreadPool pool(threads);
   std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows));

@@ -12,7 +12,7 @@ shared=${RWKV_SHARED:-../shared}
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DRWKV_FUZZ=ON -DRWKV_TESTS=OFF >/dev/null
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(fuzz_pth fuzz_safetensors fuzz_rwkv_cpp_bin fuzz_tokenizer)
+[ ${#targets[@]} -eq 0 ] && targets=(fuzz_pth fuzz_safetensors fuzz_rwkv_cpp_bin fuzz_repack_cache fuzz_tokenizer)
 cmake --build build-fuzz --target "${targets[@]}"
 
 seed() {  # seed <target> <corpus dir>: small real files of the target's format
@@ -23,6 +23,14 @@ seed() {  # seed <target> <corpus dir>: small real files of the target's format
       cmake --build build --target rwkv_cli >/dev/null 2>&1 &&
         build/rwkv convert "$shared"/testdata/reference/models/rwkv4-ref-bf16.pth "$2"/rwkv4.safetensors 2>/dev/null &&
         build/rwkv quantize "$shared"/testdata/reference/models/rwkv7-ref-fp32.pth "$2"/rwkv7-i8.safetensors I8 >/dev/null 2>&1 ;;
+    fuzz_repack_cache)  # caches of real files; the harness reads 16 bytes of identity first
+      cmake --build build --target rwkv_cli >/dev/null 2>&1 &&
+        for q in 5v1-730K-Q5_1 7v0-834K-Q5_0; do
+          build/rwkv bench "$shared/testdata/tiny-rwkv/tiny-rwkv-$q.bin" --int8-activations \
+            --repack-cache "$2/made" --prompt 2 --gen 2 --runs 1 >/dev/null 2>&1
+        done &&
+        for f in "$2"/made/*.repack; do { head -c 16 /dev/zero; cat "$f"; } >"$2/$(basename "$f")"; done &&
+        rm -r "$2/made" ;;
     fuzz_tokenizer)  # the first byte picks the mode (see tests/fuzz/fuzz_tokenizer.cpp)
       for f in "$shared"/testdata/tokenizer/*.txt; do
         for mode in 0 1 3; do { printf "\\$mode"; cat "$f"; } >"$2/$mode-$(basename "$f")"; done

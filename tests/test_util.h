@@ -86,7 +86,12 @@ inline std::filesystem::path temp_dir() {
   return p;
 }
 
+// Also points the repack cache (LoadOptions::repack_cache_dir) of every test, and of the CLI
+// it runs, into that directory, so tests never write to the user's cache.
 class TempDirCleaner : public ::testing::EmptyTestEventListener {
+  void OnTestStart(const ::testing::TestInfo& info) override {
+    ::setenv("RWKV_CACHE_DIR", (temp_dir_of(info) / "repack-cache").c_str(), 1);
+  }
   void OnTestEnd(const ::testing::TestInfo& info) override {
     std::error_code ignored;  // most tests made no directory
     // Skipped tests count too (Passed() is false for them).

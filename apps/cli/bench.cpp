@@ -156,7 +156,9 @@ void run(const BenchOptions& o) {
                                       {"rss_peak_mb", peak_mb},
                                       {"rss_budget_mb", rss_budget_mb},
                                       {"kernels", kernels::variant_name(kernels::active_variant())},
-                                      {"int8_activations", info.int8_activations}}
+                                      {"int8_activations", info.int8_activations},
+                                      {"repacked", info.repacked},
+                                      {"repack_cache", info.repack_cache}}
                            .dump());
     return;
   }
@@ -165,7 +167,13 @@ void run(const BenchOptions& o) {
   fmt::print("threads:    {} ({} kernels{})\n", pool->size(),
              kernels::variant_name(kernels::active_variant()),
              info.int8_activations ? ", int8 activations for block weights" : "");
-  fmt::print("load:       {:.3f} s\n", load_s);
+  fmt::print("load:       {:.3f} s{}\n", load_s,
+             info.repacked == "mapped"
+                 ? fmt::format(" (repacked weights mapped from {})", info.repack_cache)
+             : info.repacked == "built" && !info.repack_cache.empty()
+                 ? fmt::format(" (weights repacked, cached in {})", info.repack_cache)
+             : info.repacked == "built" ? " (weights repacked in memory)"
+                                        : "");
   fmt::print(
       "prefill:    {:.1f} tok/s  (sequence mode, T={}, chunk {}, median of {}), {:.0f}% of "
       "the FMA peak ({:.0f} GFLOP/s)\n",

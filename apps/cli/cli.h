@@ -20,6 +20,7 @@ struct ModelOptions {
   float ln_x_eps = 0;  // 0 = the file's convention
   int threads = 0;     // 0 = one per core
   bool int8_activations = false;
+  std::string repack_cache;  // LoadOptions::repack_cache_dir
   // Without a model file, run the built-in default model (generate, chat).
   bool allow_default = false;
 

@@ -25,6 +25,10 @@ void ModelOptions::add_to(CLI::App& cmd, bool required) {
                "For weights in ggml blocks (Q8_0, Q5_x, Q4_x) and I8: round each matrix "
                "product's input to int8 per 32 values and use integer dot products (AVX-512 VNNI "
                "or AVX2), as rwkv.cpp does; faster generation, slightly different logits");
+  cmd.add_option("--repack-cache", repack_cache,
+                 "Where --int8-activations caches the weights it repacks for AVX-512 VNNI, built "
+                 "at the first load and mapped at later ones (default: $RWKV_CACHE_DIR, else "
+                 "$XDG_CACHE_HOME/rwkv or ~/.cache/rwkv); 'none' repacks at every load");
   cmd.add_option("--threads", threads, "Threads for the matrix products (default: one per core)")
       ->check(CLI::Range(1, 1024));
 }
@@ -39,6 +43,7 @@ std::unique_ptr<Model> ModelOptions::load() const {
   options.version = !arch.empty() && arch[0] == 'v' ? arch.substr(1) : arch;
   if (ln_x_eps > 0) options.ln_x_eps = ln_x_eps;
   options.int8_activations = int8_activations;
+  options.repack_cache_dir = repack_cache;
   if (path.empty() && allow_default) return Model::load_default(options);
   auto model = Model::load(path, options);
   for (const std::string& w : model->info().warnings)

@@ -45,7 +45,16 @@ Bytes map_file(const std::string& path) {
   Bytes bytes;
   bytes.data = {static_cast<const uint8_t*>(mapping->addr), mapping->size};
   bytes.owner = std::move(mapping);
+  bytes.mapped = true;
   return bytes;
+}
+
+void drop_mapped_pages(std::span<const uint8_t> bytes) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(bytes.data()) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(bytes.data()) + bytes.size()) & ~(page - 1);
+  // Only a hint: if it fails, the pages stay resident and nothing else changes.
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 }  // namespace rwkv

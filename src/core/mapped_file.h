@@ -13,9 +13,15 @@ namespace rwkv {
 struct Bytes {
   std::span<const uint8_t> data;
   std::shared_ptr<const void> owner;
+  bool mapped = false;  // a read-only file mapping (map_file)
 };
 
 // Maps `path` read-only. Throws rwkv::Error naming the file when it cannot be opened.
 Bytes map_file(const std::string& path);
+
+// Drops the whole pages inside `bytes`, part of a read-only file mapping, from this process's
+// resident memory (they are read back from the file if touched again): for weights that were
+// copied into another layout.
+void drop_mapped_pages(std::span<const uint8_t> bytes);
 
 }  // namespace rwkv

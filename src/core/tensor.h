@@ -19,6 +19,9 @@ struct Tensor {
   // For ggml block types: kernels::linear() rounds the activations to int8 per 32-block and
   // multiplies with integer dot products (LoadOptions::int8_activations; kernels/int8.h).
   bool int8_activations = false;
+  // For int8_activations on AVX-512 VNNI: the rows repacked once at load into the kernel's
+  // 16-row groups (kernels::pack_int8_groups), or null (the kernel then packs as it goes).
+  const uint8_t* int8_groups = nullptr;
   // For I8: one float32 per row; element (r, c) is row_scale[r] * int8 value (r, c).
   const float* row_scale = nullptr;
 
@@ -49,6 +52,9 @@ inline Tensor slice_rows(const Tensor& t, int64_t begin, int64_t count) {
   out.nbytes = uint64_t(count) * t.row_bytes();
   out.int8_activations = t.int8_activations;
   out.row_scale = t.row_scale ? t.row_scale + begin : nullptr;
+  // Packed groups start every 16 rows (16 rows' bytes each).
+  out.int8_groups =
+      t.int8_groups && begin % 16 == 0 ? t.int8_groups + uint64_t(begin) * t.row_bytes() : nullptr;
   return out;
 }
 

@@ -729,7 +729,7 @@ TensorMap read_pth(const Bytes& file, const std::string& path) {
   for (const auto& [name, value] : items)
     if (value->kind == Kind::Tensor)
       map.add(name, make_tensor(name, *value->tensor, file.data, up));
-  map.keep_alive(file.owner);
+  map.keep_alive(file);
   return map;
 }
 

@@ -228,7 +228,7 @@ TensorMap read_rwkv_cpp_bin(const Bytes& file, const std::string& path) {
   if (!dtype_from_code(file_type))
     throw Error(path + ": header names unknown data type " + std::to_string(file_type));
   map.format = "rwkv.cpp bin v" + std::to_string(version);
-  map.keep_alive(file.owner);
+  map.keep_alive(file);
 
   while (cur.pos < file.data.size()) {
     const int32_t n_dims = cur.i32("tensor dim count");

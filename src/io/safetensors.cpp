@@ -232,7 +232,7 @@ TensorMap read_safetensors(const Bytes& file, const std::string& path) {
   attach_row_scales(entries, data, reader, owned);
   for (Entry& e : entries) map.add(e.name, std::move(e.tensor));
   for (auto& o : owned) map.keep_alive(std::move(o));
-  map.keep_alive(file.owner);
+  map.keep_alive(file);
   return map;
 }
 

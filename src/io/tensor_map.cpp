@@ -48,6 +48,20 @@ float* TensorMap::replace_with_f32(const std::string& name, std::vector<int64_t>
   return dst;
 }
 
+void TensorMap::keep_alive(const Bytes& file) {
+  keep_alive(file.owner);
+  if (file.mapped) mappings_.push_back(file.data);
+}
+
+void TensorMap::drop_pages(const Tensor& t) const {
+  for (std::span<const uint8_t> m : mappings_)
+    if (uintptr_t(t.data) >= uintptr_t(m.data()) &&
+        uintptr_t(t.data) + t.nbytes <= uintptr_t(m.data()) + m.size()) {
+      drop_mapped_pages({t.data, size_t(t.nbytes)});
+      return;
+    }
+}
+
 void TensorMap::erase(const std::string& name) {
   if (tensors_.erase(name)) names_.erase(std::find(names_.begin(), names_.end(), name));
 }

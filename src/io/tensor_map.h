@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -45,12 +46,18 @@ class TensorMap {
   size_t size() const { return names_.size(); }
 
   void keep_alive(std::shared_ptr<const void> owner) { owners_.push_back(std::move(owner)); }
+  // Keeps a source file's bytes alive, and remembers whether they are a read-only mapping.
+  void keep_alive(const Bytes& file);
+  // Drops the pages of `t` from resident memory when its bytes lie in a read-only file mapping
+  // (they come back from the file if read again): for weights now used from another copy.
+  void drop_pages(const Tensor& t) const;
 
  private:
   std::vector<std::string> names_;
   std::unordered_map<std::string, Tensor> tensors_;
   std::deque<std::vector<uint8_t>> buffers_;
   std::vector<std::shared_ptr<const void>> owners_;
+  std::vector<std::span<const uint8_t>> mappings_;
 };
 
 // Dequantizes/upcasts any tensor to float32 (element count numel()).

@@ -95,7 +95,8 @@ void split_rows(int64_t rows, ThreadPool* pool, const Rows& run_rows) {
     for (;;) {
       const int64_t b = int64_t(v >> 32), e = int64_t(v & 0xffffffffu);
       if (b >= e) return false;
-      r0 = front ? b : std::max(b, e - n);
+      // From the back, whole groups: every range starts on a multiple of 16 rows.
+      r0 = front ? b : std::max(b, (e - 1) / kGroup * kGroup);
       r1 = front ? std::min(e, b + n) : e;
       const uint64_t next =
           front ? uint64_t(r1) << 32 | uint64_t(e) : uint64_t(b) << 32 | uint64_t(r0);
@@ -131,6 +132,8 @@ void apply_row_scales(const Tensor& w, int64_t T, float* y, int64_t r0, int64_t 
 }  // namespace
 
 bool has_fast_int8(KernelVariant v) { return use_vnni(v) || v == KernelVariant::kAvx2; }
+
+bool packs_int8_groups(KernelVariant v) { return use_vnni(v); }
 
 void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* pool,
             KernelVariant v) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "core/quant.h"
@@ -18,7 +19,56 @@ void Int8Activations::reset(DType weight_dtype, int64_t rows, int64_t k) {
   scale.resize(size_t(T * (K / 32)));
   block_bias.resize(size_t(T * (K / 32)));
   block_qsum.resize(size_t(T * (K / 32)));
-  lane_bias.assign(size_t(T * pairs * 16), 0);
+}
+
+uint64_t int8_groups_bytes(const Tensor& w) {
+  return uint64_t((w.rows() + 15) / 16) * 16 * w.row_bytes();
+}
+
+void pack_int8_groups(const Tensor& w, int64_t g0, int64_t g1, uint8_t* out) {
+  const DType type = w.dtype;
+  const bool bytes = type == DType::Q8_0 || type == DType::I8;
+  const bool has_min = type == DType::Q4_1 || type == DType::Q5_1;
+  const bool five_bit = type == DType::Q5_0 || type == DType::Q5_1;
+  const int64_t rows = w.rows(), blocks = w.cols() / 32, block_bytes = block_bytes_of(type);
+  const uint64_t group_bytes = 16 * w.row_bytes();
+  const int64_t level_bytes = 16 * (bytes ? 32 : 16), scale_bytes = 16 * block_bytes - level_bytes;
+  // Where a stored block's levels start: after d (and m, and qh).
+  const int64_t levels_at = type == DType::I8 ? 0 : 2 + (has_min ? 2 : 0) + (five_bit ? 4 : 0);
+  for (int64_t g = g0; g < g1; ++g) {
+    uint8_t* group = out + uint64_t(g - g0) * group_bytes;
+    uint8_t* scales = group + blocks * level_bytes;
+    // Padding rows are zero, and the fifth-bit masks are built up by OR.
+    if (five_bit || 16 * (g + 1) > rows) std::memset(group, 0, group_bytes);
+    for (int64_t i = 0; i < 16 && 16 * g + i < rows; ++i) {
+      const uint8_t* row = w.row(16 * g + i);
+      for (int64_t b = 0; b < blocks; ++b) {
+        const uint8_t* block = row + b * block_bytes;
+        uint8_t* levels = group + b * level_bytes + 4 * i;
+        uint8_t* scale = scales + b * scale_bytes;
+        for (int c = 0; c < (bytes ? 8 : 4); ++c) {
+          uint32_t four;
+          std::memcpy(&four, block + levels_at + 4 * c, 4);
+          if (bytes) four ^= 0x80808080u;  // int8 -> unsigned level
+          std::memcpy(levels + 64 * c, &four, 4);
+        }
+        if (type == DType::I8) continue;
+        std::memcpy(scale + 2 * i, block, 2);
+        if (has_min) std::memcpy(scale + 32 + 2 * i, block + 2, 2);
+        if (five_bit) {
+          uint32_t qh;
+          std::memcpy(&qh, block + levels_at - 4, 4);
+          uint8_t* masks = scale + (has_min ? 64 : 32);
+          for (int c = 0; c < 8; ++c) {
+            uint64_t mask;
+            std::memcpy(&mask, masks + 8 * c, 8);
+            mask |= uint64_t((qh >> (4 * c)) & 0xf) << (4 * i);
+            std::memcpy(masks + 8 * c, &mask, 8);
+          }
+        }
+      }
+    }
+  }
 }
 
 namespace scalar {
@@ -43,14 +93,6 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int
       }
       out.block_bias[size_t(t * blocks + b)] = -zero * block_sum;
       out.block_qsum[size_t(t * blocks + b)] = d * float(block_sum);
-      // Lane terms: each lane's four bytes belong to one block.
-      for (int i = 0; i < 32; i += 4) {
-        const int64_t byte = 32 * (b % 2) + i;
-        int sum = 0;
-        for (int k = 0; k < 4; ++k) sum += qp[byte + k];
-        const size_t lane = size_t((t * pairs + b / 2) * 16 + byte / 4);
-        out.lane_bias[lane] = -zero * sum;
-      }
     }
   }
 }

@@ -7,10 +7,9 @@
 //
 // Both the scalar reference and the SIMD kernel read the activations from one layout, made once
 // per call by quantize_activations(). The K values of a row go in pairs of blocks (64 bytes in
-// natural order, the last pair padded with a zero block); lanes 0-7 of a pair (four bytes each)
-// belong to its first block, lanes 8-15 to its second, and carry per-lane terms. Every kernel
-// computes each output as the reference's chain over the blocks, with exact block integers, so
-// all of them give the same bits.
+// natural order, the last pair padded with a zero block). Every kernel computes each output as
+// the reference's chain over the blocks, with exact block integers, so all of them give the same
+// bits.
 #pragma once
 
 #include <cstdint>
@@ -29,14 +28,11 @@ struct Int8Activations {
   std::vector<float> scale;         // (T, K / 32): d = max |x| / 127 of each block
   std::vector<int32_t> block_bias;  // (T, K / 32): -block_zero_level(dtype) * sum of q
   std::vector<float> block_qsum;    // (T, K / 32): d * sum of q (the offset term of Q4_1/Q5_1)
-  // Per lane (T, pairs, 16), over the lane's four bytes (the VNNI one-token kernel's start):
-  std::vector<int32_t> lane_bias;  // -block_zero_level(dtype) * sum of q
 
   // Sizes every array for T rows of K, zeroed (so a padded last block reads as zero).
   void reset(DType weight_dtype, int64_t rows, int64_t k);
 
   const int8_t* row_q(int64_t t) const { return q.data() + t * pairs * 64; }
-  const int32_t* row_lane_bias(int64_t t) const { return lane_bias.data() + t * pairs * 16; }
 };
 
 // The block layouts as compile-time facts, for the SIMD kernels. The kernels take I8 rows as
@@ -83,6 +79,23 @@ void with_block_type(DType dtype, const Fn& fn) {
   }
 }
 
+// The VNNI kernel's layout of a block-type (or I8) matrix, made once (by the loader, which keeps
+// it in the repack cache, io/repack_cache.h, so later loads map it): rows in groups of 16 (a
+// short last group padded with zero rows), each group all its blocks' levels, then all their
+// scales, so that one token streams a group with no shuffles and no reductions.
+//   Levels of a block: nibble types 4 vectors of 64 bytes, lane i of vector k = bytes 4k..4k+3
+//   of row i's 16 nibble bytes (low nibbles: elements 4k.., high: 16 + 4k..); Q8_0 and I8 8
+//   vectors, lane i of vector c = elements 4c..4c+3 of row i as unsigned levels (int8 + 128).
+//   Scales of a block: the 16 rows' fp16 d, then their fp16 m (Q4_1, Q5_1), then (Q5_0, Q5_1)
+//   for each column c of four elements a 64-bit mask, bit 4i + j = the fifth bit of row i's
+//   element 4c + j. I8 has none (its row scales stay in the tensor).
+// A group takes 16 row_bytes(), so packing adds nothing but the padding of the last group.
+uint64_t int8_groups_bytes(const Tensor& w);
+// The version of that layout: a stored copy (the repack cache) of another version is rebuilt.
+constexpr int kInt8GroupsLayout = 1;
+// Packs groups [g0, g1) of w (rows 16 g0 ...) to `out`, which holds (g1 - g0) groups.
+void pack_int8_groups(const Tensor& w, int64_t g0, int64_t g1, uint8_t* out);
+
 namespace scalar {
 // Rounds x (T, K) for weights of block type `dtype`: q = round-half-even(x * (1 / d)),
 // d = max|x| / 127 per block (q = 0 where the block is all zero). Reuses `out`'s storage.
@@ -103,7 +116,8 @@ namespace vnni {
 // The same values as the scalar quantize_activations(), vectorized.
 void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int8Activations& out);
 // AVX-512 VNNI: the reference's arithmetic in its order, so equal to it bit for bit (and one
-// token equals the same token in a chunk).
+// token equals the same token in a chunk). Reads w.int8_groups when w has them, otherwise packs
+// the rows as it goes; r0 is a multiple of 16.
 void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1);
 }  // namespace vnni
 

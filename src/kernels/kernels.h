@@ -22,6 +22,9 @@ KernelVariant active_variant();
 // Whether linear()'s int8-activation path (Tensor::int8_activations) has a SIMD kernel for
 // `variant` on this CPU (AVX2, or AVX-512 with VNNI); otherwise it runs the scalar reference.
 bool has_fast_int8(KernelVariant variant = active_variant());
+// Whether that kernel reads its weights repacked (Tensor::int8_groups, kernels/int8.h), which
+// the loader then makes once.
+bool packs_int8_groups(KernelVariant variant = active_variant());
 
 // A Linear layer over T rows: y[t][o] = sum_i w[o][i] * x[t][i] for w of shape (O, I), x (T, I),
 // y (T, O), any stored dtype, spread over `pool` by blocks of weight rows. Each weight row is

@@ -1,8 +1,10 @@
 // AVX-512 VNNI kernel of linear() with int8 activations (kernels/int8.h). Weight levels are
 // unpacked to unsigned bytes and meet the int8 activations in vpdpbusd (64 products per
 // instruction), starting from -zero * sum(q), so each block's dot product is an exact integer.
-// Outputs are computed 16 rows at a time, one row per lane, so that each block's integer and
-// its float32 scaling happen once per row and token, in the scalar reference's order.
+// Outputs are computed 16 rows at a time, one row per lane, from the rows packed in 16-row
+// groups (kernels/int8.h): each four-element column of a block is one vector, so one token needs
+// no shuffles or reductions, and each block's integer and its float32 scaling happen once per
+// row and token, in the scalar reference's order.
 // Headers come before the target pragma so that no inline function they define is compiled
 // for this ISA and then shared with code that runs on any CPU.
 #include <immintrin.h>
@@ -35,106 +37,80 @@ namespace rwkv::kernels::vnni {
 
 namespace {
 
-// The 64 unsigned levels of blocks b0 and b1, in element order.
-template <DType kType>
-inline __m512i pair_levels(const uint8_t* b0, const uint8_t* b1) {
-  if constexpr (kType == DType::Q8_0 || kType == DType::I8) {
-    constexpr int kValues = kType == DType::I8 ? 0 : 2;
-    const __m512i v = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + kValues))),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1 + kValues)), 1);
-    return _mm512_xor_si512(v, _mm512_set1_epi8(char(0x80)));  // int8 + 128
-  } else {
-    // Byte j of a block's 16 holds element j (low nibble) and j + 16 (high nibble): each block's
-    // bytes twice, the second copy shifted right by 4, give elements 0-15 then 16-31.
-    constexpr int kNibbles = (kHasMin<kType> ? 4 : 2) + (kFiveBit<kType> ? 4 : 0);
-    const __m512i twice =
-        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(
-                               _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kNibbles)))),
-                           _mm256_broadcastsi128_si256(
-                               _mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + kNibbles))),
-                           1);
-    constexpr long long k4 = 0x0004000400040004;  // a shift of 4 for every 16-bit element
-    const __m512i shift = _mm512_set_epi64(k4, k4, 0, 0, k4, k4, 0, 0);
-    __m512i v = _mm512_and_si512(_mm512_srlv_epi16(twice, shift), _mm512_set1_epi8(0x0f));
-    if constexpr (kFiveBit<kType>) {
-      // Bit i of qh is the fifth bit of element i.
-      uint32_t h0, h1;
-      std::memcpy(&h0, b0 + kNibbles - 4, 4);
-      std::memcpy(&h1, b1 + kNibbles - 4, 4);
-      v = _mm512_mask_add_epi8(v, __mmask64(uint64_t(h0) | uint64_t(h1) << 32), v,
-                               _mm512_set1_epi8(16));
-    }
-    return v;
-  }
-}
-
-// Levels of pair p (blocks 2p and 2p + 1) of a row; an odd last block pairs with an all-zero
-// one, whose products are never added.
-template <DType kType>
-inline __m512i row_pair(const uint8_t* row, int64_t blocks, int64_t p) {
-  alignas(64) static const uint8_t kZeroBlock[64] = {};
-  const uint8_t* b0 = row + 2 * p * kBlockBytes<kType>;
-  return pair_levels<kType>(b0, 2 * p + 1 < blocks ? b0 + kBlockBytes<kType> : kZeroBlock);
-}
-
-// Every output is a chain over the blocks in order, sum = fma(S, d_w * d_x, sum) (then
-// fma(m_w, d_x * sum q, sum) for Q4_1/Q5_1), with S the exact integer dot product of the block:
-// the scalar reference's arithmetic, so this kernel equals it bit for bit, and one token equals
-// the same token in a chunk. Rows go 16 at a time with a row in each lane.
+// The packed layout (kernels/int8.h) as compile-time facts: bytes per block of a 16-row group.
 constexpr int kGroup = 16;
-
-// vpermt2d indices of the even and the odd lanes of the 32 lanes [a | b].
-inline __m512i even_lanes() {
-  return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-}
-inline __m512i odd_lanes() { return _mm512_add_epi32(even_lanes(), _mm512_set1_epi32(1)); }
-
-// Lane k of the result = the sum of lanes 2k and 2k + 1 of the 32 lanes [a | b].
-inline __m512i pair_sums(__m512i a, __m512i b) {
-  return _mm512_add_epi32(_mm512_permutex2var_epi32(a, even_lanes(), b),
-                          _mm512_permutex2var_epi32(a, odd_lanes(), b));
-}
-
-// The 16 rows of a group (a short last group repeats its last row) and their per-block scales.
 template <DType kType>
-struct RowGroup {
-  const uint8_t* row[kGroup];
+constexpr bool kByteLevels = kType == DType::Q8_0 || kType == DType::I8;
+template <DType kType>
+constexpr int64_t kLevelBytes = kGroup*(kByteLevels<kType> ? 32 : 16);
+template <DType kType>
+constexpr int64_t kScaleBytes = kGroup* kBlockBytes<kType> - kLevelBytes<kType>;
+// Where the fifth-bit masks start among a block's scales.
+template <DType kType>
+constexpr int64_t kMasksAt = kHasMin<kType> ? 64 : 32;
 
-  RowGroup(const uint8_t* data, uint64_t row_bytes, int64_t r, int64_t n) {
-    for (int i = 0; i < kGroup; ++i)
-      row[i] = data + uint64_t(r + std::min<int64_t>(i, n - 1)) * row_bytes;
-  }
+// How far ahead of its reads one token prefetches a group's levels: the hardware prefetcher
+// alone does not keep a core's stream fed (as in the float kernels).
+constexpr int64_t kPrefetchBytes = 8192;
 
-  // d (and m) of block b of each row, one row per lane (fp16 d then fp16 m at the block start).
-  void scales(int64_t b, __m512& d, __m512& m) const {
+// Block b of a group: its eight columns of four elements, a row's unsigned levels in each lane,
+// and the rows' d and m.
+template <DType kType>
+struct GroupBlock {
+  __m512i column[8];
+  __m512 d, m;
+
+  GroupBlock(const uint8_t* group, int64_t blocks, int64_t b) {
+    const uint8_t* levels = group + b * kLevelBytes<kType>;
+    const uint8_t* scales = group + blocks * kLevelBytes<kType> + b * kScaleBytes<kType>;
+    if constexpr (kByteLevels<kType>) {
+      RWKV_UNROLL
+      for (int c = 0; c < 8; ++c) column[c] = _mm512_loadu_si512(levels + 64 * c);
+    } else {
+      const __m512i low = _mm512_set1_epi8(0x0f);
+      RWKV_UNROLL
+      for (int k = 0; k < 4; ++k) {
+        const __m512i v = _mm512_loadu_si512(levels + 64 * k);
+        column[k] = _mm512_and_si512(v, low);
+        column[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      }
+      if constexpr (kFiveBit<kType>) {
+        RWKV_UNROLL
+        for (int c = 0; c < 8; ++c) {
+          uint64_t bits;
+          std::memcpy(&bits, scales + kMasksAt<kType> + 8 * c, 8);
+          column[c] = _mm512_mask_add_epi8(column[c], _cvtu64_mask64(bits), column[c],
+                                           _mm512_set1_epi8(16));
+        }
+      }
+    }
     if constexpr (kType == DType::I8) {
       d = _mm512_set1_ps(1.0f);  // the row scale is applied to the outputs
-      m = _mm512_setzero_ps();
     } else {
-      // Four-byte loads inserted lane by lane: faster here than vpgatherdd.
-      const int64_t at = b * kBlockBytes<kType>;
-      const auto load = [&](int i) {
-        int32_t v;
-        std::memcpy(&v, row[i] + at, 4);
-        return v;
-      };
-      __m128i quarter[4];
-      RWKV_UNROLL
-      for (int j = 0; j < 4; ++j) {
-        __m128i v = _mm_cvtsi32_si128(load(4 * j));
-        v = _mm_insert_epi32(v, load(4 * j + 1), 1);
-        v = _mm_insert_epi32(v, load(4 * j + 2), 2);
-        quarter[j] = _mm_insert_epi32(v, load(4 * j + 3), 3);
-      }
-      const __m512i dm = _mm512_inserti32x4(
-          _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(quarter[0]), quarter[1], 1),
-                             quarter[2], 2),
-          quarter[3], 3);
-      d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
-      m = kHasMin<kType> ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)))
-                         : _mm512_setzero_ps();
+      d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales)));
     }
+    m = kHasMin<kType>
+            ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales + 32)))
+            : _mm512_setzero_ps();
+  }
+
+  // The exact integer dot products of the block with token t's activations, one row per lane:
+  // two chains of four vpdpbusd, each column meeting its four activation bytes broadcast.
+  __m512i dot(const Int8Activations& x, int64_t t, int64_t b) const {
+    const int8_t* q = x.row_q(t) + 32 * b;
+    const auto four = [&](int c) {
+      int32_t v;
+      std::memcpy(&v, q + 4 * c, 4);
+      return _mm512_set1_epi32(v);
+    };
+    __m512i low = _mm512_set1_epi32(x.block_bias[size_t(t * (x.K / 32) + b)]);
+    __m512i high = _mm512_setzero_si512();
+    RWKV_UNROLL
+    for (int c = 0; c < 4; ++c) {
+      low = _mm512_dpbusd_epi32(low, column[c], four(c));
+      high = _mm512_dpbusd_epi32(high, column[c + 4], four(c + 4));
+    }
+    return _mm512_add_epi32(low, high);
   }
 };
 
@@ -150,63 +126,42 @@ inline __m512 chain_step(__m512 sum, __m512i S, __m512 d, __m512 m, const Int8Ac
   return sum;
 }
 
-// Bytes [begin, end) of p into L1, a line at a time.
-inline void prefetch(const uint8_t* p, int64_t begin, int64_t end) {
-  for (int64_t at = begin; at < end; at += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(p + at), _MM_HINT_T0);
-}
-
 inline void store_group(float* y, __m512 v, int64_t n) {
   _mm512_mask_storeu_ps(y, __mmask16((1u << n) - 1), v);
 }
 
-// One token against a group of rows, each row streamed once: per pair of blocks, the 16 rows'
-// lane dot products are summed down to one lane per row and block by a tree of pair_sums.
-template <DType kType>
-void group_one_token(const RowGroup<kType>& g, const Int8Activations& x, int64_t t, float* y,
-                     int64_t n, const uint8_t* next, int64_t next_bytes) {
+// One token against G groups, each group streamed once. Every output is a chain over the blocks
+// in order, sum = fma(S, d_w * d_x, sum) (then fma(m_w, d_x * sum q, sum) for Q4_1/Q5_1): the
+// scalar reference's arithmetic, so this kernel equals it bit for bit, and one token equals the
+// same token in a chunk (panel_tile below).
+template <DType kType, int G>
+void one_token_tile(const uint8_t* const* group, const Int8Activations& x, float* y,
+                    int64_t n_last) {
   const int64_t blocks = x.K / 32;
-  const int8_t* q = x.row_q(t);
-  const int32_t* bias = x.row_lane_bias(t);
-  // The next group's bytes are prefetched in order, a share per pair: the 16 interleaved rows
-  // are more streams than the hardware prefetcher follows.
-  const int64_t share = (next_bytes / x.pairs + 64) & ~int64_t(63);
-  __m512 sum = _mm512_setzero_ps();
-  for (int64_t p = 0; p < x.pairs; ++p) {
-    prefetch(next, p * share, std::min(next_bytes, (p + 1) * share));
-    const __m512i qp = _mm512_loadu_si512(q + 64 * p);
-    const __m512i bp = _mm512_loadu_si512(bias + 16 * p);
-    const auto dot = [&](int i) {
-      return _mm512_dpbusd_epi32(bp, row_pair<kType>(g.row[i], blocks, p), qp);
-    };
-    __m512i quads[4];
+  __m512 sum[G];
+  RWKV_UNROLL
+  for (int r = 0; r < G; ++r) sum[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
     RWKV_UNROLL
-    for (int j = 0; j < 4; ++j)
-      quads[j] = pair_sums(pair_sums(dot(4 * j), dot(4 * j + 1)),
-                           pair_sums(dot(4 * j + 2), dot(4 * j + 3)));
-    // Lanes 2i and 2i + 1 of halves[h] are row 8h + i's blocks 2p and 2p + 1.
-    const __m512i half0 = pair_sums(quads[0], quads[1]), half1 = pair_sums(quads[2], quads[3]);
-    __m512 d, m;
-    g.scales(2 * p, d, m);
-    sum = chain_step<kType>(sum, _mm512_permutex2var_epi32(half0, even_lanes(), half1), d, m, x, t,
-                            2 * p);
-    if (2 * p + 1 < blocks) {
-      g.scales(2 * p + 1, d, m);
-      sum = chain_step<kType>(sum, _mm512_permutex2var_epi32(half0, odd_lanes(), half1), d, m, x, t,
-                              2 * p + 1);
+    for (int r = 0; r < G; ++r) {
+      const uint8_t* ahead = group[r] + b * kLevelBytes<kType> + kPrefetchBytes;
+      RWKV_UNROLL
+      for (int64_t at = 0; at < kLevelBytes<kType>; at += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + at), _MM_HINT_T0);
+      const GroupBlock<kType> block(group[r], blocks, b);
+      sum[r] = chain_step<kType>(sum[r], block.dot(x, 0, b), block.d, block.m, x, 0, b);
     }
   }
-  store_group(y, sum, n);
+  RWKV_UNROLL
+  for (int r = 0; r < G; ++r) store_group(y + kGroup * r, sum[r], r == G - 1 ? n_last : kGroup);
 }
 
-// Several tokens: the group's levels are transposed once into a panel, one vector per block
-// and four-element column (a row in each lane), so every token meets them with one vpdpbusd
-// per four columns, the four activation bytes broadcast, and the block's integer sums build up
-// in the lanes without any reduction.
+// Several tokens: the groups' blocks are unpacked once into a panel, so that each tile of
+// tokens meets ready levels (one vpdpbusd per four columns, the four activation bytes
+// broadcast).
 struct Panel {
   __m512i* levels = nullptr;          // [block][group][8 columns of four bytes]
   __m512 *d = nullptr, *m = nullptr;  // [block][group]
-  int groups = 0;
   std::vector<uint8_t> storage;
 
   // Room for `blocks` blocks of up to 2 groups. Aligned by hand: std::vector does not promise
@@ -219,46 +174,23 @@ struct Panel {
     d = reinterpret_cast<__m512*>(levels + 8 * n);
     m = d + n;
   }
+
+  template <DType kType>
+  void unpack(const uint8_t* const* group, int groups, int64_t blocks) {
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int s = 0; s < groups; ++s) {
+        const GroupBlock<kType> block(group[s], blocks, b);
+        const size_t i = size_t(b * groups + s);
+        RWKV_UNROLL
+        for (int c = 0; c < 8; ++c) _mm512_store_si512(levels + 8 * i + c, block.column[c]);
+        d[i] = block.d;
+        m[i] = block.m;
+      }
+  }
 };
 
-// Bit-reversed 0-15: rows enter the transpose in this order so that they leave it in natural
-// order, one per lane.
-constexpr int kBitReversed[kGroup] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
-
-template <DType kType>
-void pack_group(const RowGroup<kType>& g, int64_t blocks, int64_t pairs, int slot, Panel& panel) {
-  const __m512i even = even_lanes(), odd = odd_lanes();
-  for (int64_t p = 0; p < pairs; ++p) {
-    // A 16 x 16 transpose of four-byte columns in four perfect shuffles: vector c then holds
-    // column kBitReversed[c] of the pair (block 2p + column / 8, bytes 4 * (column % 8)).
-    __m512i v[kGroup];
-    RWKV_UNROLL
-    for (int i = 0; i < kGroup; ++i) v[i] = row_pair<kType>(g.row[kBitReversed[i]], blocks, p);
-    RWKV_UNROLL
-    for (int round = 0; round < 4; ++round) {
-      __m512i next[kGroup];
-      RWKV_UNROLL
-      for (int k = 0; k < 8; ++k) {
-        next[2 * k] = _mm512_permutex2var_epi32(v[k], even, v[k + 8]);
-        next[2 * k + 1] = _mm512_permutex2var_epi32(v[k], odd, v[k + 8]);
-      }
-      RWKV_UNROLL
-      for (int i = 0; i < kGroup; ++i) v[i] = next[i];
-    }
-    RWKV_UNROLL
-    for (int c = 0; c < kGroup; ++c) {
-      const int column = kBitReversed[c];
-      const int64_t b = 2 * p + column / 8;
-      if (b < blocks) panel.levels[size_t((b * panel.groups + slot) * 8 + column % 8)] = v[c];
-    }
-  }
-  for (int64_t b = 0; b < blocks; ++b) {
-    const size_t i = size_t(b * panel.groups + slot);
-    g.scales(b, panel.d[i], panel.m[i]);
-  }
-}
-
-// G packed groups (16 G rows) against TT tokens from t0.
+// G unpacked groups (16 G rows) against TT tokens from t0, each output the chain of
+// one_token_tile().
 template <DType kType, int G, int TT>
 void panel_tile(const Panel& panel, const Int8Activations& x, int64_t t0, float* y, int64_t ldy,
                 int64_t n_last) {
@@ -308,7 +240,7 @@ void panel_tile(const Panel& panel, const Int8Activations& x, int64_t t0, float*
   }
 }
 
-// All tokens against G packed groups, kTile tokens at a time.
+// All tokens against G unpacked groups, kTile tokens at a time.
 template <DType kType, int G>
 void panel_tokens(const Panel& panel, const Int8Activations& x, float* y, int64_t O,
                   int64_t n_last) {
@@ -322,32 +254,32 @@ void panel_tokens(const Panel& panel, const Int8Activations& x, float* y, int64_
 template <DType kType>
 void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1) {
   const int64_t O = w.rows(), blocks = x.K / 32;
-  const uint64_t row_bytes = w.row_bytes();
-  if (x.T == 1) {
-    // The first group up front (each later one is prefetched while its predecessor runs).
-    prefetch(w.data + uint64_t(r0) * row_bytes, 0,
-             std::min<int64_t>(kGroup, r1 - r0) * int64_t(row_bytes));
-    for (int64_t r = r0; r < r1; r += kGroup) {
-      const int64_t n = std::min<int64_t>(kGroup, r1 - r);
-      const int64_t next = std::min(r + kGroup, r1), next_n = std::min<int64_t>(kGroup, r1 - next);
-      group_one_token<kType>(RowGroup<kType>(w.data, row_bytes, r, n), x, 0, y + r, n,
-                             w.data + uint64_t(next) * row_bytes, int64_t(next_n * row_bytes));
-    }
-    return;
-  }
-  // Two groups (32 rows) per panel: each broadcast of activations then feeds two vpdpbusd.
+  const uint64_t group_bytes = kGroup * w.row_bytes();
+  // Two groups (32 rows) at a time: each broadcast of activations then feeds two vpdpbusd.
   constexpr int kGroups = 2;
+  thread_local std::vector<uint8_t> packed;  // for a tensor not packed at load (tests)
   thread_local Panel panel;
-  panel.reserve(blocks);
+  if (x.T > 1) panel.reserve(blocks);
   for (int64_t r = r0; r < r1; r += kGroups * kGroup) {
     const int64_t n = std::min<int64_t>(kGroups * kGroup, r1 - r);
-    panel.groups = n > kGroup ? 2 : 1;
-    for (int s = 0; s < panel.groups; ++s) {
-      const int64_t rs = r + s * kGroup;
-      pack_group<kType>(RowGroup<kType>(w.data, row_bytes, rs, std::min<int64_t>(kGroup, r1 - rs)),
-                        blocks, x.pairs, s, panel);
+    const int64_t g = r / kGroup, groups = (n + kGroup - 1) / kGroup;
+    const uint8_t* group[kGroups];
+    if (w.int8_groups) {
+      for (int s = 0; s < groups; ++s) group[s] = w.int8_groups + uint64_t(g + s) * group_bytes;
+    } else {
+      packed.resize(size_t(groups * group_bytes));
+      pack_int8_groups(w, g, g + groups, packed.data());
+      for (int s = 0; s < groups; ++s) group[s] = packed.data() + uint64_t(s) * group_bytes;
     }
-    if (panel.groups == 2)
+    if (x.T == 1) {
+      if (groups == 2)
+        one_token_tile<kType, 2>(group, x, y + r, n - kGroup);
+      else
+        one_token_tile<kType, 1>(group, x, y + r, n);
+      continue;
+    }
+    panel.unpack<kType>(group, int(groups), blocks);
+    if (groups == 2)
       panel_tokens<kType, 2>(panel, x, y + r, O, n - kGroup);
     else
       panel_tokens<kType, 1>(panel, x, y + r, O, n);
@@ -378,15 +310,12 @@ void quantize_activations(DType dtype, const float* x, int64_t T, int64_t K, Int
       _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + 32 * j), q0);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(qp + 32 * j + 16), q1);
     }
-    // Lane terms per pair: vpdpbusd with ones sums each lane's four q.
+    // Block terms per pair: vpdpbusd with ones sums each lane's four q, and the lanes of each
+    // block are summed (integers, so in any order).
     const float* scale = out.scale.data() + t * blocks;
     for (int64_t p = 0; p < pairs; ++p) {
-      const size_t lane = size_t((t * pairs + p) * 16);
       const __m512i q = _mm512_loadu_si512(out.q.data() + (t * pairs + p) * 64);
       const __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), q);
-      _mm512_storeu_si512(out.lane_bias.data() + lane,
-                          _mm512_mullo_epi32(sum, _mm512_set1_epi32(-block_zero_level(dtype))));
-      // Block terms: the lanes of each block summed (integers, so in any order).
       for (int64_t b = 2 * p; b < std::min(blocks, 2 * p + 2); ++b) {
         const int qsum = _mm512_mask_reduce_add_epi32(__mmask16(b % 2 ? 0xff00 : 0x00ff), sum);
         out.block_bias[size_t(t * blocks + b)] = -block_zero_level(dtype) * qsum;

@@ -11,7 +11,8 @@ ModelBase::ModelBase(std::shared_ptr<const TensorMap> map, ModelInfo info) : map
   info_ = std::move(info);
 }
 
-void ModelBase::report_unused(const WeightLoader& w) {
+void ModelBase::finish_loading(WeightLoader& w) {
+  repacked_ = w.finish(info_);
   for (const std::string& name : w.unused()) info_.warnings.push_back("unused tensor " + name);
 }
 

@@ -31,10 +31,12 @@ class ModelBase : public Model {
   // residual stream on exit; each segment's state advances by its rows. Scratch slot 1 is free.
   virtual void run_layers(float* x, int64_t rows, std::span<const Segment> segments,
                           Scratch& scratch, ThreadPool* pool) const = 0;
-  // Reports every tensor no builder asked for as a warning.
-  void report_unused(const WeightLoader& w);
+  // Keeps the weights the loader repacked (caching them), and reports every tensor no builder
+  // asked for as a warning.
+  void finish_loading(WeightLoader& w);
 
   std::shared_ptr<const TensorMap> map_;
+  std::vector<std::shared_ptr<const void>> repacked_;
   EmbeddingHead io_;
 };
 

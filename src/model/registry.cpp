@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 
 #include "core/hash.h"
+#include "io/repack_cache.h"
 #include "kernels/kernels.h"
 #include "model/weights.h"
 
@@ -97,6 +99,14 @@ std::unique_ptr<Model> build_model(std::shared_ptr<const TensorMap> map,
     info.warnings.push_back(
         "int8 activations run the scalar reference kernel here (no AVX2, or RWKV_KERNELS=scalar); "
         "this is much slower than the default exact decoding");
+  std::error_code not_a_file;
+  if (options.int8_activations && kernels::packs_int8_groups() &&
+      options.repack_cache_dir != "none" &&
+      std::filesystem::is_regular_file(map->path, not_a_file)) {
+    const std::string dir =
+        options.repack_cache_dir.empty() ? default_repack_cache_dir() : options.repack_cache_dir;
+    if (!dir.empty()) info.repack_cache = repack_cache_file(dir, map->path);
+  }
   info.fingerprint = fnv1a64(info.version.data(), info.version.size());
   for (const std::string& name : map->names()) {
     const Tensor& t = map->at(name);

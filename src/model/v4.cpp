@@ -31,7 +31,7 @@ class ModelV4 final : public ModelBase {
   ModelV4(std::shared_ptr<const TensorMap> map, ModelInfo info)
       : ModelBase(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
-    WeightLoader w(*map_, info_.int8_activations);
+    WeightLoader w(*map_, info_);
     io_.load(w, info_.n_vocab, C);
     info_.ffn_dim = int(map_->at("blocks.0.ffn.key.weight").shape[0]);
     const int64_t F = info_.ffn_dim;
@@ -46,16 +46,16 @@ class ModelV4 final : public ModelBase {
       L.att_w = w.f32(p + "att.time_decay", {C});
       for (float& x : L.att_w) x = -std::exp(x);
       L.att_u = w.f32(p + "att.time_first", {C});
-      L.att_key = w.tensor(p + "att.key.weight", {C, C});
-      L.att_value = w.tensor(p + "att.value.weight", {C, C});
-      L.att_receptance = w.tensor(p + "att.receptance.weight", {C, C});
-      L.att_output = w.tensor(p + "att.output.weight", {C, C});
+      L.att_key = w.matrix(p + "att.key.weight", {C, C});
+      L.att_value = w.matrix(p + "att.value.weight", {C, C});
+      L.att_receptance = w.matrix(p + "att.receptance.weight", {C, C});
+      L.att_output = w.matrix(p + "att.output.weight", {C, C});
       L.ffn_time_mix_k = w.f32(p + "ffn.time_mix_k", {C});
       L.ffn_time_mix_r = w.f32(p + "ffn.time_mix_r", {C});
       L.ffn.load(w, p + "ffn.", C, F);
       layers_.push_back(std::move(L));
     }
-    report_unused(w);
+    finish_loading(w);
   }
 
   size_t state_size() const override { return size_t(info_.n_layer) * 5 * info_.n_embd; }

@@ -46,7 +46,7 @@ class ModelV5 final : public MatrixStateModel {
   ModelV5(std::shared_ptr<const TensorMap> map, ModelInfo info)
       : MatrixStateModel(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
-    WeightLoader w(*map_, info_.int8_activations);
+    WeightLoader w(*map_, info_);
     io_.load(w, info_.n_vocab, C);
     const Tensor& decay0 = map_->at("blocks.0.att.time_decay");
     const int64_t H = decay0.shape.empty() ? 1 : decay0.shape[0];
@@ -76,13 +76,13 @@ class ModelV5 final : public MatrixStateModel {
       } else {
         L.att_u = per_channel(w, p + "att.time_faaaa", H, N);
       }
-      L.att_key = w.tensor(p + "att.key.weight", {C, C});
-      L.att_value = w.tensor(p + "att.value.weight", {C, C});
-      L.att_receptance = w.tensor(p + "att.receptance.weight", {C, C});
-      L.att_output = w.tensor(p + "att.output.weight", {C, C});
+      L.att_key = w.matrix(p + "att.key.weight", {C, C});
+      L.att_value = w.matrix(p + "att.value.weight", {C, C});
+      L.att_receptance = w.matrix(p + "att.receptance.weight", {C, C});
+      L.att_output = w.matrix(p + "att.output.weight", {C, C});
       if (gated_) {
         L.att_time_mix_g = w.f32(p + "att.time_mix_g", {C});
-        L.att_gate = w.tensor(p + "att.gate.weight", {C, C});
+        L.att_gate = w.matrix(p + "att.gate.weight", {C, C});
       }
       L.ln_x.load(w, p + "att.ln_x", C);
       L.ffn_time_mix_k = w.f32(p + "ffn.time_mix_k", {C});
@@ -90,7 +90,7 @@ class ModelV5 final : public MatrixStateModel {
       L.ffn.load(w, p + "ffn.", C, F);
       layers_.push_back(std::move(L));
     }
-    report_unused(w);
+    finish_loading(w);
   }
 
  protected:

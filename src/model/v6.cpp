@@ -41,7 +41,7 @@ class ModelV6 final : public MatrixStateModel {
   ModelV6(std::shared_ptr<const TensorMap> map, ModelInfo info)
       : MatrixStateModel(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
-    WeightLoader w(*map_, info_.int8_activations);
+    WeightLoader w(*map_, info_);
     io_.load(w, info_.n_vocab, C);
     const Tensor& faaaa = map_->at("blocks.0.att.time_faaaa");
     const Tensor& maa_w1 = map_->at("blocks.0.att.time_maa_w1");
@@ -76,18 +76,18 @@ class ModelV6 final : public MatrixStateModel {
       L.att_time_decay_w1 = w.tensor(p + "att.time_decay_w1", {C, D_decay});
       L.att_time_decay_w2 = w.tensor(p + "att.time_decay_w2", {D_decay, C});
       L.att_u = w.f32(p + "att.time_faaaa", {H, N});
-      L.att_key = w.tensor(p + "att.key.weight", {C, C});
-      L.att_value = w.tensor(p + "att.value.weight", {C, C});
-      L.att_receptance = w.tensor(p + "att.receptance.weight", {C, C});
-      L.att_output = w.tensor(p + "att.output.weight", {C, C});
-      L.att_gate = w.tensor(p + "att.gate.weight", {C, C});
+      L.att_key = w.matrix(p + "att.key.weight", {C, C});
+      L.att_value = w.matrix(p + "att.value.weight", {C, C});
+      L.att_receptance = w.matrix(p + "att.receptance.weight", {C, C});
+      L.att_output = w.matrix(p + "att.output.weight", {C, C});
+      L.att_gate = w.matrix(p + "att.gate.weight", {C, C});
       L.ln_x.load(w, p + "att.ln_x", C);
       L.ffn_time_maa_k = w.f32(p + "ffn.time_maa_k", {C});
       L.ffn_time_maa_r = w.f32(p + "ffn.time_maa_r", {C});
       L.ffn.load(w, p + "ffn.", C, F);
       layers_.push_back(std::move(L));
     }
-    report_unused(w);
+    finish_loading(w);
   }
 
  protected:

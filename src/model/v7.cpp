@@ -40,7 +40,7 @@ class ModelV7 final : public MatrixStateModel {
   ModelV7(std::shared_ptr<const TensorMap> map, ModelInfo info)
       : MatrixStateModel(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
-    WeightLoader w(*map_, info_.int8_activations);
+    WeightLoader w(*map_, info_);
     io_.load(w, info_.n_vocab, C);
     const Tensor& r_k = map_->at("blocks.0.att.r_k");
     if (r_k.shape.size() != 2 || r_k.shape[0] * r_k.shape[1] != C)
@@ -86,17 +86,17 @@ class ModelV7 final : public MatrixStateModel {
       L.att_k_k = w.f32(p + "att.k_k", {C});
       L.att_k_a = w.f32(p + "att.k_a", {C});
       L.att_r_k = w.f32(p + "att.r_k", {H, N});
-      L.att_key = w.tensor(p + "att.key.weight", {C, C});
-      L.att_value = w.tensor(p + "att.value.weight", {C, C});
-      L.att_receptance = w.tensor(p + "att.receptance.weight", {C, C});
-      L.att_output = w.tensor(p + "att.output.weight", {C, C});
+      L.att_key = w.matrix(p + "att.key.weight", {C, C});
+      L.att_value = w.matrix(p + "att.value.weight", {C, C});
+      L.att_receptance = w.matrix(p + "att.receptance.weight", {C, C});
+      L.att_output = w.matrix(p + "att.output.weight", {C, C});
       L.ln_x.load(w, p + "att.ln_x", C);
       L.ffn_x_k = w.f32(p + "ffn.x_k", {C});
-      L.ffn_key = w.tensor(p + "ffn.key.weight", {F, C});
-      L.ffn_value = w.tensor(p + "ffn.value.weight", {C, F});
+      L.ffn_key = w.matrix(p + "ffn.key.weight", {F, C});
+      L.ffn_value = w.matrix(p + "ffn.value.weight", {C, F});
       layers_.push_back(std::move(L));
     }
-    report_unused(w);
+    finish_loading(w);
   }
 
  protected:

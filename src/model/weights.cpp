@@ -1,8 +1,10 @@
 #include "model/weights.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "core/quant.h"
+#include "kernels/int8.h"
 #include "kernels/kernels.h"
 #include "rwkv/error.h"
 
@@ -17,14 +19,71 @@ std::vector<int64_t> without_unit_axes(const std::vector<int64_t>& shape) {
 }
 }  // namespace
 
+WeightLoader::WeightLoader(const TensorMap& map, const ModelInfo& info)
+    : map_(map), int8_activations_(info.int8_activations), cache_path_(info.repack_cache) {
+  if (cache_path_.empty()) return;
+  try {
+    source_ = repack_source(map.path, info.fingerprint, kernels::kInt8GroupsLayout);
+  } catch (const Error& e) {
+    cache_problem_ = std::string("repacked weights not cached: ") + e.what();
+    cache_path_.clear();
+    return;
+  }
+  cache_ = RepackCache::open(cache_path_, source_, &cache_problem_);
+}
+
 Tensor WeightLoader::tensor(const std::string& name, const std::vector<int64_t>& shape) {
   Tensor t = map_.at(name);
   if (without_unit_axes(t.shape) != without_unit_axes(shape))
     throw Error(map_.path + ": tensor " + name + " has shape " + shape_string(t.shape) +
                 ", expected " + shape_string(shape));
   used_.insert(name);
-  t.int8_activations = int8_activations_ && is_integer(t.dtype);
   return t;
+}
+
+Tensor WeightLoader::matrix(const std::string& name, const std::vector<int64_t>& shape) {
+  Tensor t = tensor(name, shape);
+  t.int8_activations = int8_activations_ && is_integer(t.dtype);
+  if (!t.int8_activations || !kernels::packs_int8_groups()) return t;
+  const uint64_t bytes = kernels::int8_groups_bytes(t);
+  if (const uint8_t* cached = cache_.find(name, t.dtype, t.rows(), t.cols(), bytes)) {
+    t.int8_groups = cached;
+    mapped_.push_back({name, t.dtype, t.rows(), t.cols(), {cached, size_t(bytes)}});
+    return t;
+  }
+  // 64-byte aligned, so the kernel's vector loads of a group never split a cache line.
+  std::shared_ptr<uint8_t[]> packed(
+      static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)), std::free);
+  if (!packed) throw Error(map_.path + ": out of memory packing " + name);
+  kernels::pack_int8_groups(t, 0, (t.rows() + 15) / 16, packed.get());
+  map_.drop_pages(t);
+  t.int8_groups = packed.get();
+  packed_.push_back({name, t.dtype, t.rows(), t.cols(), {packed.get(), size_t(bytes)}});
+  owners_.push_back(std::move(packed));
+  return t;
+}
+
+std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
+  info.repack_cache = cache_path_;
+  if (!cache_problem_.empty()) info.warnings.push_back(cache_problem_);
+  if (!mapped_.empty()) owners_.push_back(cache_.owner());
+  if (packed_.empty()) {
+    info.repacked = mapped_.empty() ? "" : "mapped";
+    return std::move(owners_);
+  }
+  info.repacked = "built";
+  if (cache_path_.empty()) return std::move(owners_);
+  // The whole set is written (with what an older cache held), so the file stays one model's
+  // complete layout.
+  std::vector<RepackEntry> all = packed_;
+  all.insert(all.end(), mapped_.begin(), mapped_.end());
+  try {
+    write_repack_cache(cache_path_, source_, all);
+  } catch (const Error& e) {
+    info.warnings.push_back(std::string("repacked weights not cached: ") + e.what());
+    info.repack_cache.clear();
+  }
+  return std::move(owners_);
 }
 
 std::vector<float> WeightLoader::f32(const std::string& name, const std::vector<int64_t>& shape) {
@@ -94,7 +153,7 @@ void EmbeddingHead::load(WeightLoader& w, int64_t n_vocab, int64_t n_embd) {
   emb = w.tensor("emb.weight", {n_vocab, n_embd});
   ln0.load(w, "blocks.0.ln0", n_embd);
   ln_out.load(w, "ln_out", n_embd);
-  head = w.tensor("head.weight", {n_vocab, n_embd});
+  head = w.matrix("head.weight", {n_vocab, n_embd});
 }
 
 void EmbeddingHead::embed(int token, float* x) const {
@@ -107,9 +166,9 @@ void EmbeddingHead::embed(int token, float* x) const {
 }
 
 void ChannelMix::load(WeightLoader& w, const std::string& prefix, int64_t n_embd, int64_t ffn_dim) {
-  key = w.tensor(prefix + "key.weight", {ffn_dim, n_embd});
-  value = w.tensor(prefix + "value.weight", {n_embd, ffn_dim});
-  receptance = w.tensor(prefix + "receptance.weight", {n_embd, n_embd});
+  key = w.matrix(prefix + "key.weight", {ffn_dim, n_embd});
+  value = w.matrix(prefix + "value.weight", {n_embd, ffn_dim});
+  receptance = w.matrix(prefix + "receptance.weight", {n_embd, n_embd});
 }
 
 void ChannelMix::add_to(const float* xk, const float* xr, int64_t T, float* tmp, float* x,

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <set>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "io/repack_cache.h"
 #include "io/tensor_map.h"
 #include "rwkv/model.h"
 #include "rwkv/thread_pool.h"
@@ -16,13 +18,22 @@ namespace rwkv {
 
 class WeightLoader {
  public:
-  // int8_activations: matrices in ggml blocks are marked for kernels::linear()'s int8 path.
-  explicit WeightLoader(const TensorMap& map, bool int8_activations = false)
-      : map_(map), int8_activations_(int8_activations) {}
+  // info.int8_activations: matrices in ggml blocks are marked for kernels::linear()'s int8 path;
+  // info.repack_cache: where matrices repacked for that path are cached.
+  WeightLoader(const TensorMap& map, const ModelInfo& info);
 
   bool has(const std::string& name) const { return map_.contains(name); }
   // A tensor used in place (any dtype), checked against `shape` ignoring unit axes.
   Tensor tensor(const std::string& name, const std::vector<int64_t>& shape);
+  // A Linear layer's weight (kernels::linear()), as tensor(). Matrices in ggml blocks are marked
+  // for the int8 path when asked for, and where that kernel reads repacked rows
+  // (kernels::pack_int8_groups) they come mapped from the repack cache, or are packed here and
+  // the file's pages dropped, so the resident size does not double.
+  Tensor matrix(const std::string& name, const std::vector<int64_t>& shape);
+  // After the last matrix(): writes what was packed to the repack cache (when one is set and
+  // anything was packed), and records in `info` how the repacked weights were got. Returns
+  // what the model must keep alive: the packed copies or the cache's mapping.
+  std::vector<std::shared_ptr<const void>> finish(ModelInfo& info);
   // A float32 copy, checked against `shape` ignoring unit axes.
   std::vector<float> f32(const std::string& name, const std::vector<int64_t>& shape);
   // Marks a tensor the reference ignores as known.
@@ -34,7 +45,14 @@ class WeightLoader {
  private:
   const TensorMap& map_;
   bool int8_activations_;
+  std::string cache_path_;
+  RepackSource source_;
+  RepackCache cache_;
+  std::string cache_problem_;  // why an existing cache file was not used
   std::set<std::string> used_;
+  std::vector<RepackEntry> mapped_;  // found in the cache
+  std::vector<RepackEntry> packed_;  // packed at this load
+  std::vector<std::shared_ptr<const void>> owners_;
 };
 
 // The float32 weight and bias of one normalisation (`ln1`, `ln2`, `att.ln_x`, ...).

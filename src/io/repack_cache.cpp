@@ -1,0 +1,172 @@
+#include "io/repack_cache.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_file.h"
+#include "core/hash.h"
+#include "rwkv/error.h"
+
+namespace rwkv {
+
+namespace {
+
+constexpr char kMagic[8] = {'R', 'W', 'K', 'V', 'R', 'E', 'P', 'K'};
+constexpr uint64_t kAlign = 4096;
+
+uint64_t align_up(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+}  // namespace
+
+RepackSource repack_source(const std::string& model_path, uint64_t fingerprint, int layout) {
+  struct stat st {};
+  if (::stat(model_path.c_str(), &st) != 0)
+    throw Error(model_path + ": cannot stat: " + std::strerror(errno));
+  RepackSource s;
+  s.size = uint64_t(st.st_size);
+  s.mtime_ns = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  s.fingerprint = fingerprint;
+  s.layout = layout;
+  return s;
+}
+
+std::string repack_cache_file(const std::string& dir, const std::string& model_path) {
+  std::error_code ec;
+  std::filesystem::path abs = std::filesystem::weakly_canonical(model_path, ec);
+  if (ec) abs = std::filesystem::absolute(model_path);
+  const std::string key = abs.string();
+  return (std::filesystem::path(dir) /
+          (abs.filename().string() + "." + hex64(fnv1a64(key.data(), key.size())) + ".repack"))
+      .string();
+}
+
+std::string default_repack_cache_dir() {
+  if (const char* d = std::getenv("RWKV_CACHE_DIR"); d && *d) return d;
+  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return std::string(d) + "/rwkv";
+  if (const char* d = std::getenv("HOME"); d && *d) return std::string(d) + "/.cache/rwkv";
+  return "";
+}
+
+RepackCache RepackCache::open(const std::string& path, const RepackSource& source,
+                              std::string* why) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};  // not built yet
+  Bytes file;
+  try {
+    file = map_file(path);
+  } catch (const Error& e) {
+    if (why) *why = std::string(e.what()) + "; rebuilding it";
+    return {};
+  }
+  return read(std::move(file), path, source, why);
+}
+
+RepackCache RepackCache::read(Bytes file, const std::string& path, const RepackSource& source,
+                              std::string* why) {
+  const auto fail = [&](const std::string& reason) {
+    if (why) *why = path + ": " + reason + "; rebuilding it";
+    return RepackCache();
+  };
+  RepackCache cache;
+  cache.file_ = std::move(file);
+  const std::span<const uint8_t> d = cache.file_.data;
+  if (d.size() < 16 || std::memcmp(d.data(), kMagic, 8) != 0) return fail("not a repack cache");
+  uint64_t header_len;
+  std::memcpy(&header_len, d.data() + 8, 8);
+  if (header_len > d.size() - 16) return fail("truncated header");
+  try {
+    const nlohmann::json h =
+        nlohmann::json::parse(d.begin() + 16, d.begin() + 16 + ptrdiff_t(header_len));
+    RepackSource built;
+    built.layout = h.at("layout").get<int>();
+    built.size = h.at("source_size").get<uint64_t>();
+    built.mtime_ns = h.at("source_mtime_ns").get<int64_t>();
+    built.fingerprint = std::stoull(h.at("fingerprint").get<std::string>(), nullptr, 16);
+    for (const auto& [name, t] : h.at("tensors").items()) {
+      RepackEntry e;
+      e.name = name;
+      const auto dtype = dtype_from_name(t.at("dtype").get<std::string>());
+      if (!dtype) return fail("unknown dtype for " + name);
+      e.dtype = *dtype;
+      e.rows = t.at("rows").get<int64_t>();
+      e.cols = t.at("cols").get<int64_t>();
+      const uint64_t offset = t.at("offset").get<uint64_t>(), bytes = t.at("bytes").get<uint64_t>();
+      if (offset > d.size() || bytes > d.size() - offset) return fail("truncated at " + name);
+      e.bytes = d.subspan(offset, bytes);
+      cache.entries_[name] = std::move(e);
+    }
+    if (!(built == source)) return {};  // stale: the model or the layout changed
+  } catch (const std::exception& e) {   // nlohmann's parse and type errors, std::stoull's
+    return fail(std::string("corrupt header (") + e.what() + ")");
+  }
+  return cache;
+}
+
+const uint8_t* RepackCache::find(const std::string& name, DType dtype, int64_t rows, int64_t cols,
+                                 uint64_t bytes) const {
+  const auto it = entries_.find(name);
+  if (it == entries_.end()) return nullptr;
+  const RepackEntry& e = it->second;
+  if (e.dtype != dtype || e.rows != rows || e.cols != cols || e.bytes.size() != bytes)
+    return nullptr;
+  return e.bytes.data();
+}
+
+void write_repack_cache(const std::string& path, const RepackSource& source,
+                        std::span<const RepackEntry> entries) {
+  nlohmann::json tensors = nlohmann::json::object();
+  // Offsets are relative to the data, whose start depends on the header's length: lay the data
+  // out first, then shift it past the header.
+  std::vector<uint64_t> at;
+  uint64_t end = 0;
+  for (const RepackEntry& e : entries) {
+    at.push_back(end);
+    end = align_up(end + e.bytes.size());
+  }
+  const auto header_for = [&](uint64_t data_start) {
+    for (size_t i = 0; i < entries.size(); ++i)
+      tensors[entries[i].name] = {{"dtype", std::string(dtype_name(entries[i].dtype))},
+                                  {"rows", entries[i].rows},
+                                  {"cols", entries[i].cols},
+                                  {"offset", data_start + at[i]},
+                                  {"bytes", entries[i].bytes.size()}};
+    return nlohmann::json{{"layout", source.layout},
+                          {"source_size", source.size},
+                          {"source_mtime_ns", source.mtime_ns},
+                          {"fingerprint", hex64(source.fingerprint)},
+                          {"tensors", tensors}}
+        .dump();
+  };
+  // Offsets only grow the header when they gain digits; iterate to a fixed point.
+  uint64_t data_start = align_up(16 + header_for(0).size());
+  std::string header = header_for(data_start);
+  while (align_up(16 + header.size()) != data_start) {
+    data_start = align_up(16 + header.size());
+    header = header_for(data_start);
+  }
+  std::error_code ec;
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) throw Error(parent.string() + ": cannot create directory: " + ec.message());
+  write_file_atomic(path, [&](int fd) {
+    const uint64_t header_len = header.size();
+    write_all(fd, kMagic, 8, path);
+    write_all(fd, &header_len, 8, path);
+    write_all(fd, header.data(), header.size(), path);
+    const std::vector<uint8_t> zeros(kAlign, 0);
+    uint64_t pos = 16 + header.size();
+    for (size_t i = 0; i < entries.size(); ++i) {
+      const uint64_t offset = data_start + at[i];
+      write_all(fd, zeros.data(), offset - pos, path);
+      write_all(fd, entries[i].bytes.data(), entries[i].bytes.size(), path);
+      pos = offset + entries[i].bytes.size();
+    }
+  });
+}
+
+}  // namespace rwkv

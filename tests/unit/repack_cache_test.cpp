@@ -1,0 +1,215 @@
+// The repack cache: the file format alone (round trip, stale and damaged files), and models
+// loaded through it (built once, then mapped, with the same logits as repacking in memory).
+#include "io/repack_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/mapped_file.h"
+#include "kernels/kernels.h"
+#include "rwkv/model.h"
+#include "test_util.h"
+
+namespace rwkv::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<uint8_t> read_bytes(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), {}};
+}
+
+void write_bytes(const fs::path& p, const std::vector<uint8_t>& bytes) {
+  std::ofstream(p, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+}
+
+struct Written {
+  fs::path path;
+  RepackSource source{123456, 789, 0xfeedull, 1};
+  std::vector<uint8_t> a = std::vector<uint8_t>(5000), b = std::vector<uint8_t>(70);
+};
+
+Written write_two(const fs::path& dir) {
+  Written w;
+  for (size_t i = 0; i < w.a.size(); ++i) w.a[i] = uint8_t(i * 7);
+  for (size_t i = 0; i < w.b.size(); ++i) w.b[i] = uint8_t(200 - i);
+  w.path = dir / "sub" / "m.repack";  // the directory is created
+  const RepackEntry entries[] = {{"blocks.0.att.key.weight", DType::Q4_0, 16, 64, w.a},
+                                 {"head.weight", DType::Q8_0, 2, 32, w.b}};
+  write_repack_cache(w.path.string(), w.source, entries);
+  return w;
+}
+
+TEST(RepackCache, RoundTripsEveryEntryAtAPageAlignedOffset) {
+  const Written w = write_two(temp_dir());
+  std::string why;
+  const RepackCache cache = RepackCache::open(w.path.string(), w.source, &why);
+  EXPECT_EQ(why, "");
+  ASSERT_FALSE(cache.empty());
+  const uint8_t* a = cache.find("blocks.0.att.key.weight", DType::Q4_0, 16, 64, w.a.size());
+  const uint8_t* b = cache.find("head.weight", DType::Q8_0, 2, 32, w.b.size());
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(std::vector<uint8_t>(a, a + w.a.size()), w.a);
+  EXPECT_EQ(std::vector<uint8_t>(b, b + w.b.size()), w.b);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % 4096, 0u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b) % 4096, 0u);
+  // Another dtype, shape or size is not the same tensor.
+  EXPECT_EQ(cache.find("head.weight", DType::Q4_0, 2, 32, w.b.size()), nullptr);
+  EXPECT_EQ(cache.find("head.weight", DType::Q8_0, 3, 32, w.b.size()), nullptr);
+  EXPECT_EQ(cache.find("head.weight", DType::Q8_0, 2, 32, w.b.size() + 1), nullptr);
+  EXPECT_EQ(cache.find("emb.weight", DType::Q8_0, 2, 32, w.b.size()), nullptr);
+}
+
+TEST(RepackCache, AnotherSourceOrLayoutIsStaleWithoutComplaint) {
+  const Written w = write_two(temp_dir());
+  for (int field = 0; field < 4; ++field) {
+    RepackSource other = w.source;
+    if (field == 0) other.size += 1;
+    if (field == 1) other.mtime_ns += 1;
+    if (field == 2) other.fingerprint ^= 1;
+    if (field == 3) other.layout += 1;
+    std::string why;
+    EXPECT_TRUE(RepackCache::open(w.path.string(), other, &why).empty()) << field;
+    EXPECT_EQ(why, "") << field;
+  }
+  std::string why;
+  EXPECT_TRUE(RepackCache::open((temp_dir() / "missing").string(), w.source, &why).empty());
+  EXPECT_EQ(why, "");
+}
+
+TEST(RepackCache, DamagedFilesAreIgnoredAndNamed) {
+  const Written w = write_two(temp_dir());
+  const std::vector<uint8_t> good = read_bytes(w.path);
+  uint64_t header_len;
+  std::memcpy(&header_len, good.data() + 8, 8);
+  const auto damaged = [&](std::vector<uint8_t> bytes, const std::string& expect) {
+    write_bytes(w.path, bytes);
+    std::string why;
+    EXPECT_TRUE(RepackCache::open(w.path.string(), w.source, &why).empty()) << expect;
+    EXPECT_NE(why.find(expect), std::string::npos) << why;
+    EXPECT_NE(why.find(w.path.string()), std::string::npos) << why;
+  };
+  damaged({}, "not a repack cache");
+  damaged(std::vector<uint8_t>(good.begin(), good.begin() + 12), "not a repack cache");
+  std::vector<uint8_t> bad_magic = good;
+  bad_magic[0] = 'X';
+  damaged(bad_magic, "not a repack cache");
+  damaged(std::vector<uint8_t>(good.begin(), good.begin() + 16 + ptrdiff_t(header_len) - 1),
+          "truncated header");
+  // The data cut short: the last tensor's bytes run past the end.
+  damaged(std::vector<uint8_t>(good.begin(), good.end() - 1), "truncated at head.weight");
+  std::vector<uint8_t> bad_json = good;
+  bad_json[16] = '[';
+  damaged(bad_json, "corrupt header");
+  std::vector<uint8_t> huge_len = good;
+  std::memset(huge_len.data() + 8, 0xff, 8);
+  damaged(huge_len, "truncated header");
+}
+
+TEST(RepackCache, UnwritablePlacesThrowAndLeaveNothingBehind) {
+  const fs::path dir = temp_dir();
+  write_bytes(dir / "file", {1, 2, 3});
+  const RepackEntry entry{"x", DType::Q4_0, 16, 32, {}};
+  EXPECT_THROW(write_repack_cache((dir / "file" / "sub" / "c.repack").string(), {}, {&entry, 1}),
+               Error);
+  EXPECT_EQ(read_bytes(dir / "file"), (std::vector<uint8_t>{1, 2, 3}));
+}
+
+TEST(RepackCache, FileNamesFollowTheModelsAbsolutePath) {
+  const std::string a = repack_cache_file("/c", "/models/a.bin");
+  EXPECT_EQ(a.rfind("/c/a.bin.", 0), 0u) << a;
+  EXPECT_EQ(a.substr(a.size() - 7), ".repack");
+  EXPECT_NE(a, repack_cache_file("/c", "/other/a.bin"));
+  EXPECT_EQ(a, repack_cache_file("/c", "/models/./a.bin"));
+}
+
+// Through the loader: needs the packed kernel (AVX-512 VNNI) and the tiny models.
+class RepackedModel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!kernels::packs_int8_groups())
+      GTEST_SKIP() << "the int8 kernel here reads rows as stored (no AVX-512 VNNI)";
+    RWKV_REQUIRE_SHARED();
+    dir_ = temp_dir();
+    // A copy, so that the test can change its modification time.
+    model_ = dir_ / "tiny-Q5_1.bin";
+    fs::copy_file(shared_dir() / "testdata/tiny-rwkv/tiny-rwkv-7v0-834K-Q5_1.bin", model_);
+  }
+
+  std::unique_ptr<Model> load(const std::string& cache_dir) const {
+    LoadOptions options;
+    options.int8_activations = true;
+    options.repack_cache_dir = cache_dir;
+    return Model::load(model_.string(), options);
+  }
+
+  fs::path dir_, model_;
+  const std::vector<int> tokens_ = {34, 105, 110, 32, 116, 104, 101};
+};
+
+TEST_F(RepackedModel, IsBuiltOnceThenMappedWithTheSameLogits) {
+  const std::string cache_dir = (dir_ / "cache").string();
+  const auto in_memory = load("none");
+  EXPECT_EQ(in_memory->info().repacked, "built");
+  EXPECT_EQ(in_memory->info().repack_cache, "");
+
+  const auto first = load(cache_dir);
+  EXPECT_EQ(first->info().repacked, "built");
+  const std::string file = first->info().repack_cache;
+  ASSERT_TRUE(fs::exists(file)) << file;
+  EXPECT_EQ(file.rfind(cache_dir, 0), 0u);
+  const auto written = fs::last_write_time(file);
+
+  const auto second = load(cache_dir);
+  EXPECT_EQ(second->info().repacked, "mapped");
+  EXPECT_EQ(second->info().repack_cache, file);
+  EXPECT_TRUE(second->info().warnings.empty());
+  EXPECT_EQ(fs::last_write_time(file), written);
+
+  const RunResult want = run_tokens(*in_memory, tokens_);
+  EXPECT_EQ(run_tokens(*first, tokens_).logits, want.logits);
+  EXPECT_EQ(run_tokens(*second, tokens_).logits, want.logits);
+  EXPECT_EQ(run_tokens(*second, tokens_).state, want.state);
+  // The exact path does not repack.
+  EXPECT_EQ(Model::load(model_.string())->info().repacked, "");
+}
+
+TEST_F(RepackedModel, AChangedModelOrADamagedCacheIsRebuilt) {
+  const std::string cache_dir = (dir_ / "cache").string();
+  const std::string file = load(cache_dir)->info().repack_cache;
+  const RunResult want = run_tokens(*load("none"), tokens_);
+
+  fs::last_write_time(model_, fs::last_write_time(model_) + std::chrono::seconds(5));
+  const auto touched = load(cache_dir);
+  EXPECT_EQ(touched->info().repacked, "built");
+  EXPECT_TRUE(touched->info().warnings.empty());
+  EXPECT_EQ(load(cache_dir)->info().repacked, "mapped");
+
+  fs::resize_file(file, fs::file_size(file) / 2);
+  const auto repaired = load(cache_dir);
+  EXPECT_EQ(repaired->info().repacked, "built");
+  ASSERT_EQ(repaired->info().warnings.size(), 1u);
+  EXPECT_NE(repaired->info().warnings[0].find("truncated"), std::string::npos)
+      << repaired->info().warnings[0];
+  EXPECT_EQ(run_tokens(*repaired, tokens_).logits, want.logits);
+  EXPECT_EQ(load(cache_dir)->info().repacked, "mapped");
+}
+
+TEST_F(RepackedModel, AnUnwritableCacheDirectoryOnlyWarns) {
+  write_bytes(dir_ / "not-a-dir", {0});
+  const auto model = load((dir_ / "not-a-dir" / "cache").string());
+  EXPECT_EQ(model->info().repacked, "built");
+  EXPECT_EQ(model->info().repack_cache, "");
+  ASSERT_EQ(model->info().warnings.size(), 1u);
+  EXPECT_NE(model->info().warnings[0].find("repacked weights not cached"), std::string::npos)
+      << model->info().warnings[0];
+  EXPECT_EQ(run_tokens(*model, tokens_).logits, run_tokens(*load("none"), tokens_).logits);
+}
+
+}  // namespace
+}  // namespace rwkv::test

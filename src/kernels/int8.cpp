@@ -32,20 +32,19 @@ void pack_int8_groups(const Tensor& w, int64_t g0, int64_t g1, uint8_t* out) {
   const bool five_bit = type == DType::Q5_0 || type == DType::Q5_1;
   const int64_t rows = w.rows(), blocks = w.cols() / 32, block_bytes = block_bytes_of(type);
   const uint64_t group_bytes = 16 * w.row_bytes();
-  const int64_t level_bytes = 16 * (bytes ? 32 : 16), scale_bytes = 16 * block_bytes - level_bytes;
+  const int64_t level_bytes = 16 * (bytes ? 32 : 16);
   // Where a stored block's levels start: after d (and m, and qh).
   const int64_t levels_at = type == DType::I8 ? 0 : 2 + (has_min ? 2 : 0) + (five_bit ? 4 : 0);
   for (int64_t g = g0; g < g1; ++g) {
     uint8_t* group = out + uint64_t(g - g0) * group_bytes;
-    uint8_t* scales = group + blocks * level_bytes;
     // Padding rows are zero, and the fifth-bit masks are built up by OR.
     if (five_bit || 16 * (g + 1) > rows) std::memset(group, 0, group_bytes);
     for (int64_t i = 0; i < 16 && 16 * g + i < rows; ++i) {
       const uint8_t* row = w.row(16 * g + i);
       for (int64_t b = 0; b < blocks; ++b) {
         const uint8_t* block = row + b * block_bytes;
-        uint8_t* levels = group + b * level_bytes + 4 * i;
-        uint8_t* scale = scales + b * scale_bytes;
+        uint8_t* levels = group + b * 16 * block_bytes + 4 * i;
+        uint8_t* scale = group + b * 16 * block_bytes + level_bytes;
         for (int c = 0; c < (bytes ? 8 : 4); ++c) {
           uint32_t four;
           std::memcpy(&four, block + levels_at + 4 * c, 4);

@@ -81,8 +81,9 @@ void with_block_type(DType dtype, const Fn& fn) {
 
 // The VNNI kernel's layout of a block-type (or I8) matrix, made once (by the loader, which keeps
 // it in the repack cache, io/repack_cache.h, so later loads map it): rows in groups of 16 (a
-// short last group padded with zero rows), each group all its blocks' levels, then all their
-// scales, so that one token streams a group with no shuffles and no reductions.
+// short last group padded with zero rows), each group its blocks in order, each block the 16
+// rows' levels then their scales, so that one token streams a group sequentially with no
+// shuffles and no reductions.
 //   Levels of a block: nibble types 4 vectors of 64 bytes, lane i of vector k = bytes 4k..4k+3
 //   of row i's 16 nibble bytes (low nibbles: elements 4k.., high: 16 + 4k..); Q8_0 and I8 8
 //   vectors, lane i of vector c = elements 4c..4c+3 of row i as unsigned levels (int8 + 128).
@@ -92,7 +93,7 @@ void with_block_type(DType dtype, const Fn& fn) {
 // A group takes 16 row_bytes(), so packing adds nothing but the padding of the last group.
 uint64_t int8_groups_bytes(const Tensor& w);
 // The version of that layout: a stored copy (the repack cache) of another version is rebuilt.
-constexpr int kInt8GroupsLayout = 1;
+constexpr int kInt8GroupsLayout = 2;
 // Packs groups [g0, g1) of w (rows 16 g0 ...) to `out`, which holds (g1 - g0) groups.
 void pack_int8_groups(const Tensor& w, int64_t g0, int64_t g1, uint8_t* out);
 

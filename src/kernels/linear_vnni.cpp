@@ -37,19 +37,20 @@ namespace rwkv::kernels::vnni {
 
 namespace {
 
-// The packed layout (kernels/int8.h) as compile-time facts: bytes per block of a 16-row group.
+// The packed layout (kernels/int8.h) as compile-time facts: bytes of a block of a 16-row group,
+// its levels first.
 constexpr int kGroup = 16;
 template <DType kType>
 constexpr bool kByteLevels = kType == DType::Q8_0 || kType == DType::I8;
 template <DType kType>
 constexpr int64_t kLevelBytes = kGroup*(kByteLevels<kType> ? 32 : 16);
 template <DType kType>
-constexpr int64_t kScaleBytes = kGroup* kBlockBytes<kType> - kLevelBytes<kType>;
+constexpr int64_t kGroupBlockBytes = kGroup* kBlockBytes<kType>;
 // Where the fifth-bit masks start among a block's scales.
 template <DType kType>
 constexpr int64_t kMasksAt = kHasMin<kType> ? 64 : 32;
 
-// How far ahead of its reads one token prefetches a group's levels: the hardware prefetcher
+// How far ahead of its reads one token prefetches a group: the hardware prefetcher
 // alone does not keep a core's stream fed (as in the float kernels).
 constexpr int64_t kPrefetchBytes = 8192;
 
@@ -60,9 +61,9 @@ struct GroupBlock {
   __m512i column[8];
   __m512 d, m;
 
-  GroupBlock(const uint8_t* group, int64_t blocks, int64_t b) {
-    const uint8_t* levels = group + b * kLevelBytes<kType>;
-    const uint8_t* scales = group + blocks * kLevelBytes<kType> + b * kScaleBytes<kType>;
+  GroupBlock(const uint8_t* group, int64_t b) {
+    const uint8_t* levels = group + b * kGroupBlockBytes<kType>;
+    const uint8_t* scales = levels + kLevelBytes<kType>;
     if constexpr (kByteLevels<kType>) {
       RWKV_UNROLL
       for (int c = 0; c < 8; ++c) column[c] = _mm512_loadu_si512(levels + 64 * c);
@@ -144,11 +145,11 @@ void one_token_tile(const uint8_t* const* group, const Int8Activations& x, float
   for (int64_t b = 0; b < blocks; ++b) {
     RWKV_UNROLL
     for (int r = 0; r < G; ++r) {
-      const uint8_t* ahead = group[r] + b * kLevelBytes<kType> + kPrefetchBytes;
+      const uint8_t* ahead = group[r] + b * kGroupBlockBytes<kType> + kPrefetchBytes;
       RWKV_UNROLL
-      for (int64_t at = 0; at < kLevelBytes<kType>; at += 64)
+      for (int64_t at = 0; at < kGroupBlockBytes<kType>; at += 64)
         _mm_prefetch(reinterpret_cast<const char*>(ahead + at), _MM_HINT_T0);
-      const GroupBlock<kType> block(group[r], blocks, b);
+      const GroupBlock<kType> block(group[r], b);
       sum[r] = chain_step<kType>(sum[r], block.dot(x, 0, b), block.d, block.m, x, 0, b);
     }
   }
@@ -179,7 +180,7 @@ struct Panel {
   void unpack(const uint8_t* const* group, int groups, int64_t blocks) {
     for (int64_t b = 0; b < blocks; ++b)
       for (int s = 0; s < groups; ++s) {
-        const GroupBlock<kType> block(group[s], blocks, b);
+        const GroupBlock<kType> block(group[s], b);
         const size_t i = size_t(b * groups + s);
         RWKV_UNROLL
         for (int c = 0; c < 8; ++c) _mm512_store_si512(levels + 8 * i + c, block.column[c]);

@@ -19,7 +19,9 @@ typedef struct rwkv_model rwkv_model;
 rwkv_model* rwkv_model_load(const char* path, const char* arch, float ln_x_eps);
 /* As rwkv_model_load, with RWKV_LOAD_* flags or'ed together (0: none; unknown bits fail).
  * RWKV_LOAD_INT8_ACTIVATIONS: for weights in ggml blocks, round each matrix product's input to
- * int8 per 32 values and use integer dot products, as `rwkv --int8-activations` (README). */
+ * int8 per 32 values and use integer dot products, as `rwkv --int8-activations` (README); with
+ * AVX-512 VNNI the weights repacked for that go to the repack cache in $RWKV_CACHE_DIR, else
+ * $XDG_CACHE_HOME/rwkv or ~/.cache/rwkv. */
 #define RWKV_LOAD_INT8_ACTIVATIONS 1u
 rwkv_model* rwkv_model_load_flags(const char* path, const char* arch, float ln_x_eps,
                                   unsigned flags);

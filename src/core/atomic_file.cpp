@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -23,7 +24,10 @@ void write_all(int fd, const void* data, uint64_t size, const std::string& path)
 }
 
 void write_file_atomic(const std::string& path, const std::function<void(int fd)>& write) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  // Unique per process and call, so threads writing the same path never share a temporary.
+  static std::atomic<uint64_t> calls{0};
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(calls.fetch_add(1));
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(path + ": cannot create file: " + std::strerror(errno));
   try {

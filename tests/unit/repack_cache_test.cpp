@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "core/mapped_file.h"
 #include "kernels/kernels.h"
@@ -118,6 +119,26 @@ TEST(RepackCache, UnwritablePlacesThrowAndLeaveNothingBehind) {
   EXPECT_THROW(write_repack_cache((dir / "file" / "sub" / "c.repack").string(), {}, {&entry, 1}),
                Error);
   EXPECT_EQ(read_bytes(dir / "file"), (std::vector<uint8_t>{1, 2, 3}));
+}
+
+// Two loads of one model in one process (a server, say) may write its cache at the same time:
+// each writes a whole file of its own and the last rename wins.
+TEST(RepackCache, ConcurrentWritersOfOnePathLeaveAWholeFile) {
+  const Written w = write_two(temp_dir());
+  const RepackEntry entries[] = {{"blocks.0.att.key.weight", DType::Q4_0, 16, 64, w.a},
+                                 {"head.weight", DType::Q8_0, 2, 32, w.b}};
+  const auto write_many = [&] {
+    for (int i = 0; i < 20; ++i) write_repack_cache(w.path.string(), w.source, entries);
+  };
+  std::thread other(write_many);
+  write_many();
+  other.join();
+  const RepackCache cache = RepackCache::open(w.path.string(), w.source, nullptr);
+  const uint8_t* a = cache.find("blocks.0.att.key.weight", DType::Q4_0, 16, 64, w.a.size());
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(std::vector<uint8_t>(a, a + w.a.size()), w.a);
+  for (const auto& e : fs::directory_iterator(w.path.parent_path()))
+    EXPECT_EQ(e.path(), w.path) << "a temporary was left behind";
 }
 
 TEST(RepackCache, FileNamesFollowTheModelsAbsolutePath) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <thread>
 
 #include "core/quant.h"
 #include "kernels/int8.h"
@@ -55,7 +56,18 @@ Tensor WeightLoader::matrix(const std::string& name, const std::vector<int64_t>&
   std::shared_ptr<uint8_t[]> packed(
       static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)), std::free);
   if (!packed) throw Error(map_.path + ": out of memory packing " + name);
-  kernels::pack_int8_groups(t, 0, (t.rows() + 15) / 16, packed.get());
+  // Packing is most of a first load's time: spread the groups over the cores.
+  const int64_t groups = (t.rows() + 15) / 16;
+  const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1,
+                                              std::max<int64_t>(1, groups / 64));
+  const auto pack = [&](int64_t i) {
+    const int64_t g0 = groups * i / threads, g1 = groups * (i + 1) / threads;
+    kernels::pack_int8_groups(t, g0, g1, packed.get() + uint64_t(g0) * 16 * t.row_bytes());
+  };
+  std::vector<std::jthread> helpers;
+  for (int64_t i = 1; i < threads; ++i) helpers.emplace_back(pack, i);
+  pack(0);
+  helpers.clear();  // joins
   map_.drop_pages(t);
   t.int8_groups = packed.get();
   packed_.push_back({name, t.dtype, t.rows(), t.cols(), {packed.get(), size_t(bytes)}});

@@ -9,7 +9,9 @@
 #include <thread>
 
 #include "core/mapped_file.h"
+#include "kernels/int8.h"
 #include "kernels/kernels.h"
+#include "model/weights.h"
 #include "rwkv/model.h"
 #include "test_util.h"
 
@@ -147,6 +149,31 @@ TEST(RepackCache, FileNamesFollowTheModelsAbsolutePath) {
   EXPECT_EQ(a.substr(a.size() - 7), ".repack");
   EXPECT_NE(a, repack_cache_file("/c", "/other/a.bin"));
   EXPECT_EQ(a, repack_cache_file("/c", "/models/./a.bin"));
+}
+
+// The loader packs a large matrix on several threads (each its own range of groups): the bytes
+// must be those of one pass over all groups.
+TEST(RepackedMatrix, PackedOnSeveralThreadsEqualsOnePass) {
+  if (!kernels::packs_int8_groups())
+    GTEST_SKIP() << "the int8 kernel here reads rows as stored (no AVX-512 VNNI)";
+  for (DType dtype : {DType::Q4_0, DType::Q5_1, DType::Q8_0}) {
+    TensorMap map;
+    const int64_t rows = 4096 + 5, cols = 64;  // 257 groups, the last one short
+    Tensor& w = map.add_owned("w", dtype, {rows, cols});
+    uint8_t* p = const_cast<uint8_t*>(w.data);
+    for (uint64_t i = 0; i < w.nbytes; ++i) p[i] = uint8_t(i * 2654435761u >> 13);
+    ModelInfo info;
+    info.int8_activations = true;
+    WeightLoader loader(map, info);
+    const Tensor t = loader.matrix("w", {rows, cols});
+    ASSERT_NE(t.int8_groups, nullptr);
+    std::vector<uint8_t> one_pass(size_t(kernels::int8_groups_bytes(w)));
+    kernels::pack_int8_groups(w, 0, (rows + 15) / 16, one_pass.data());
+    EXPECT_EQ(0, std::memcmp(t.int8_groups, one_pass.data(), one_pass.size())) << dtype_name(dtype);
+    ModelInfo done;
+    loader.finish(done);
+    EXPECT_EQ(done.repacked, "built");
+  }
 }
 
 // Through the loader: needs the packed kernel (AVX-512 VNNI) and the tiny models.

@@ -17,6 +17,9 @@ namespace rwkv {
 namespace {
 
 constexpr char kMagic[8] = {'R', 'W', 'K', 'V', 'R', 'E', 'P', 'K'};
+// The file's own version (the packed layout has its own, RepackSource::layout); 1 had offsets
+// from the start of the file.
+constexpr int kFormat = 2;
 constexpr uint64_t kAlign = 4096;
 
 uint64_t align_up(uint64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
@@ -79,9 +82,12 @@ RepackCache RepackCache::read(Bytes file, const std::string& path, const RepackS
   uint64_t header_len;
   std::memcpy(&header_len, d.data() + 8, 8);
   if (header_len > d.size() - 16) return fail("truncated header");
+  const uint64_t data_start = std::min<uint64_t>(align_up(16 + header_len), d.size());
+  const std::span<const uint8_t> data = d.subspan(data_start);
   try {
     const nlohmann::json h =
         nlohmann::json::parse(d.begin() + 16, d.begin() + 16 + ptrdiff_t(header_len));
+    if (h.value("format", 0) != kFormat) return {};  // written by another version: stale
     RepackSource built;
     built.layout = h.at("layout").get<int>();
     built.size = h.at("source_size").get<uint64_t>();
@@ -96,8 +102,8 @@ RepackCache RepackCache::read(Bytes file, const std::string& path, const RepackS
       e.rows = t.at("rows").get<int64_t>();
       e.cols = t.at("cols").get<int64_t>();
       const uint64_t offset = t.at("offset").get<uint64_t>(), bytes = t.at("bytes").get<uint64_t>();
-      if (offset > d.size() || bytes > d.size() - offset) return fail("truncated at " + name);
-      e.bytes = d.subspan(offset, bytes);
+      if (offset > data.size() || bytes > data.size() - offset) return fail("truncated at " + name);
+      e.bytes = data.subspan(offset, bytes);
       cache.entries_[name] = std::move(e);
     }
     if (!(built == source)) return {};  // stale: the model or the layout changed
@@ -120,35 +126,25 @@ const uint8_t* RepackCache::find(const std::string& name, DType dtype, int64_t r
 void write_repack_cache(const std::string& path, const RepackSource& source,
                         std::span<const RepackEntry> entries) {
   nlohmann::json tensors = nlohmann::json::object();
-  // Offsets are relative to the data, whose start depends on the header's length: lay the data
-  // out first, then shift it past the header.
-  std::vector<uint64_t> at;
+  std::vector<uint64_t> offsets;  // from the start of the data, each 4096-aligned
   uint64_t end = 0;
   for (const RepackEntry& e : entries) {
-    at.push_back(end);
+    offsets.push_back(end);
+    tensors[e.name] = {{"dtype", std::string(dtype_name(e.dtype))},
+                       {"rows", e.rows},
+                       {"cols", e.cols},
+                       {"offset", end},
+                       {"bytes", e.bytes.size()}};
     end = align_up(end + e.bytes.size());
   }
-  const auto header_for = [&](uint64_t data_start) {
-    for (size_t i = 0; i < entries.size(); ++i)
-      tensors[entries[i].name] = {{"dtype", std::string(dtype_name(entries[i].dtype))},
-                                  {"rows", entries[i].rows},
-                                  {"cols", entries[i].cols},
-                                  {"offset", data_start + at[i]},
-                                  {"bytes", entries[i].bytes.size()}};
-    return nlohmann::json{{"layout", source.layout},
-                          {"source_size", source.size},
-                          {"source_mtime_ns", source.mtime_ns},
-                          {"fingerprint", hex64(source.fingerprint)},
-                          {"tensors", tensors}}
-        .dump();
-  };
-  // Offsets only grow the header when they gain digits; iterate to a fixed point.
-  uint64_t data_start = align_up(16 + header_for(0).size());
-  std::string header = header_for(data_start);
-  while (align_up(16 + header.size()) != data_start) {
-    data_start = align_up(16 + header.size());
-    header = header_for(data_start);
-  }
+  const std::string header = nlohmann::json{
+      {"format", kFormat},
+      {"layout", source.layout},
+      {"source_size", source.size},
+      {"source_mtime_ns", source.mtime_ns},
+      {"fingerprint", hex64(source.fingerprint)},
+      {"tensors", tensors}}.dump();
+  const uint64_t data_start = align_up(16 + header.size());
   std::error_code ec;
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
@@ -161,7 +157,7 @@ void write_repack_cache(const std::string& path, const RepackSource& source,
     const std::vector<uint8_t> zeros(kAlign, 0);
     uint64_t pos = 16 + header.size();
     for (size_t i = 0; i < entries.size(); ++i) {
-      const uint64_t offset = data_start + at[i];
+      const uint64_t offset = data_start + offsets[i];
       write_all(fd, zeros.data(), offset - pos, path);
       write_all(fd, entries[i].bytes.data(), entries[i].bytes.size(), path);
       pos = offset + entries[i].bytes.size();

@@ -5,9 +5,10 @@
 // (then rebuilt) when that no longer matches.
 //
 // Layout: "RWKVREPK", a little-endian u64 header length, a JSON header
-//   {"layout": N, "source_size": S, "source_mtime_ns": T, "fingerprint": "hex",
+//   {"format": 2, "layout": N, "source_size": S, "source_mtime_ns": T, "fingerprint": "hex",
 //    "tensors": {name: {"dtype": "Q4_0", "rows": R, "cols": C, "offset": O, "bytes": B}}}
-// then the tensors' bytes, each at a 4096-aligned offset from the start of the file.
+// then, from the next multiple of 4096 bytes, the data: each tensor's bytes at its 4096-aligned
+// offset from the start of the data.
 #pragma once
 
 #include <cstdint>

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -68,7 +69,7 @@ TEST(RepackCache, RoundTripsEveryEntryAtAPageAlignedOffset) {
   EXPECT_EQ(cache.find("emb.weight", DType::Q8_0, 2, 32, w.b.size()), nullptr);
 }
 
-TEST(RepackCache, AnotherSourceOrLayoutIsStaleWithoutComplaint) {
+TEST(RepackCache, AnotherSourceLayoutOrFormatIsStaleWithoutComplaint) {
   const Written w = write_two(temp_dir());
   for (int field = 0; field < 4; ++field) {
     RepackSource other = w.source;
@@ -80,7 +81,16 @@ TEST(RepackCache, AnotherSourceOrLayoutIsStaleWithoutComplaint) {
     EXPECT_TRUE(RepackCache::open(w.path.string(), other, &why).empty()) << field;
     EXPECT_EQ(why, "") << field;
   }
+  // A file of another format version (same length, so nothing else moves).
+  std::vector<uint8_t> bytes = read_bytes(w.path);
+  const std::string format = "\"format\":2";
+  auto at = std::search(bytes.begin(), bytes.end(), format.begin(), format.end());
+  ASSERT_NE(at, bytes.end());
+  at[format.size() - 1] = '1';
+  write_bytes(w.path, bytes);
   std::string why;
+  EXPECT_TRUE(RepackCache::open(w.path.string(), w.source, &why).empty());
+  EXPECT_EQ(why, "");
   EXPECT_TRUE(RepackCache::open((temp_dir() / "missing").string(), w.source, &why).empty());
   EXPECT_EQ(why, "");
 }

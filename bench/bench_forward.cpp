@@ -151,8 +151,9 @@ void BM_Stream(benchmark::State& st, rwkv::DType dtype) {
 
 // One token through the LoRAs of an RWKV-7 2048 x 24 model as `rwkv init` makes them (I8,
 // ranks 96, 96, 64 and 256: x @ w1, then @ w2), 50 MB in all, so they stream from DRAM as in
-// generation; pool of `threads`, wall clock. Arguments: threads, layers, and whether a layer's
-// four LoRAs go through matmul_many() together (as the model runs them) or one matmul() each.
+// generation; pool of `threads`, wall clock. Arguments: threads, layers, whether a layer's
+// four LoRAs go through matmul_many() together (as the model runs them) or one matmul() each,
+// and whether the matrices are stored transposed (as the loader stores them) or as in the file.
 void BM_Lora(benchmark::State& st) {
   const int threads = int(st.range(0));
   const int64_t C = 2048, ranks[] = {96, 96, 64, 256};
@@ -165,10 +166,17 @@ void BM_Lora(benchmark::State& st) {
     }
   std::vector<rwkv::Tensor> ws;
   uint64_t bytes = 0;
+  std::vector<std::vector<uint8_t>> transposed;
   for (rwkv::TensorMap& map : maps) {
-    ws.push_back(map.at("w"));
-    ws.back().row_scale = scales.data();
-    bytes += ws.back().nbytes;
+    rwkv::Tensor w = map.at("w");
+    w.row_scale = scales.data();
+    if (st.range(3) != 0) {
+      transposed.emplace_back(w.nbytes);
+      rwkv::kernels::transpose_for_matmul(w, transposed.back().data());
+      w = rwkv::kernels::transposed_view(w, transposed.back().data());
+    }
+    ws.push_back(w);
+    bytes += w.nbytes;
   }
   rwkv::ThreadPool pool(threads);
   std::vector<float> x(static_cast<size_t>(C), 0.5f), hidden(512), y(static_cast<size_t>(4 * C));
@@ -245,7 +253,7 @@ RWKV_STREAM_BENCH(Q5_1, benchmark::CreateDenseRange(0, 1, 1));
 RWKV_STREAM_BENCH(Q4_0, benchmark::CreateDenseRange(0, 1, 1));
 BENCHMARK(BM_ForkJoin)->UseRealTime();
 BENCHMARK(BM_Lora)
-    ->ArgsProduct({{1, 2}, {1, 24}, {0, 1}})
+    ->ArgsProduct({{1, 2}, {1, 24}, {0, 1}, {0, 1}})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 

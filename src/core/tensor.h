@@ -24,6 +24,10 @@ struct Tensor {
   const uint8_t* int8_groups = nullptr;
   // For I8: one float32 per row; element (r, c) is row_scale[r] * int8 value (r, c).
   const float* row_scale = nullptr;
+  // For kernels::matmul() weights (x @ W): `shape` is W's (I, O) but the bytes hold W's
+  // transpose, (O, I) row-major (kernels::transpose_for_matmul), so one token streams it row by
+  // row. An I8 row_scale still scales row i of W (input i).
+  bool transposed = false;
 
   int64_t numel() const {
     int64_t n = 1;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -165,46 +166,49 @@ namespace {
 int64_t matmul_segments(int64_t I) {
   return std::max<int64_t>(1, (I + kMatmulSegmentRows - 1) / kMatmulSegmentRows);
 }
-}  // namespace
 
-void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, KernelVariant v) {
-  const VariantFns& f = fns(v);
+// run(j, r0, r1) over the rows of several jobs as one split_rows(): job j's rows start at a
+// multiple of 16 of one row space, so every piece handed out lies within one job's groups.
+template <typename Run>
+void split_jobs_rows(std::span<const int64_t> job_rows, ThreadPool* pool, const Run& run) {
+  std::vector<int64_t> start(job_rows.size() + 1, 0);
+  for (size_t j = 0; j < job_rows.size(); ++j)
+    start[j + 1] = start[j] + (job_rows[j] + 15) / 16 * 16;
+  split_rows(start.back(), pool, [&](int64_t r0, int64_t r1) {
+    for (size_t j = 0; j < job_rows.size(); ++j) {
+      const int64_t b = std::max(r0, start[j]), e = std::min(r1, start[j] + job_rows[j]);
+      if (b < e) run(j, b - start[j], e - start[j]);
+    }
+  });
+}
+
+// The matmul()s of weights stored by columns (I, O): segments of rows times blocks of columns.
+void matmul_columns(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool,
+                    const VariantFns& f) {
   const int threads = pool ? pool->size() : 1;
-  // Per job: its x (scaled for I8), where its segments' partial sums go, and its tasks.
+  // Per job: where its segments' partial sums go, and its tasks.
   struct Plan {
-    const float* x;
     int64_t n_segments, block, n_blocks, first_task;
     size_t partials;
   };
   thread_local std::vector<Plan> plan_buffer;
-  thread_local std::vector<float> scaled, partial_buffer;
+  thread_local std::vector<float> partial_buffer;
   std::vector<Plan>& plans = plan_buffer;  // inside the lambdas, the caller's buffer
-  size_t scaled_size = 0, partial_size = 0;
+  size_t partial_size = 0;
   int64_t work = 0;
   for (const MatmulJob& job : jobs) {
     const int64_t I = job.w->rows(), O = job.w->cols();
-    if (job.w->dtype == DType::I8) scaled_size += size_t(T * I);
     partial_size += size_t((matmul_segments(I) - 1) * T * O);
     work += T * I * O;
   }
-  scaled.resize(scaled_size);
   partial_buffer.resize(partial_size);
   // LoRA matrices are small: below about 64K multiply-adds a fork/join costs more than it saves.
   const bool serial = threads == 1 || work < (int64_t(1) << 16);
   plans.clear();
-  size_t scaled_at = 0, partials_at = 0;
+  size_t partials_at = 0;
   int64_t n_tasks = 0;
   for (const MatmulJob& job : jobs) {
     const int64_t I = job.w->rows(), O = job.w->cols();
-    const float* x = job.x;
-    if (job.w->dtype == DType::I8) {
-      // Row i of w (input i) has scale s_i: x_i * s_i then meets the stored integers.
-      float* xs = scaled.data() + scaled_at;
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t i = 0; i < I; ++i) xs[t * I + i] = x[t * I + i] * job.w->row_scale[i];
-      x = xs;
-      scaled_at += size_t(T * I);
-    }
     const int64_t n_segments = matmul_segments(I);
     // About four tasks per thread and job: segments first (one token's down-projection then
     // reads whole contiguous segments), then column blocks of whole ggml blocks (multiples of
@@ -213,7 +217,7 @@ void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, K
         serial ? 1 : std::max<int64_t>(1, (4 * threads + n_segments - 1) / n_segments);
     const int64_t block = std::max<int64_t>(32, (O / n_col_tasks + 31) / 32 * 32);
     const int64_t n_blocks = std::max<int64_t>(1, (O + block - 1) / block);
-    plans.push_back({x, n_segments, block, n_blocks, n_tasks, partials_at});
+    plans.push_back({n_segments, block, n_blocks, n_tasks, partials_at});
     n_tasks += n_segments * n_blocks;
     partials_at += size_t((n_segments - 1) * T * O);
   }
@@ -229,7 +233,8 @@ void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, K
     const int64_t s = local / plan.n_blocks, b = local % plan.n_blocks, i0 = s * kMatmulSegmentRows;
     const Tensor rows = slice_rows(w, i0, std::min(kMatmulSegmentRows, I - i0));
     float* out = s == 0 ? jobs[j].y : partials + plan.partials + (s - 1) * T * O;
-    f.matmul_cols(plan.x + i0, I, T, rows, out, b * plan.block, std::min(O, (b + 1) * plan.block));
+    f.matmul_cols(jobs[j].x + i0, I, T, rows, out, b * plan.block,
+                  std::min(O, (b + 1) * plan.block));
   };
   const auto add_partials = [&](size_t j, int64_t t0, int64_t t1) {
     const int64_t O = jobs[j].w->cols();
@@ -250,6 +255,104 @@ void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, K
     const int64_t part = k % token_tasks;
     add_partials(size_t(k / token_tasks), T * part / token_tasks, T * (part + 1) / token_tasks);
   });
+}
+
+// The matmul()s of weights stored transposed: linear() rows, all jobs as one split.
+void matmul_transposed(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool,
+                       const VariantFns& f) {
+  std::vector<Tensor> stored;  // (O, I) views, no row scales: x already carries them
+  std::vector<int64_t> rows;
+  for (const MatmulJob& job : jobs) {
+    Tensor t;
+    t.dtype = job.w->dtype;
+    t.shape = {job.w->cols(), job.w->rows()};
+    t.data = job.w->data;
+    t.nbytes = job.w->nbytes;
+    stored.push_back(std::move(t));
+    rows.push_back(job.w->cols());
+  }
+  split_jobs_rows(rows, pool, [&](size_t j, int64_t r0, int64_t r1) {
+    f.linear_rows(stored[j], jobs[j].x, T, jobs[j].y, r0, r1);
+  });
+}
+
+}  // namespace
+
+bool can_transpose_for_matmul(const Tensor& w) {
+  if (w.transposed || w.rows() == 0 || w.cols() == 0) return false;
+  switch (w.dtype) {
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16:
+      return true;
+    case DType::I8:
+      return w.rows() % 32 == 0;
+    default:
+      return false;
+  }
+}
+
+namespace {
+// out (O, I) = in (I, O), by tiles of 64 x 64 elements so both sides stay in L1.
+template <typename Element>
+void transpose(const uint8_t* in, int64_t I, int64_t O, uint8_t* out) {
+  constexpr int64_t kTile = 64;
+  Element* dst = reinterpret_cast<Element*>(out);
+  for (int64_t i0 = 0; i0 < I; i0 += kTile)
+    for (int64_t o0 = 0; o0 < O; o0 += kTile)
+      for (int64_t o = o0; o < std::min(O, o0 + kTile); ++o)
+        for (int64_t i = i0; i < std::min(I, i0 + kTile); ++i) {
+          Element e;
+          std::memcpy(&e, in + (uint64_t(i) * uint64_t(O) + uint64_t(o)) * sizeof(Element),
+                      sizeof(Element));
+          dst[uint64_t(o) * uint64_t(I) + uint64_t(i)] = e;
+        }
+}
+}  // namespace
+
+void transpose_for_matmul(const Tensor& w, uint8_t* out) {
+  if (!can_transpose_for_matmul(w))
+    throw Error("transpose_for_matmul: " + std::string(dtype_name(w.dtype)) + " " +
+                shape_string(w.shape) + " cannot be stored transposed");
+  const int64_t I = w.rows(), O = w.cols();
+  if (w.dtype == DType::F32)
+    transpose<uint32_t>(w.data, I, O, out);
+  else if (w.dtype == DType::I8)
+    transpose<uint8_t>(w.data, I, O, out);
+  else
+    transpose<uint16_t>(w.data, I, O, out);
+}
+
+Tensor transposed_view(const Tensor& w, const uint8_t* out) {
+  Tensor t = w;
+  t.data = out;
+  t.transposed = true;
+  return t;
+}
+
+void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, KernelVariant v) {
+  const VariantFns& f = fns(v);
+  // I8: row i of w (input i) has scale s_i, so x_i * s_i meets the stored integers.
+  thread_local std::vector<float> scaled;
+  size_t scaled_size = 0;
+  for (const MatmulJob& job : jobs)
+    if (job.w->dtype == DType::I8) scaled_size += size_t(T * job.w->rows());
+  scaled.resize(scaled_size);
+  std::vector<MatmulJob> by_rows, by_columns;
+  size_t scaled_at = 0;
+  for (MatmulJob job : jobs) {
+    const int64_t I = job.w->rows();
+    if (job.w->dtype == DType::I8) {
+      float* xs = scaled.data() + scaled_at;
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < I; ++i) xs[t * I + i] = job.x[t * I + i] * job.w->row_scale[i];
+      job.x = xs;
+      scaled_at += size_t(T * I);
+    }
+    (job.w->transposed ? by_rows : by_columns).push_back(job);
+  }
+  if (!by_rows.empty()) matmul_transposed(by_rows, T, pool, f);
+  if (!by_columns.empty()) matmul_columns(by_columns, T, pool, f);
 }
 
 void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* pool,

@@ -35,9 +35,19 @@ void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* po
 // The reference's `x @ W` over T rows, for LoRA matrices stored (I, O): y[t][o] =
 // sum_i x[t][i] * w[i][o], x (T, I), y (T, O), spread over `pool` by segments of 256 rows and
 // blocks of columns. Each output sums each segment in order, then adds the segments' sums in
-// order, so the result does not depend on T or the thread count.
+// order, so the result does not depend on T or the thread count. W stored transposed
+// (transpose_for_matmul) goes through linear()'s kernels instead.
 void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* pool = nullptr,
             KernelVariant variant = active_variant());
+// A matmul() weight stored transposed: one token then reads W's columns as contiguous rows
+// (a linear() over them) instead of short pieces of every row, which streams at about twice the
+// bandwidth from DRAM. Possible for F32, F16, BF16, and I8 with a multiple of 32 rows (I8 rows
+// are read in blocks of 32). transpose_for_matmul() writes the nbytes bytes of W's transpose to
+// `out`; transposed_view() is W stored there (transposed set), which matmul() sums in linear()'s
+// order instead of its own (still independent of T and of the threads).
+bool can_transpose_for_matmul(const Tensor& w);
+void transpose_for_matmul(const Tensor& w, uint8_t* out);
+Tensor transposed_view(const Tensor& w, const uint8_t* out);
 // Several independent matmul()s over the same T rows, spread over `pool` together (each result
 // exactly as matmul() gives it): one token's LoRA products are too small to share out one at a
 // time.

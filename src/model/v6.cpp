@@ -69,12 +69,13 @@ class ModelV6 final : public MatrixStateModel {
       L.att_time_maa_x = w.f32(p + "att.time_maa_x", {C});
       for (int b = 0; b < kBranches; ++b)
         L.att_time_maa[b] = w.f32(p + "att.time_maa_" + names[b], {C});
-      L.att_time_maa_w1 = w.tensor(p + "att.time_maa_w1", {C, kBranches * D_mix});
-      const Tensor& w2 = w.tensor(p + "att.time_maa_w2", {kBranches, D_mix, C});
-      for (int b = 0; b < kBranches; ++b) L.att_time_maa_w2[b] = slice_rows(w2, b * D_mix, D_mix);
+      L.att_time_maa_w1 = w.lora(p + "att.time_maa_w1", {C, kBranches * D_mix});
+      const std::vector<Tensor> w2 =
+          w.loras(p + "att.time_maa_w2", {kBranches, D_mix, C}, kBranches);
+      std::copy(w2.begin(), w2.end(), L.att_time_maa_w2);
       L.att_time_decay = w.f32(p + "att.time_decay", {C});
-      L.att_time_decay_w1 = w.tensor(p + "att.time_decay_w1", {C, D_decay});
-      L.att_time_decay_w2 = w.tensor(p + "att.time_decay_w2", {D_decay, C});
+      L.att_time_decay_w1 = w.lora(p + "att.time_decay_w1", {C, D_decay});
+      L.att_time_decay_w2 = w.lora(p + "att.time_decay_w2", {D_decay, C});
       L.att_u = w.f32(p + "att.time_faaaa", {H, N});
       L.att_key = w.matrix(p + "att.key.weight", {C, C});
       L.att_value = w.matrix(p + "att.value.weight", {C, C});

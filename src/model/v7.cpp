@@ -68,21 +68,21 @@ class ModelV7 final : public MatrixStateModel {
       L.ln2.load(w, p + "ln2", C);
       for (int b = 0; b < kMixes; ++b) L.att_x[b] = w.f32(p + "att." + mix_names[b], {C});
       L.att_w0 = w.f32(p + "att.w0", {C});
-      L.att_w1 = w.tensor(p + "att.w1", {C, Dw});
-      L.att_w2 = w.tensor(p + "att.w2", {Dw, C});
+      L.att_w1 = w.lora(p + "att.w1", {C, Dw});
+      L.att_w2 = w.lora(p + "att.w2", {Dw, C});
       L.att_a0 = w.f32(p + "att.a0", {C});
-      L.att_a1 = w.tensor(p + "att.a1", {C, Da});
-      L.att_a2 = w.tensor(p + "att.a2", {Da, C});
+      L.att_a1 = w.lora(p + "att.a1", {C, Da});
+      L.att_a2 = w.lora(p + "att.a2", {Da, C});
       if (i > 0) {
         L.att_v0 = w.f32(p + "att.v0", {C});
-        L.att_v1 = w.tensor(p + "att.v1", {C, Dv});
-        L.att_v2 = w.tensor(p + "att.v2", {Dv, C});
+        L.att_v1 = w.lora(p + "att.v1", {C, Dv});
+        L.att_v2 = w.lora(p + "att.v2", {Dv, C});
       } else {
         // Layer 0 defines the value residual, so the reference ignores its v0/v1/v2.
         for (const char* name : {"att.v0", "att.v1", "att.v2"}) w.ignore(p + name);
       }
-      L.att_g1 = w.tensor(p + "att.g1", {C, Dg});
-      L.att_g2 = w.tensor(p + "att.g2", {Dg, C});
+      L.att_g1 = w.lora(p + "att.g1", {C, Dg});
+      L.att_g2 = w.lora(p + "att.g2", {Dg, C});
       L.att_k_k = w.f32(p + "att.k_k", {C});
       L.att_k_a = w.f32(p + "att.k_a", {C});
       L.att_r_k = w.f32(p + "att.r_k", {H, N});

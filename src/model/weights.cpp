@@ -1,6 +1,7 @@
 #include "model/weights.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <thread>
 
@@ -75,7 +76,46 @@ Tensor WeightLoader::matrix(const std::string& name, const std::vector<int64_t>&
   return t;
 }
 
+Tensor WeightLoader::lora(const std::string& name, const std::vector<int64_t>& shape) {
+  return loras(name, shape, 1)[0];
+}
+
+std::vector<Tensor> WeightLoader::loras(const std::string& name, const std::vector<int64_t>& shape,
+                                        int parts) {
+  const Tensor t = tensor(name, shape);
+  const int64_t rows = t.rows() / parts;
+  std::vector<Tensor> out;
+  for (int i = 0; i < parts; ++i) out.push_back(transposed_copy(slice_rows(t, i * rows, rows)));
+  if (out[0].transposed) drop_after_transposing_.push_back(t);
+  return out;
+}
+
+Tensor WeightLoader::transposed_copy(const Tensor& t) {
+  if (!kernels::can_transpose_for_matmul(t)) return t;
+  std::shared_ptr<uint8_t[]> copy(
+      static_cast<uint8_t*>(std::aligned_alloc(64, (t.nbytes + 63) / 64 * 64)), std::free);
+  if (!copy) throw Error(map_.path + ": out of memory transposing a LoRA matrix");
+  transposes_.push_back({t, copy.get()});
+  const Tensor out = kernels::transposed_view(t, copy.get());
+  owners_.push_back(std::move(copy));
+  return out;
+}
+
 std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
+  // Hundreds of small matrices: each core takes the next one.
+  std::atomic<size_t> next{0};
+  const auto transpose = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < transposes_.size();)
+      kernels::transpose_for_matmul(transposes_[i].from, transposes_[i].to);
+  };
+  {
+    std::vector<std::jthread> helpers;
+    const size_t threads =
+        std::min<size_t>(std::thread::hardware_concurrency(), transposes_.size());
+    for (size_t i = 1; i < threads; ++i) helpers.emplace_back(transpose);
+    transpose();
+  }
+  for (const Tensor& t : drop_after_transposing_) map_.drop_pages(t);
   info.repack_cache = cache_path_;
   if (!cache_problem_.empty()) info.warnings.push_back(cache_problem_);
   if (!mapped_.empty()) owners_.push_back(cache_.owner());

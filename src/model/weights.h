@@ -30,9 +30,15 @@ class WeightLoader {
   // (kernels::pack_int8_groups) they come mapped from the repack cache, or are packed here and
   // the file's pages dropped, so the resident size does not double.
   Tensor matrix(const std::string& name, const std::vector<int64_t>& shape);
-  // After the last matrix(): writes what was packed to the repack cache (when one is set and
-  // anything was packed), and records in `info` how the repacked weights were got. Returns
-  // what the model must keep alive: the packed copies or the cache's mapping.
+  // A LoRA matrix for kernels::matmul() (x @ W), as tensor(), stored transposed where
+  // kernels::transpose_for_matmul() can: a copy, filled by finish() (all of them at once, on
+  // every core), after which the file's pages are dropped.
+  Tensor lora(const std::string& name, const std::vector<int64_t>& shape);
+  // A stack of `parts` LoRA matrices (RWKV-6's time_maa_w2), each as lora() gives it.
+  std::vector<Tensor> loras(const std::string& name, const std::vector<int64_t>& shape, int parts);
+  // After the last matrix() and lora(): transposes the LoRAs, writes what was packed to the repack
+  // cache (when one is set and anything was packed), and records in `info` how the repacked weights
+  // were got. Returns what the model must keep alive: the packed copies or the cache's mapping.
   std::vector<std::shared_ptr<const void>> finish(ModelInfo& info);
   // A float32 copy, checked against `shape` ignoring unit axes.
   std::vector<float> f32(const std::string& name, const std::vector<int64_t>& shape);
@@ -43,6 +49,8 @@ class WeightLoader {
   const TensorMap& map() const { return map_; }
 
  private:
+  Tensor transposed_copy(const Tensor& t);
+
   const TensorMap& map_;
   bool int8_activations_;
   std::string cache_path_;
@@ -52,6 +60,12 @@ class WeightLoader {
   std::set<std::string> used_;
   std::vector<RepackEntry> mapped_;  // found in the cache
   std::vector<RepackEntry> packed_;  // packed at this load
+  struct PendingTranspose {
+    Tensor from;
+    uint8_t* to;
+  };
+  std::vector<PendingTranspose> transposes_;  // for finish()
+  std::vector<Tensor> drop_after_transposing_;
   std::vector<std::shared_ptr<const void>> owners_;
 };
 

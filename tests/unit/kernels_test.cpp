@@ -12,6 +12,7 @@
 #include "core/quant.h"
 #include "io/tensor_map.h"
 #include "kernels/int8.h"
+#include "rwkv/error.h"
 #include "rwkv/thread_pool.h"
 
 namespace rwkv::kernels {
@@ -57,6 +58,18 @@ Tensor& random_tensor(TensorMap& map, DType dtype, int64_t rows, int64_t cols, u
     }
   }
   return t;
+}
+
+// w stored transposed for matmul() (transpose_for_matmul) in a buffer the map owns, or w
+// itself where it cannot be.
+const Tensor& transposed_in(TensorMap& map, const Tensor& w) {
+  if (!can_transpose_for_matmul(w)) return w;
+  Tensor& buffer =
+      map.add_owned("t" + std::to_string(map.size()), DType::F32, {int64_t(w.nbytes + 3) / 4});
+  Tensor& out = map.add_owned("v" + std::to_string(map.size()), DType::F32, {0});
+  transpose_for_matmul(w, const_cast<uint8_t*>(buffer.data));
+  out = transposed_view(w, buffer.data);
+  return out;
 }
 
 const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1,
@@ -115,31 +128,41 @@ TEST_P(KernelVariants, LinearMatchesReferenceForEveryTypeAndShape) {
 }
 
 TEST_P(KernelVariants, MatmulMatchesReference) {
-  // 300 inputs: two segments of rows (kernels.h), summed apart and then added.
+  // 300 inputs: two segments of rows (kernels.h), summed apart and then added; 320 and 64: I8
+  // that can be stored transposed (a multiple of 32 rows), 300 and 40 cannot.
   for (DType dtype : kAllTypes)
-    for (int64_t I : {40, 300}) {
-      TensorMap map;
-      const int64_t O = is_integer(dtype) ? 96 : 75;
-      const Tensor& w = random_tensor(map, dtype, I, O, 5);
-      for (int64_t T : {1, 3, 8}) {
-        std::vector<float> x(size_t(T * I)), want(size_t(T * O)), got(want.size());
-        std::mt19937 rng(7);
-        std::normal_distribution<float> normal;
-        for (float& v : x) v = normal(rng);
-        matmul(x.data(), T, w, want.data(), nullptr, KernelVariant::kScalar);
-        matmul(x.data(), T, w, got.data(), nullptr, GetParam());
-        const std::vector<float> wf = to_f32(w);
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t o = 0; o < O; ++o) {
-            double exact = 0;
-            for (int64_t i = 0; i < I; ++i)
-              exact += double(x[size_t(t * I + i)]) * wf[size_t(i * O + o)];
-            const size_t k = size_t(t * O + o);
-            ASSERT_NEAR(want[k], exact, 1e-4 * (1 + std::abs(exact))) << dtype_name(dtype);
-            ASSERT_NEAR(got[k], want[k], 1e-4 * (1 + std::abs(want[k]))) << dtype_name(dtype);
-          }
+    for (int64_t I : {40, 64, 300, 320})
+      for (bool transposed : {false, true}) {
+        TensorMap map;
+        const int64_t O = is_integer(dtype) ? 96 : 75;
+        const Tensor& stored = random_tensor(map, dtype, I, O, 5);
+        const Tensor& w = transposed ? transposed_in(map, stored) : stored;
+        if (transposed && !w.transposed) {
+          EXPECT_FALSE(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16 ||
+                       (dtype == DType::I8 && I % 32 == 0));
+          EXPECT_THROW(transpose_for_matmul(stored, nullptr), Error);
+          continue;
+        }
+        for (int64_t T : {1, 3, 8}) {
+          std::vector<float> x(size_t(T * I)), want(size_t(T * O)), got(want.size());
+          std::mt19937 rng(7);
+          std::normal_distribution<float> normal;
+          for (float& v : x) v = normal(rng);
+          matmul(x.data(), T, stored, want.data(), nullptr, KernelVariant::kScalar);
+          matmul(x.data(), T, w, got.data(), nullptr, GetParam());
+          const std::vector<float> wf = to_f32(stored);
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t o = 0; o < O; ++o) {
+              double exact = 0;
+              for (int64_t i = 0; i < I; ++i)
+                exact += double(x[size_t(t * I + i)]) * wf[size_t(i * O + o)];
+              const size_t k = size_t(t * O + o);
+              ASSERT_NEAR(want[k], exact, 1e-4 * (1 + std::abs(exact))) << dtype_name(dtype);
+              ASSERT_NEAR(got[k], want[k], 1e-4 * (1 + std::abs(want[k])))
+                  << dtype_name(dtype) << " I=" << I << " transposed=" << transposed;
+            }
+        }
       }
-    }
 }
 
 // A product over no inputs (a zero-rank matrix from a file) is zero, not a crash.
@@ -154,38 +177,43 @@ TEST(Kernels, MatmulOverNoRowsIsZero) {
   }
 }
 
-// A LoRA product split over threads by column blocks, or over tokens, gives the very same bits:
-// every output is one in-order sum over the rows.
+// A LoRA product split over threads by column blocks (or, stored transposed, by rows), or over
+// tokens, gives the very same bits: every output is one fixed-order sum over the inputs.
 TEST(Kernels, MatmulDoesNotDependOnTokensOrThreads) {
   ThreadPool pool(3);
   for (KernelVariant v : available_variants()) {
-    for (DType dtype : kAllTypes) {
-      TensorMap map;
-      const int64_t I = 300, O = is_integer(dtype) ? 320 : 333, T = 6;
-      const Tensor& w = random_tensor(map, dtype, I, O, 9);
-      std::vector<float> x(size_t(T * I)), all(size_t(T * O)), threaded(all.size());
-      std::vector<float> alone(static_cast<size_t>(O));
-      std::mt19937 rng(5);
-      std::normal_distribution<float> normal;
-      for (float& e : x) e = normal(rng);
-      matmul(x.data(), T, w, all.data(), nullptr, v);
-      matmul(x.data(), T, w, threaded.data(), &pool, v);
-      ASSERT_EQ(0, std::memcmp(all.data(), threaded.data(), all.size() * 4))
-          << variant_name(v) << " " << dtype_name(dtype);
-      for (int64_t t = 0; t < T; ++t) {
-        matmul(x.data() + t * I, 1, w, alone.data(), &pool, v);
-        ASSERT_EQ(0, std::memcmp(alone.data(), all.data() + t * O, size_t(O) * 4))
-            << variant_name(v) << " " << dtype_name(dtype) << " t=" << t;
+    for (DType dtype : kAllTypes)
+      for (bool transposed : {false, true}) {
+        TensorMap map;
+        const int64_t I = is_integer(dtype) ? 320 : 300, O = is_integer(dtype) ? 320 : 333, T = 6;
+        const Tensor& stored = random_tensor(map, dtype, I, O, 9);
+        const Tensor& w = transposed ? transposed_in(map, stored) : stored;
+        std::vector<float> x(size_t(T * I)), all(size_t(T * O)), threaded(all.size());
+        std::vector<float> alone(static_cast<size_t>(O));
+        std::mt19937 rng(5);
+        std::normal_distribution<float> normal;
+        for (float& e : x) e = normal(rng);
+        matmul(x.data(), T, w, all.data(), nullptr, v);
+        matmul(x.data(), T, w, threaded.data(), &pool, v);
+        ASSERT_EQ(0, std::memcmp(all.data(), threaded.data(), all.size() * 4))
+            << variant_name(v) << " " << dtype_name(dtype) << " transposed=" << w.transposed;
+        for (int64_t t = 0; t < T; ++t) {
+          matmul(x.data() + t * I, 1, w, alone.data(), &pool, v);
+          ASSERT_EQ(0, std::memcmp(alone.data(), all.data() + t * O, size_t(O) * 4))
+              << variant_name(v) << " " << dtype_name(dtype) << " t=" << t
+              << " transposed=" << w.transposed;
+        }
       }
-    }
   }
 }
 
 // The LoRAs of a layer run together (matmul_many) exactly as they would one by one, whatever
-// the shapes (one segment or several, fewer columns than a block) and the pool.
+// the shapes (one segment or several, fewer columns than a block), the storage (by columns or
+// transposed, mixed in one call) and the pool.
 TEST(Kernels, MatmulManyEqualsOneByOne) {
   ThreadPool pool(2);
-  const int64_t shapes[][2] = {{300, 96}, {64, 333}, {2048, 32}, {96, 2048}};
+  const int64_t shapes[][2] = {{300, 96},  {64, 333},  {2048, 32},
+                               {96, 2048}, {2048, 96}, {2048, 64}};
   for (KernelVariant v : available_variants()) {
     for (DType dtype : {DType::F32, DType::BF16, DType::I8, DType::Q8_0}) {
       for (int64_t T : {1, 5}) {
@@ -198,7 +226,9 @@ TEST(Kernels, MatmulManyEqualsOneByOne) {
         for (size_t j = 0; j < std::size(shapes); ++j) {
           const int64_t I = shapes[j][0],
                         O = shapes[j][1] == 333 && is_integer(dtype) ? 320 : shapes[j][1];
-          const Tensor& w = random_tensor(map, dtype, I, O, unsigned(20 + j));
+          // Every other job stored transposed where it can be: both paths in one call.
+          const Tensor& stored = random_tensor(map, dtype, I, O, unsigned(20 + j));
+          const Tensor& w = j % 2 == 1 ? transposed_in(map, stored) : stored;
           xs.emplace_back(size_t(T * I));
           for (float& e : xs.back()) e = normal(rng);
           alone.emplace_back(size_t(T * O));

@@ -136,31 +136,6 @@ bool has_fast_int8(KernelVariant v) { return use_vnni(v) || v == KernelVariant::
 
 bool packs_int8_groups(KernelVariant v) { return use_vnni(v); }
 
-void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* pool,
-            KernelVariant v) {
-  if (w.int8_activations && is_integer(w.dtype)) {
-    // The activations are rounded once, here, and read by every thread.
-    thread_local Int8Activations buffer;
-    // A reference: inside the lambda, `buffer` would name each worker's own thread_local.
-    Int8Activations& qx = buffer;
-    const bool vnni = use_vnni(v);
-    (vnni ? vnni::quantize_activations : scalar::quantize_activations)(w.dtype, x, T, w.cols(), qx);
-    const auto rows_int8 = vnni                        ? vnni::linear_rows_int8
-                           : v == KernelVariant::kAvx2 ? avx2::linear_rows_int8
-                                                       : scalar::linear_rows_int8;
-    split_rows(w.rows(), pool, [&](int64_t r0, int64_t r1) {
-      rows_int8(w, qx, y, r0, r1);
-      apply_row_scales(w, T, y, r0, r1);
-    });
-    return;
-  }
-  const VariantFns& f = fns(v);
-  split_rows(w.rows(), pool, [&](int64_t r0, int64_t r1) {
-    f.linear_rows(w, x, T, y, r0, r1);
-    apply_row_scales(w, T, y, r0, r1);
-  });
-}
-
 namespace {
 // Segments of a matmul over I rows; at least one, so that no rows (I = 0) still writes y = 0.
 int64_t matmul_segments(int64_t I) {
@@ -257,25 +232,6 @@ void matmul_columns(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool
   });
 }
 
-// The matmul()s of weights stored transposed: linear() rows, all jobs as one split.
-void matmul_transposed(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool,
-                       const VariantFns& f) {
-  std::vector<Tensor> stored;  // (O, I) views, no row scales: x already carries them
-  std::vector<int64_t> rows;
-  for (const MatmulJob& job : jobs) {
-    Tensor t;
-    t.dtype = job.w->dtype;
-    t.shape = {job.w->cols(), job.w->rows()};
-    t.data = job.w->data;
-    t.nbytes = job.w->nbytes;
-    stored.push_back(std::move(t));
-    rows.push_back(job.w->cols());
-  }
-  split_jobs_rows(rows, pool, [&](size_t j, int64_t r0, int64_t r1) {
-    f.linear_rows(stored[j], jobs[j].x, T, jobs[j].y, r0, r1);
-  });
-}
-
 }  // namespace
 
 bool can_transpose_for_matmul(const Tensor& w) {
@@ -330,17 +286,48 @@ Tensor transposed_view(const Tensor& w, const uint8_t* out) {
   return t;
 }
 
-void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, KernelVariant v) {
+void products(std::span<const LinearJob> linears, std::span<const MatmulJob> matmuls, int64_t T,
+              ThreadPool* pool, KernelVariant v) {
   const VariantFns& f = fns(v);
+  const bool vnni = use_vnni(v);
+  const auto rows_int8 = vnni                        ? vnni::linear_rows_int8
+                         : v == KernelVariant::kAvx2 ? avx2::linear_rows_int8
+                                                     : scalar::linear_rows_int8;
+  // What runs by weight rows: each linear(), and each matmul() stored transposed as a view of
+  // its (O, I) rows.
+  struct RowJob {
+    Tensor w;
+    const float* x;
+    const Int8Activations* qx;  // int8 path: x rounded once, here, and read by every thread
+    float* y;
+    bool row_scales;  // I8 linear(): each output times its row's scale
+  };
+  std::vector<RowJob> by_rows;
+  std::vector<MatmulJob> by_columns;
+  thread_local std::vector<Int8Activations> int8_buffers;
+  size_t n_int8 = 0;
+  for (const LinearJob& job : linears)
+    n_int8 += job.w->int8_activations && is_integer(job.w->dtype);
+  if (int8_buffers.size() < n_int8) int8_buffers.resize(n_int8);
+  n_int8 = 0;
+  for (const LinearJob& job : linears) {
+    const Int8Activations* qx = nullptr;
+    if (job.w->int8_activations && is_integer(job.w->dtype)) {
+      Int8Activations& buffer = int8_buffers[n_int8++];
+      (vnni ? vnni::quantize_activations : scalar::quantize_activations)(job.w->dtype, job.x, T,
+                                                                         job.w->cols(), buffer);
+      qx = &buffer;
+    }
+    by_rows.push_back({*job.w, job.x, qx, job.y, true});
+  }
   // I8: row i of w (input i) has scale s_i, so x_i * s_i meets the stored integers.
   thread_local std::vector<float> scaled;
   size_t scaled_size = 0;
-  for (const MatmulJob& job : jobs)
+  for (const MatmulJob& job : matmuls)
     if (job.w->dtype == DType::I8) scaled_size += size_t(T * job.w->rows());
   scaled.resize(scaled_size);
-  std::vector<MatmulJob> by_rows, by_columns;
   size_t scaled_at = 0;
-  for (MatmulJob job : jobs) {
+  for (MatmulJob job : matmuls) {
     const int64_t I = job.w->rows();
     if (job.w->dtype == DType::I8) {
       float* xs = scaled.data() + scaled_at;
@@ -349,10 +336,40 @@ void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, K
       job.x = xs;
       scaled_at += size_t(T * I);
     }
-    (job.w->transposed ? by_rows : by_columns).push_back(job);
+    if (!job.w->transposed) {
+      by_columns.push_back(job);
+      continue;
+    }
+    Tensor stored;  // no row scales: x carries them
+    stored.dtype = job.w->dtype;
+    stored.shape = {job.w->cols(), job.w->rows()};
+    stored.data = job.w->data;
+    stored.nbytes = job.w->nbytes;
+    by_rows.push_back({std::move(stored), job.x, nullptr, job.y, false});
   }
-  if (!by_rows.empty()) matmul_transposed(by_rows, T, pool, f);
+  if (!by_rows.empty()) {
+    std::vector<int64_t> rows;
+    for (const RowJob& job : by_rows) rows.push_back(job.w.rows());
+    split_jobs_rows(rows, pool, [&](size_t j, int64_t r0, int64_t r1) {
+      const RowJob& job = by_rows[j];
+      if (job.qx)
+        rows_int8(job.w, *job.qx, job.y, r0, r1);
+      else
+        f.linear_rows(job.w, job.x, T, job.y, r0, r1);
+      if (job.row_scales) apply_row_scales(job.w, T, job.y, r0, r1);
+    });
+  }
   if (!by_columns.empty()) matmul_columns(by_columns, T, pool, f);
+}
+
+void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* pool,
+            KernelVariant v) {
+  const LinearJob job{&w, x, y};
+  products({&job, 1}, {}, T, pool, v);
+}
+
+void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool, KernelVariant v) {
+  products({}, jobs, T, pool, v);
 }
 
 void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* pool,

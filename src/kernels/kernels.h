@@ -58,6 +58,17 @@ struct MatmulJob {
 };
 void matmul_many(std::span<const MatmulJob> jobs, int64_t T, ThreadPool* pool = nullptr,
                  KernelVariant variant = active_variant());
+// Several independent linear()s and matmul()s over the same T rows, spread over `pool` as one
+// sequence of weight rows (each result exactly as linear() or matmul() alone gives it): the
+// products of a layer whose inputs are ready together share one fork/join. Only matmul()
+// weights that are not stored transposed take a second one.
+struct LinearJob {
+  const Tensor* w;
+  const float* x;
+  float* y;
+};
+void products(std::span<const LinearJob> linears, std::span<const MatmulJob> matmuls, int64_t T,
+              ThreadPool* pool = nullptr, KernelVariant variant = active_variant());
 
 // LayerNorm over n values (population variance), then the affine `weight`, `bias`.
 // Returns the mean and 1 / sqrt(var + eps) it used (the training backward needs them).

@@ -89,9 +89,9 @@ class ModelV4 final : public ModelBase {
       const MixTarget att_mix[] = {
           {L.att_time_mix_k, xk}, {L.att_time_mix_v, xv}, {L.att_time_mix_r, xr}};
       time_mix(xx, prev, T, C, att_mix, pool);
-      kernels::linear(L.att_receptance, xr, T, r, pool);
-      kernels::linear(L.att_key, xk, T, k, pool);
-      kernels::linear(L.att_value, xv, T, v, pool);
+      const kernels::LinearJob rkv[] = {
+          {&L.att_receptance, xr, r}, {&L.att_key, xk, k}, {&L.att_value, xv, v}};
+      kernels::products(rkv, {}, T, pool);
       for (const Segment& s : segments) {
         float* aa = s.state + base + C;
         float* bb = aa + C;

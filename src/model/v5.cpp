@@ -121,15 +121,16 @@ class ModelV5 final : public MatrixStateModel {
                                    {L.att_time_mix_r, xr},
                                    {L.att_time_mix_g, xg}};
       time_mix(xx, prev, T, C, std::span(att_mix, gated_ ? 4 : 3), pool);
-      kernels::linear(L.att_receptance, xr, T, r, pool);
-      kernels::linear(L.att_key, xk, T, k, pool);
-      kernels::linear(L.att_value, xv, T, v, pool);
+      const kernels::LinearJob rkvg[] = {{&L.att_receptance, xr, r},
+                                         {&L.att_key, xk, k},
+                                         {&L.att_value, xv, v},
+                                         {&L.att_gate, xg, g}};
+      kernels::products(std::span(rkvg).first(gated_ ? 4 : 3), {}, T, pool);
       for (const Segment& s : segments) {
         const int64_t o = s.begin * C;
         kernels::wkv5(r + o, k + o, v + o, L.att_w.data(), 0, L.att_u.data(), s.len, H, N,
                       s.state + att_kv, y + o, pool);
       }
-      if (gated_) kernels::linear(L.att_gate, xg, T, g, pool);
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
         L.ln_x.group_norm(y + t0 * C, t1 - t0, H, N, info_.ln_x_eps, y + t0 * C);
         if (gated_)

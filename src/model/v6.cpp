@@ -96,20 +96,22 @@ class ModelV6 final : public MatrixStateModel {
                   ThreadPool* pool) const override {
     const int64_t C = info_.n_embd, H = info_.n_head, N = info_.head_size;
     const int64_t D_mix = info_.lora.at("time_maa"), D_decay = info_.lora.at("time_decay");
-    float* xx = scratch.get(size_t(T * (18 * C + info_.ffn_dim + kBranches * D_mix + D_decay)), 1);
+    // tmp: the channel mix's T x (2C + F), or before it the five branches' LoRA inputs.
+    const int64_t tmp_size = std::max(2 * C + info_.ffn_dim, kBranches * D_mix);
+    float* xx = scratch.get(size_t(T * (16 * C + tmp_size + kBranches * D_mix + D_decay)), 1);
     float* sx = xx + T * C;  // prev - x
     float* xb[kBranches];    // mixed inputs per branch
     xb[0] = sx + T * C;
     for (int b = 1; b < kBranches; ++b) xb[b] = xb[b - 1] + T * C;
-    float* m = xb[kBranches - 1] + T * C;  // one branch's LoRA output
+    float* m = xb[kBranches - 1] + T * C;  // time_maa_w1's input
     float* r = m + T * C;
     float* k = r + T * C;
     float* v = k + T * C;
     float* g = v + T * C;
     float* decay = g + T * C;
     float* y = decay + T * C;
-    float* tmp = y + T * C;                            // T x (2C + F)
-    float* lora = tmp + T * (2 * C + info_.ffn_dim);   // T x 5 D_mix
+    float* tmp = y + T * C;
+    float* lora = tmp + T * tmp_size;                  // T x 5 D_mix
     float* lora_decay = lora + T * kBranches * D_mix;  // T x D_decay
     const size_t layer_size = size_t(2 * C + C * N);
     for (int i = 0; i < info_.n_layer; ++i) {
@@ -129,24 +131,30 @@ class ModelV6 final : public MatrixStateModel {
       });
       kernels::matmul(m, T, L.att_time_maa_w1, lora, pool);
       for (int64_t j = 0; j < T * kBranches * D_mix; ++j) lora[j] = std::tanh(lora[j]);
+      // Branch b's LoRA input is columns [b * D_mix, (b + 1) * D_mix) of each row of `lora`
+      // (copied to tmp + b * T * D_mix); its output goes to xb[b], mixed there in place.
+      kernels::MatmulJob maa_up[kBranches];
       for (int b = 0; b < kBranches; ++b) {
-        // Branch b's LoRA input is columns [b * D_mix, (b + 1) * D_mix) of each row of `lora`.
+        float* in = tmp + b * T * D_mix;
         for (int64_t t = 0; t < T; ++t)
-          std::copy_n(lora + t * kBranches * D_mix + b * D_mix, D_mix, tmp + t * D_mix);
-        kernels::matmul(tmp, T, L.att_time_maa_w2[b], m, pool);
-        for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+          std::copy_n(lora + t * kBranches * D_mix + b * D_mix, D_mix, in + t * D_mix);
+        maa_up[b] = {in, &L.att_time_maa_w2[b], xb[b]};
+      }
+      kernels::matmul_many(maa_up, T, pool);
+      for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
+        for (int b = 0; b < kBranches; ++b)
           for (int64_t t = t0; t < t1; ++t)
             for (int64_t c = 0; c < C; ++c) {
               const int64_t j = t * C + c;
-              xb[b][j] = xx[j] + sx[j] * (L.att_time_maa[b][size_t(c)] + m[j]);
+              xb[b][j] = xx[j] + sx[j] * (L.att_time_maa[b][size_t(c)] + xb[b][j]);
             }
-        });
-      }
-      kernels::linear(L.att_receptance, xb[kR], T, r, pool);
-      kernels::linear(L.att_key, xb[kK], T, k, pool);
-      kernels::linear(L.att_value, xb[kV], T, v, pool);
-      kernels::linear(L.att_gate, xb[kG], T, g, pool);
-      kernels::matmul(xb[kW], T, L.att_time_decay_w1, lora_decay, pool);
+      });
+      const kernels::LinearJob rkvg[] = {{&L.att_receptance, xb[kR], r},
+                                         {&L.att_key, xb[kK], k},
+                                         {&L.att_value, xb[kV], v},
+                                         {&L.att_gate, xb[kG], g}};
+      const kernels::MatmulJob decay_down = {xb[kW], &L.att_time_decay_w1, lora_decay};
+      kernels::products(rkvg, {&decay_down, 1}, T, pool);
       for (int64_t j = 0; j < T * D_decay; ++j) lora_decay[j] = std::tanh(lora_decay[j]);
       kernels::matmul(lora_decay, T, L.att_time_decay_w2, decay, pool);
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {

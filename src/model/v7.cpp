@@ -143,9 +143,6 @@ class ModelV7 final : public MatrixStateModel {
         }
       });
 
-      kernels::linear(L.att_receptance, xm[kR], T, r, pool);
-      kernels::linear(L.att_key, xm[kK], T, k, pool);
-      kernels::linear(L.att_value, xm[kV], T, v, pool);
       // w = exp(-e^-0.5 * sigmoid(w0 + tanh(xw @ w1) @ w2)), i.e. the reference's
       // exp(-exp(-softplus(-z) - 0.5)), in float32.
       const auto identity = [](float h) { return h; };
@@ -154,7 +151,9 @@ class ModelV7 final : public MatrixStateModel {
           {&L.att_a1, &L.att_a2, xm[kA], a, identity},
           {&L.att_g1, &L.att_g2, xm[kG], g, [](float h) { return kernels::sigmoid(h); }},
           {&L.att_v1, &L.att_v2, xm[kV], y, identity}};
-      run_loras(std::span(loras).first(i > 0 ? 4 : 3), T, hidden, pool);
+      const kernels::LinearJob rkv[] = {
+          {&L.att_receptance, xm[kR], r}, {&L.att_key, xm[kK], k}, {&L.att_value, xm[kV], v}};
+      run_loras(rkv, std::span(loras).first(i > 0 ? 4 : 3), T, hidden, pool);
 
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
@@ -235,8 +234,10 @@ class ModelV7 final : public MatrixStateModel {
   };
 
   // A layer's LoRAs (independent of each other): all first products in one spread over the
-  // pool, the activations, then all second products (`hidden` holds T x the sum of the ranks).
-  static void run_loras(std::span<const Lora> loras, int64_t T, float* hidden, ThreadPool* pool) {
+  // pool with the layer's other products of the same inputs (`with`), the activations, then all
+  // second products (`hidden` holds T x the sum of the ranks).
+  static void run_loras(std::span<const kernels::LinearJob> with, std::span<const Lora> loras,
+                        int64_t T, float* hidden, ThreadPool* pool) {
     constexpr size_t kMaxLoras = 4;
     kernels::MatmulJob down[kMaxLoras], up[kMaxLoras];
     float* h[kMaxLoras];
@@ -245,7 +246,7 @@ class ModelV7 final : public MatrixStateModel {
       down[j] = {loras[j].x, loras[j].w1, h[j]};
       up[j] = {h[j], loras[j].w2, loras[j].out};
     }
-    kernels::matmul_many({down, loras.size()}, T, pool);
+    kernels::products(with, {down, loras.size()}, T, pool);
     for (size_t j = 0; j < loras.size(); ++j)
       for (int64_t k = 0; k < T * loras[j].w1->cols(); ++k) h[j][k] = loras[j].act(h[j][k]);
     kernels::matmul_many({up, loras.size()}, T, pool);

@@ -229,11 +229,11 @@ void ChannelMix::add_to(const float* xk, const float* xr, int64_t T, float* tmp,
   float* r = tmp;
   float* k = r + T * C;
   float* out = k + T * F;
-  kernels::linear(key, xk, T, k, pool);
+  const kernels::LinearJob key_receptance[] = {{&key, xk, k}, {&receptance, xr, r}};
+  kernels::products(key_receptance, {}, T, pool);
   for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
     for (int64_t j = t0 * F; j < t1 * F; ++j) k[j] = k[j] > 0 ? k[j] * k[j] : 0.0f;
   });
-  kernels::linear(receptance, xr, T, r, pool);
   kernels::linear(value, k, T, out, pool);
   for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
     for (int64_t j = t0 * C; j < t1 * C; ++j) x[j] += kernels::sigmoid(r[j]) * out[j];

@@ -247,6 +247,63 @@ TEST(Kernels, MatmulManyEqualsOneByOne) {
   }
 }
 
+// A layer's products in one call give what linear() and matmul() give one by one, bit for bit:
+// int8-activation, plain and I8 linear()s (row counts off the 16-row groups) with matmul()s
+// stored transposed and by columns.
+TEST(Kernels, ProductsEqualOneByOne) {
+  ThreadPool pool(2);
+  struct Shape {
+    DType dtype;
+    int64_t rows, cols;
+    bool int8_activations;
+  };
+  const Shape linear_shapes[] = {{DType::Q4_0, 200, 256, true},
+                                 {DType::Q8_0, 96, 512, false},
+                                 {DType::BF16, 70, 160, false},
+                                 {DType::I8, 40, 256, true}};
+  for (KernelVariant v : available_variants())
+    for (int64_t T : {1, 5}) {
+      TensorMap map;
+      std::vector<std::vector<float>> xs, alone, together;
+      std::mt19937 rng(13);
+      std::normal_distribution<float> normal;
+      const auto add = [&](int64_t x_size, int64_t y_size) {
+        xs.emplace_back(size_t(T * x_size));
+        for (float& e : xs.back()) e = normal(rng);
+        alone.emplace_back(size_t(T * y_size));
+        together.emplace_back(size_t(T * y_size), std::nanf(""));
+      };
+      std::vector<Tensor> linear_ws;
+      for (const Shape& shape : linear_shapes) {
+        Tensor w = random_tensor(map, shape.dtype, shape.rows, shape.cols, unsigned(shape.rows));
+        w.int8_activations = shape.int8_activations;
+        linear_ws.push_back(w);
+        add(shape.cols, shape.rows);
+        linear(w, xs.back().data(), T, alone.back().data(), &pool, v);
+      }
+      std::vector<const Tensor*> matmul_ws;
+      for (int j = 0; j < 3; ++j) {
+        const Tensor& stored =
+            random_tensor(map, DType::I8, j == 1 ? 96 : 2048, j == 1 ? 2048 : 64, unsigned(30 + j));
+        matmul_ws.push_back(j == 2 ? &stored : &transposed_in(map, stored));
+        add(stored.rows(), stored.cols());
+        matmul(xs.back().data(), T, *matmul_ws.back(), alone.back().data(), &pool, v);
+      }
+      std::vector<LinearJob> linears;
+      for (size_t j = 0; j < linear_ws.size(); ++j)
+        linears.push_back({&linear_ws[j], xs[j].data(), together[j].data()});
+      std::vector<MatmulJob> matmuls;
+      for (size_t j = 0; j < matmul_ws.size(); ++j) {
+        const size_t k = linear_ws.size() + j;
+        matmuls.push_back({xs[k].data(), matmul_ws[j], together[k].data()});
+      }
+      products(linears, matmuls, T, &pool, v);
+      for (size_t j = 0; j < alone.size(); ++j)
+        ASSERT_EQ(0, std::memcmp(alone[j].data(), together[j].data(), alone[j].size() * 4))
+            << variant_name(v) << " T=" << T << " product " << j;
+    }
+}
+
 // Sequence mode and batches rely on this: a token's outputs are bit-identical whether it is
 // multiplied alone (generation) or inside a chunk of any size, at any position of a tile.
 TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {

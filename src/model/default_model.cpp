@@ -8,7 +8,8 @@
 asm(".pushsection .rodata\n"
     ".balign 64\n"
     "rwkv_default_model_begin:\n"
-    ".incbin \"" RWKV_DEFAULT_MODEL_FILE "\"\n"
+    ".incbin \"" RWKV_DEFAULT_MODEL_FILE
+    "\"\n"
     "rwkv_default_model_end:\n"
     ".popsection\n");
 extern "C" const uint8_t rwkv_default_model_begin[], rwkv_default_model_end[];
@@ -20,14 +21,16 @@ std::unique_ptr<Model> Model::load_default(const LoadOptions& options) {
 #ifdef RWKV_DEFAULT_MODEL_FILE
   const std::string name = "(built-in default model)";
   Bytes bytes;
-  bytes.data = {rwkv_default_model_begin, size_t(rwkv_default_model_end - rwkv_default_model_begin)};
+  bytes.data = {rwkv_default_model_begin,
+                size_t(rwkv_default_model_end - rwkv_default_model_begin)};
   TensorMap map = read_safetensors(bytes, name);
   auto model = build_model(std::make_shared<const TensorMap>(std::move(map)), options);
   return model;
 #else
   (void)options;
-  throw Error("this build has no default model (models/default.safetensors was missing); "
-              "give a model file");
+  throw Error(
+      "this build has no default model (models/default.safetensors was missing); "
+      "give a model file");
 #endif
 }
 

@@ -35,7 +35,8 @@ Header header_for(const Model& model) {
   std::memcpy(h.magic, kMagic, 8);
   h.file_version = kFileVersion;
   h.header_bytes = kHeaderBytes;
-  std::memcpy(h.model_version, info.version.data(), std::min(info.version.size(), sizeof h.model_version));
+  std::memcpy(h.model_version, info.version.data(),
+              std::min(info.version.size(), sizeof h.model_version));
   h.n_layer = uint32_t(info.n_layer);
   h.n_embd = uint32_t(info.n_embd);
   h.head_size = uint32_t(info.head_size);
@@ -77,15 +78,17 @@ State State::load(const Model& model, const std::string& path, bool any_model) {
   if (h.file_version != kFileVersion || h.header_bytes != kHeaderBytes)
     throw Error(path + ": unsupported state file version " + std::to_string(h.file_version));
   if (h.dtype != 0)
-    throw Error(path + ": unsupported state dtype " + std::to_string(h.dtype) + " (expected 0, float32)");
+    throw Error(path + ": unsupported state dtype " + std::to_string(h.dtype) +
+                " (expected 0, float32)");
   const Header want = header_for(model);
   if (std::memcmp(h.model_version, want.model_version, 8) != 0 || h.n_layer != want.n_layer ||
       h.n_embd != want.n_embd || h.head_size != want.head_size || h.n_floats != want.n_floats)
     throw Error(path + ": state is for " + describe(h) + " but the model is " + describe(want));
   if (d.size() - kHeaderBytes != h.n_floats * 4)
-    throw Error(path + ": " + (d.size() - kHeaderBytes < h.n_floats * 4 ? "truncated" : "oversized") +
-                " state file: " + std::to_string(d.size() - kHeaderBytes) + " payload bytes, expected " +
-                std::to_string(h.n_floats * 4));
+    throw Error(path + ": " +
+                (d.size() - kHeaderBytes < h.n_floats * 4 ? "truncated" : "oversized") +
+                " state file: " + std::to_string(d.size() - kHeaderBytes) +
+                " payload bytes, expected " + std::to_string(h.n_floats * 4));
   if (fnv1a64(d.data() + kHeaderBytes, h.n_floats * 4) != h.checksum)
     throw Error(path + ": corrupt state file (payload checksum mismatch)");
   if (!any_model && h.fingerprint != want.fingerprint)

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/activations.h"
 #include "kernels/kernels.h"
 #include "kernels/wkv.h"
 #include "model/model_base.h"
@@ -133,8 +134,10 @@ class ModelV5 final : public MatrixStateModel {
       }
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
         L.ln_x.group_norm(y + t0 * C, t1 - t0, H, N, info_.ln_x_eps, y + t0 * C);
-        if (gated_)
-          for (int64_t j = t0 * C; j < t1 * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu
+        if (gated_) {
+          kernels::silu_of(g + t0 * C, g + t0 * C, (t1 - t0) * C);
+          for (int64_t j = t0 * C; j < t1 * C; ++j) y[j] *= g[j];
+        }
       });
       kernels::linear(L.att_output, y, T, v, pool);
       L.ln2.add_then_layer_norm(x, v, T, C, xx, pool);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/activations.h"
 #include "kernels/kernels.h"
 #include "kernels/wkv.h"
 #include "model/model_base.h"
@@ -158,9 +159,13 @@ class ModelV6 final : public MatrixStateModel {
       for (int64_t j = 0; j < T * D_decay; ++j) lora_decay[j] = std::tanh(lora_decay[j]);
       kernels::matmul(lora_decay, T, L.att_time_decay_w2, decay, pool);
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t)
-          for (int64_t c = 0; c < C; ++c)
-            decay[t * C + c] = std::exp(-std::exp(L.att_time_decay[size_t(c)] + decay[t * C + c]));
+        float* d = decay + t0 * C;
+        const int64_t n = (t1 - t0) * C;
+        for (int64_t t = 0; t < t1 - t0; ++t)
+          for (int64_t c = 0; c < C; ++c) d[t * C + c] += L.att_time_decay[size_t(c)];
+        kernels::exp_of(d, d, n);
+        for (int64_t j = 0; j < n; ++j) d[j] = -d[j];
+        kernels::exp_of(d, d, n);
       });
       for (const Segment& s : segments) {
         const int64_t o = s.begin * C;
@@ -169,7 +174,8 @@ class ModelV6 final : public MatrixStateModel {
       }
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
         L.ln_x.group_norm(y + t0 * C, t1 - t0, H, N, info_.ln_x_eps, y + t0 * C);
-        for (int64_t j = t0 * C; j < t1 * C; ++j) y[j] *= g[j] * kernels::sigmoid(g[j]);  // silu
+        kernels::silu_of(g + t0 * C, g + t0 * C, (t1 - t0) * C);
+        for (int64_t j = t0 * C; j < t1 * C; ++j) y[j] *= g[j];
       });
       kernels::linear(L.att_output, y, T, v, pool);
       L.ln2.add_then_layer_norm(x, v, T, C, xx, pool);

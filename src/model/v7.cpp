@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/activations.h"
 #include "kernels/kernels.h"
 #include "kernels/wkv.h"
 #include "model/model_base.h"
@@ -158,10 +159,12 @@ class ModelV7 final : public MatrixStateModel {
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t o = t * C;
-          for (int64_t c = 0; c < C; ++c)
-            w[o + c] = std::exp(-decay_scale * kernels::sigmoid(L.att_w0[size_t(c)] + w[o + c]));
-          for (int64_t c = 0; c < C; ++c)
-            a[o + c] = kernels::sigmoid(L.att_a0[size_t(c)] + a[o + c]);
+          for (int64_t c = 0; c < C; ++c) w[o + c] += L.att_w0[size_t(c)];
+          kernels::sigmoid_of(w + o, w + o, C);
+          for (int64_t c = 0; c < C; ++c) w[o + c] *= -decay_scale;
+          kernels::exp_of(w + o, w + o, C);
+          for (int64_t c = 0; c < C; ++c) a[o + c] += L.att_a0[size_t(c)];
+          kernels::sigmoid_of(a + o, a + o, C);
           // kk = per-head L2-normalised k * k_k (F.normalize, eps 1e-12), from k before k_a.
           for (int64_t c = 0; c < C; ++c) kk[o + c] = k[o + c] * L.att_k_k[size_t(c)];
           for (int64_t h = 0; h < H; ++h) {
@@ -175,9 +178,9 @@ class ModelV7 final : public MatrixStateModel {
           if (i == 0) {
             std::copy_n(v + o, C, v_first + o);
           } else {
-            for (int64_t c = 0; c < C; ++c)
-              v[o + c] +=
-                  (v_first[o + c] - v[o + c]) * kernels::sigmoid(L.att_v0[size_t(c)] + y[o + c]);
+            for (int64_t c = 0; c < C; ++c) y[o + c] += L.att_v0[size_t(c)];
+            kernels::sigmoid_of(y + o, y + o, C);
+            for (int64_t c = 0; c < C; ++c) v[o + c] += (v_first[o + c] - v[o + c]) * y[o + c];
           }
         }
       });

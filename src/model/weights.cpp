@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/quant.h"
+#include "kernels/activations.h"
 #include "kernels/int8.h"
 #include "kernels/kernels.h"
 #include "rwkv/error.h"
@@ -236,7 +237,8 @@ void ChannelMix::add_to(const float* xk, const float* xr, int64_t T, float* tmp,
   });
   kernels::linear(value, k, T, out, pool);
   for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
-    for (int64_t j = t0 * C; j < t1 * C; ++j) x[j] += kernels::sigmoid(r[j]) * out[j];
+    kernels::sigmoid_of(r + t0 * C, r + t0 * C, (t1 - t0) * C);
+    for (int64_t j = t0 * C; j < t1 * C; ++j) x[j] += r[j] * out[j];
   });
 }
 

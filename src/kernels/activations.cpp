@@ -1,0 +1,80 @@
+#include "kernels/activations.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/simd.h"
+
+namespace rwkv::kernels {
+
+namespace {
+
+constexpr int kW = 16;
+using V = simd::Lanes<kW>::type;
+using VI = int32_t __attribute__((vector_size(4 * kW)));
+
+// exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 (in two parts, so r is exact), and
+// exp(r) on [-ln2/2, ln2/2] by Cephes' degree-7 polynomial.
+[[gnu::always_inline]] inline V exp_lanes(V x) {
+  const V hi = V{} + 87.3f, lo = V{} - 87.3f;
+  x = x > hi ? hi : x;
+  x = x < lo ? lo : x;
+  // Round to nearest by the float32 magic number (|x / ln 2| < 2^22).
+  const V magic = V{} + 12582912.0f;
+  const V n = (x * 1.44269504088896341f + magic) - magic;
+  const V r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  V p = V{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  // 2^n as a float's exponent bits (n in [-126, 126]).
+  const VI e = (__builtin_convertvector(n, VI) + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &e, sizeof scale);
+  return p * scale;
+}
+
+enum class Fn { kExp, kSigmoid, kSilu };
+template <Fn kFn>
+[[gnu::always_inline]] inline V lanes(V v) {
+  if constexpr (kFn == Fn::kExp)
+    return exp_lanes(v);
+  else if constexpr (kFn == Fn::kSigmoid)
+    return 1.0f / (1.0f + exp_lanes(-v));
+  else
+    return v / (1.0f + exp_lanes(-v));
+}
+// y = fn(x) for n elements.
+template <Fn kFn>
+[[gnu::always_inline]] inline void map(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) simd::store<kW>(y + i, lanes<kFn>(simd::load<kW>(x + i)));
+  if (i == n) return;
+  // The tail through the same lanes, padded with zeros.
+  float in[kW] = {}, out[kW];
+  std::copy(x + i, x + n, in);
+  simd::store<kW>(out, lanes<kFn>(simd::load<kW>(in)));
+  std::copy(out, out + (n - i), y + i);
+}
+
+}  // namespace
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void exp_of(
+    const float* x, float* y, int64_t n) {
+  map<Fn::kExp>(x, y, n);
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void sigmoid_of(
+    const float* x, float* y, int64_t n) {
+  map<Fn::kSigmoid>(x, y, n);
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void silu_of(
+    const float* x, float* y, int64_t n) {
+  map<Fn::kSilu>(x, y, n);
+}
+
+}  // namespace rwkv::kernels

@@ -1,0 +1,17 @@
+// Elementwise exp and sigmoid over arrays, vectorized for each ISA level (GCC target_clones):
+// the per-channel decays and gates of a token cost a scalar libm call each otherwise, which
+// made them a few percent of generation. Every element goes through the same vector code
+// (a short tail is padded), so a value's result does not depend on its position or on how
+// many tokens are in the call. Within about 1.5 ulp of float32 exp and sigmoid; arguments
+// beyond +-87.3 saturate (exp to e^+-87.3, so sigmoid to 1 or about 1e-38, never inf or NaN).
+#pragma once
+
+#include <cstdint>
+
+namespace rwkv::kernels {
+
+void exp_of(const float* x, float* y, int64_t n);      // y = exp(x)
+void sigmoid_of(const float* x, float* y, int64_t n);  // y = 1 / (1 + exp(-x))
+void silu_of(const float* x, float* y, int64_t n);     // y = x * sigmoid(x)
+
+}  // namespace rwkv::kernels

@@ -131,30 +131,23 @@ inline void store_group(float* y, __m512 v, int64_t n) {
   _mm512_mask_storeu_ps(y, __mmask16((1u << n) - 1), v);
 }
 
-// One token against G groups, each group streamed once. Every output is a chain over the blocks
-// in order, sum = fma(S, d_w * d_x, sum) (then fma(m_w, d_x * sum q, sum) for Q4_1/Q5_1): the
+// One token against one group, streamed once. Every output is a chain over the blocks in
+// order, sum = fma(S, d_w * d_x, sum) (then fma(m_w, d_x * sum q, sum) for Q4_1/Q5_1): the
 // scalar reference's arithmetic, so this kernel equals it bit for bit, and one token equals the
-// same token in a chunk (panel_tile below).
-template <DType kType, int G>
-void one_token_tile(const uint8_t* const* group, const Int8Activations& x, float* y,
-                    int64_t n_last) {
+// same token in a chunk (panel_tile below). n: the group's rows that exist.
+template <DType kType>
+void one_token_group(const uint8_t* group, const Int8Activations& x, float* y, int64_t n) {
   const int64_t blocks = x.K / 32;
-  __m512 sum[G];
-  RWKV_UNROLL
-  for (int r = 0; r < G; ++r) sum[r] = _mm512_setzero_ps();
+  __m512 sum = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* ahead = group + b * kGroupBlockBytes<kType> + kPrefetchBytes;
     RWKV_UNROLL
-    for (int r = 0; r < G; ++r) {
-      const uint8_t* ahead = group[r] + b * kGroupBlockBytes<kType> + kPrefetchBytes;
-      RWKV_UNROLL
-      for (int64_t at = 0; at < kGroupBlockBytes<kType>; at += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(ahead + at), _MM_HINT_T0);
-      const GroupBlock<kType> block(group[r], b);
-      sum[r] = chain_step<kType>(sum[r], block.dot(x, 0, b), block.d, block.m, x, 0, b);
-    }
+    for (int64_t at = 0; at < kGroupBlockBytes<kType>; at += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + at), _MM_HINT_T0);
+    const GroupBlock<kType> block(group, b);
+    sum = chain_step<kType>(sum, block.dot(x, 0, b), block.d, block.m, x, 0, b);
   }
-  RWKV_UNROLL
-  for (int r = 0; r < G; ++r) store_group(y + kGroup * r, sum[r], r == G - 1 ? n_last : kGroup);
+  store_group(y, sum, n);
 }
 
 // Several tokens: the groups' blocks are unpacked once into a panel, so that each tile of
@@ -191,7 +184,7 @@ struct Panel {
 };
 
 // G unpacked groups (16 G rows) against TT tokens from t0, each output the chain of
-// one_token_tile().
+// one_token_group().
 template <DType kType, int G, int TT>
 void panel_tile(const Panel& panel, const Int8Activations& x, int64_t t0, float* y, int64_t ldy,
                 int64_t n_last) {
@@ -256,15 +249,17 @@ template <DType kType>
 void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1) {
   const int64_t O = w.rows(), blocks = x.K / 32;
   const uint64_t group_bytes = kGroup * w.row_bytes();
-  // Two groups (32 rows) at a time: each broadcast of activations then feeds two vpdpbusd.
-  constexpr int kGroups = 2;
+  // One token streams one group at a time: a single sequential stream per thread (two groups
+  // interleaved, two streams, read 15-20% slower from DRAM). Several tokens unpack two groups
+  // (32 rows) into the panel: each broadcast of activations then feeds two vpdpbusd.
+  const int kGroups = x.T == 1 ? 1 : 2;
   thread_local std::vector<uint8_t> packed;  // for a tensor not packed at load (tests)
   thread_local Panel panel;
   if (x.T > 1) panel.reserve(blocks);
   for (int64_t r = r0; r < r1; r += kGroups * kGroup) {
     const int64_t n = std::min<int64_t>(kGroups * kGroup, r1 - r);
     const int64_t g = r / kGroup, groups = (n + kGroup - 1) / kGroup;
-    const uint8_t* group[kGroups];
+    const uint8_t* group[2];
     if (w.int8_groups) {
       for (int s = 0; s < groups; ++s) group[s] = w.int8_groups + uint64_t(g + s) * group_bytes;
     } else {
@@ -273,10 +268,7 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
       for (int s = 0; s < groups; ++s) group[s] = packed.data() + uint64_t(s) * group_bytes;
     }
     if (x.T == 1) {
-      if (groups == 2)
-        one_token_tile<kType, 2>(group, x, y + r, n - kGroup);
-      else
-        one_token_tile<kType, 1>(group, x, y + r, n);
+      one_token_group<kType>(group[0], x, y + r, n);
       continue;
     }
     panel.unpack<kType>(group, int(groups), blocks);

@@ -37,15 +37,19 @@ using VI = int32_t __attribute__((vector_size(4 * kW)));
   return p * scale;
 }
 
-enum class Fn { kExp, kSigmoid, kSilu };
+enum class Fn { kExp, kSigmoid, kSilu, kReluSquared };
 template <Fn kFn>
 [[gnu::always_inline]] inline V lanes(V v) {
   if constexpr (kFn == Fn::kExp)
     return exp_lanes(v);
   else if constexpr (kFn == Fn::kSigmoid)
     return 1.0f / (1.0f + exp_lanes(-v));
-  else
+  else if constexpr (kFn == Fn::kSilu)
     return v / (1.0f + exp_lanes(-v));
+  else {
+    const V r = v > 0.0f ? v : V{} - V{};
+    return r * r;
+  }
 }
 // y = fn(x) for n elements.
 template <Fn kFn>
@@ -75,6 +79,11 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) vo
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void silu_of(
     const float* x, float* y, int64_t n) {
   map<Fn::kSilu>(x, y, n);
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void relu_squared_of(
+    const float* x, float* y, int64_t n) {
+  map<Fn::kReluSquared>(x, y, n);
 }
 
 }  // namespace rwkv::kernels

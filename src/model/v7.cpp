@@ -217,8 +217,7 @@ class ModelV7 final : public MatrixStateModel {
       kernels::linear(L.ffn_key, xk, T, hidden, pool);
       const int64_t F = info_.ffn_dim;
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
-        for (int64_t j = t0 * F; j < t1 * F; ++j)
-          hidden[j] = hidden[j] > 0 ? hidden[j] * hidden[j] : 0.0f;
+        kernels::relu_squared_of(hidden + t0 * F, hidden + t0 * F, (t1 - t0) * F);
       });
       kernels::linear(L.ffn_value, hidden, T, v, pool);
       for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {

@@ -233,7 +233,7 @@ void ChannelMix::add_to(const float* xk, const float* xr, int64_t T, float* tmp,
   const kernels::LinearJob key_receptance[] = {{&key, xk, k}, {&receptance, xr, r}};
   kernels::products(key_receptance, {}, T, pool);
   for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {
-    for (int64_t j = t0 * F; j < t1 * F; ++j) k[j] = k[j] > 0 ? k[j] * k[j] : 0.0f;
+    kernels::relu_squared_of(k + t0 * F, k + t0 * F, (t1 - t0) * F);
   });
   kernels::linear(value, k, T, out, pool);
   for_token_rows(T, pool, [&](int64_t t0, int64_t t1) {

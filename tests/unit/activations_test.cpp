@@ -1,11 +1,12 @@
-// The vectorized exp, sigmoid and silu against double-precision libm, at saturation, and the
-// same bits for a value wherever it sits in the array (vector body or padded tail).
+// The vectorized exp, sigmoid and silu against double-precision libm and at saturation, relu^2
+// exactly, and the same bits for a value wherever it sits in the array (body or padded tail).
 #include "kernels/activations.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 namespace rwkv::kernels {
@@ -37,6 +38,19 @@ TEST(Activations, MatchDoublePrecisionWithinTwoUlps) {
   }
 }
 
+// The same float32 arithmetic as the plain loop it replaced: exact, and 0 for NaN.
+TEST(Activations, ReluSquaredIsExact) {
+  std::vector<float> x = sweep();
+  x.push_back(std::nanf(""));
+  x.push_back(-std::numeric_limits<float>::infinity());
+  std::vector<float> y(x.size());
+  relu_squared_of(x.data(), y.data(), int64_t(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float want = x[i] > 0 ? x[i] * x[i] : 0.0f;
+    ASSERT_EQ(0, std::memcmp(&want, &y[i], 4)) << "relu^2(" << x[i] << ") = " << y[i];
+  }
+}
+
 TEST(Activations, SaturateInsteadOfOverflowing) {
   const float x[] = {-1e4f, -100.0f, 100.0f, 1e4f};
   float e[4], s[4];
@@ -55,7 +69,7 @@ TEST(Activations, SaturateInsteadOfOverflowing) {
 TEST(Activations, ResultDoesNotDependOnPosition) {
   std::vector<float> x(37);
   for (size_t i = 0; i < x.size(); ++i) x[i] = 0.37f * float(i) - 6.0f;
-  for (auto fn : {exp_of, sigmoid_of, silu_of}) {
+  for (auto fn : {exp_of, sigmoid_of, silu_of, relu_squared_of}) {
     std::vector<float> all(x.size());
     fn(x.data(), all.data(), int64_t(x.size()));
     for (size_t i = 0; i < x.size(); ++i) {

@@ -66,24 +66,16 @@ template <Fn kFn>
 
 }  // namespace
 
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void exp_of(
-    const float* x, float* y, int64_t n) {
-  map<Fn::kExp>(x, y, n);
-}
-
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void sigmoid_of(
-    const float* x, float* y, int64_t n) {
-  map<Fn::kSigmoid>(x, y, n);
-}
-
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void silu_of(
-    const float* x, float* y, int64_t n) {
-  map<Fn::kSilu>(x, y, n);
-}
-
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void relu_squared_of(
-    const float* x, float* y, int64_t n) {
-  map<Fn::kReluSquared>(x, y, n);
-}
+// Each public function, compiled once per ISA level.
+#define RWKV_ACTIVATION(name, fn)                                                          \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void name( \
+      const float* x, float* y, int64_t n) {                                               \
+    map<fn>(x, y, n);                                                                      \
+  }
+RWKV_ACTIVATION(exp_of, Fn::kExp)
+RWKV_ACTIVATION(sigmoid_of, Fn::kSigmoid)
+RWKV_ACTIVATION(silu_of, Fn::kSilu)
+RWKV_ACTIVATION(relu_squared_of, Fn::kReluSquared)
+#undef RWKV_ACTIVATION
 
 }  // namespace rwkv::kernels

@@ -440,12 +440,14 @@ TEST_F(Server, LoadWithDisconnectsAndBadBodies) {
 }
 
 TEST_F(Server, SigtermEndsRunningStreamsCleanly) {
-  start({"--shutdown-grace", "0.3"});
+  // The stream must still be running when SIGTERM comes: the tiny model generates about 14000
+  // tokens a second, so 4000 could end within the grace period.
+  start({"--shutdown-grace", "0.3", "--max-tokens-limit", "1000000"});
   httplib::Client c = server_->client();
   httplib::Request req;
   req.method = "POST";
   req.path = "/v1/completions";
-  req.body = json{{"prompt", "Once"}, {"max_tokens", 4000}, {"stream", true}}.dump();
+  req.body = json{{"prompt", "Once"}, {"max_tokens", 1000000}, {"stream", true}}.dump();
   std::string received;
   std::atomic<bool> streaming{false};
   req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {

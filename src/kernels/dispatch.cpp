@@ -151,7 +151,9 @@ int64_t matmul_segments(int64_t I) {
 // multiple of 16 of one row space, so every piece handed out lies within one job's groups.
 template <typename Run>
 void split_jobs_rows(std::span<const int64_t> job_rows, ThreadPool* pool, const Run& run) {
-  std::vector<int64_t> start(job_rows.size() + 1, 0);
+  thread_local std::vector<int64_t> start_buffer;
+  std::vector<int64_t>& start = start_buffer;  // inside the lambda, the caller's buffer
+  start.assign(job_rows.size() + 1, 0);
   for (size_t j = 0; j < job_rows.size(); ++j)
     start[j + 1] = start[j] + (job_rows[j] + 15) / 16 * 16;
   split_rows(start.back(), pool, [&](int64_t r0, int64_t r1) {
@@ -299,40 +301,45 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
                          : v == KernelVariant::kAvx2 ? avx2::linear_rows_int8
                                                      : scalar::linear_rows_int8;
   // What runs by weight rows: each linear(), and each matmul() stored transposed as a view of
-  // its (O, I) rows.
+  // its (O, I) rows. The buffers are the caller's and reused, so a call allocates nothing once
+  // warm (one token makes a few of these calls per layer).
   struct RowJob {
-    Tensor w;
+    const Tensor* w;
     const float* x;
     const Int8Activations* qx;  // int8 path: x rounded once, here, and read by every thread
     float* y;
     bool row_scales;  // I8 linear(): each output times its row's scale
   };
-  std::vector<RowJob> by_rows;
-  std::vector<MatmulJob> by_columns;
-  thread_local std::vector<Int8Activations> int8_buffers;
-  size_t n_int8 = 0;
-  for (const LinearJob& job : linears)
-    n_int8 += job.w->int8_activations && is_integer(job.w->dtype);
-  if (int8_buffers.size() < n_int8) int8_buffers.resize(n_int8);
-  n_int8 = 0;
-  for (const LinearJob& job : linears) {
+  thread_local std::vector<RowJob> row_buffer;
+  thread_local std::vector<MatmulJob> column_buffer;
+  thread_local std::vector<Tensor> view_buffer;
+  thread_local std::vector<int64_t> rows_buffer;
+  thread_local std::vector<Int8Activations> int8_buffers;  // one per linear()
+  thread_local std::vector<float> scaled;
+  std::vector<RowJob>& by_rows = row_buffer;  // inside the lambda, the caller's buffer
+  std::vector<MatmulJob>& by_columns = column_buffer;
+  by_rows.clear();
+  by_columns.clear();
+  if (int8_buffers.size() < linears.size()) int8_buffers.resize(linears.size());
+  if (view_buffer.size() < matmuls.size()) view_buffer.resize(matmuls.size());
+  for (size_t j = 0; j < linears.size(); ++j) {
+    const LinearJob& job = linears[j];
     const Int8Activations* qx = nullptr;
     if (job.w->int8_activations && is_integer(job.w->dtype)) {
-      Int8Activations& buffer = int8_buffers[n_int8++];
-      (vnni ? vnni::quantize_activations : scalar::quantize_activations)(job.w->dtype, job.x, T,
-                                                                         job.w->cols(), buffer);
-      qx = &buffer;
+      (vnni ? vnni::quantize_activations : scalar::quantize_activations)(
+          job.w->dtype, job.x, T, job.w->cols(), int8_buffers[j]);
+      qx = &int8_buffers[j];
     }
-    by_rows.push_back({*job.w, job.x, qx, job.y, true});
+    by_rows.push_back({job.w, job.x, qx, job.y, true});
   }
   // I8: row i of w (input i) has scale s_i, so x_i * s_i meets the stored integers.
-  thread_local std::vector<float> scaled;
   size_t scaled_size = 0;
   for (const MatmulJob& job : matmuls)
     if (job.w->dtype == DType::I8) scaled_size += size_t(T * job.w->rows());
   scaled.resize(scaled_size);
   size_t scaled_at = 0;
-  for (MatmulJob job : matmuls) {
+  for (size_t j = 0; j < matmuls.size(); ++j) {
+    MatmulJob job = matmuls[j];
     const int64_t I = job.w->rows();
     if (job.w->dtype == DType::I8) {
       float* xs = scaled.data() + scaled_at;
@@ -345,23 +352,23 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
       by_columns.push_back(job);
       continue;
     }
-    Tensor stored;  // no row scales: x carries them
+    Tensor& stored = view_buffer[j];  // no row scales: x carries them
     stored.dtype = job.w->dtype;
-    stored.shape = {job.w->cols(), job.w->rows()};
+    stored.shape.assign({job.w->cols(), job.w->rows()});
     stored.data = job.w->data;
     stored.nbytes = job.w->nbytes;
-    by_rows.push_back({std::move(stored), job.x, nullptr, job.y, false});
+    by_rows.push_back({&stored, job.x, nullptr, job.y, false});
   }
   if (!by_rows.empty()) {
-    std::vector<int64_t> rows;
-    for (const RowJob& job : by_rows) rows.push_back(job.w.rows());
-    split_jobs_rows(rows, pool, [&](size_t j, int64_t r0, int64_t r1) {
+    rows_buffer.clear();
+    for (const RowJob& job : by_rows) rows_buffer.push_back(job.w->rows());
+    split_jobs_rows(rows_buffer, pool, [&](size_t j, int64_t r0, int64_t r1) {
       const RowJob& job = by_rows[j];
       if (job.qx)
-        rows_int8(job.w, *job.qx, job.y, r0, r1);
+        rows_int8(*job.w, *job.qx, job.y, r0, r1);
       else
-        f.linear_rows(job.w, job.x, T, job.y, r0, r1);
-      if (job.row_scales) apply_row_scales(job.w, T, job.y, r0, r1);
+        f.linear_rows(*job.w, job.x, T, job.y, r0, r1);
+      if (job.row_scales) apply_row_scales(*job.w, T, job.y, r0, r1);
     });
   }
   if (!by_columns.empty()) matmul_columns(by_columns, T, pool, f);

@@ -252,12 +252,12 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
   // One token streams one group at a time: a single sequential stream per thread (two groups
   // interleaved, two streams, read 15-20% slower from DRAM). Several tokens unpack two groups
   // (32 rows) into the panel: each broadcast of activations then feeds two vpdpbusd.
-  const int kGroups = x.T == 1 ? 1 : 2;
+  const int step_groups = x.T == 1 ? 1 : 2;
   thread_local std::vector<uint8_t> packed;  // for a tensor not packed at load (tests)
   thread_local Panel panel;
   if (x.T > 1) panel.reserve(blocks);
-  for (int64_t r = r0; r < r1; r += kGroups * kGroup) {
-    const int64_t n = std::min<int64_t>(kGroups * kGroup, r1 - r);
+  for (int64_t r = r0; r < r1; r += step_groups * kGroup) {
+    const int64_t n = std::min<int64_t>(step_groups * kGroup, r1 - r);
     const int64_t g = r / kGroup, groups = (n + kGroup - 1) / kGroup;
     const uint8_t* group[2];
     if (w.int8_groups) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <functional>
 #include <thread>
 
 #include "core/quant.h"
@@ -14,6 +15,18 @@
 namespace rwkv {
 
 namespace {
+// fn(i) for i in [0, n) on every core, each taking the next i: loading's one-off repacking.
+void for_each_on_cores(int64_t n, const std::function<void(int64_t)>& fn) {
+  std::atomic<int64_t> next{0};
+  const auto work = [&] {
+    for (int64_t i; (i = next.fetch_add(1)) < n;) fn(i);
+  };
+  std::vector<std::jthread> helpers;
+  const int64_t threads = std::min<int64_t>(std::thread::hardware_concurrency(), n);
+  for (int64_t i = 1; i < threads; ++i) helpers.emplace_back(work);
+  work();
+}
+
 std::vector<int64_t> without_unit_axes(const std::vector<int64_t>& shape) {
   std::vector<int64_t> out;
   for (int64_t d : shape)
@@ -58,18 +71,13 @@ Tensor WeightLoader::matrix(const std::string& name, const std::vector<int64_t>&
   std::shared_ptr<uint8_t[]> packed(
       static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)), std::free);
   if (!packed) throw Error(map_.path + ": out of memory packing " + name);
-  // Packing is most of a first load's time: spread the groups over the cores.
+  // Packing is most of a first load's time: spread the groups over the cores, 64 at a time.
+  constexpr int64_t kGroupsPerTask = 64;
   const int64_t groups = (t.rows() + 15) / 16;
-  const int64_t threads = std::clamp<int64_t>(std::thread::hardware_concurrency(), 1,
-                                              std::max<int64_t>(1, groups / 64));
-  const auto pack = [&](int64_t i) {
-    const int64_t g0 = groups * i / threads, g1 = groups * (i + 1) / threads;
+  for_each_on_cores((groups + kGroupsPerTask - 1) / kGroupsPerTask, [&](int64_t i) {
+    const int64_t g0 = i * kGroupsPerTask, g1 = std::min(groups, g0 + kGroupsPerTask);
     kernels::pack_int8_groups(t, g0, g1, packed.get() + uint64_t(g0) * 16 * t.row_bytes());
-  };
-  std::vector<std::jthread> helpers;
-  for (int64_t i = 1; i < threads; ++i) helpers.emplace_back(pack, i);
-  pack(0);
-  helpers.clear();  // joins
+  });
   map_.drop_pages(t);
   t.int8_groups = packed.get();
   packed_.push_back({name, t.dtype, t.rows(), t.cols(), {packed.get(), size_t(bytes)}});
@@ -104,18 +112,9 @@ Tensor WeightLoader::transposed_copy(const Tensor& t) {
 
 std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
   // Hundreds of small matrices: each core takes the next one.
-  std::atomic<size_t> next{0};
-  const auto transpose = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < transposes_.size();)
-      kernels::transpose_for_matmul(transposes_[i].from, transposes_[i].to);
-  };
-  {
-    std::vector<std::jthread> helpers;
-    const size_t threads =
-        std::min<size_t>(std::thread::hardware_concurrency(), transposes_.size());
-    for (size_t i = 1; i < threads; ++i) helpers.emplace_back(transpose);
-    transpose();
-  }
+  for_each_on_cores(int64_t(transposes_.size()), [&](int64_t i) {
+    kernels::transpose_for_matmul(transposes_[size_t(i)].from, transposes_[size_t(i)].to);
+  });
   for (const Tensor& t : drop_after_transposing_) map_.drop_pages(t);
   info.repack_cache = cache_path_;
   if (!cache_problem_.empty()) info.warnings.push_back(cache_problem_);

@@ -34,8 +34,8 @@ struct LoadOptions {
   // (docs/BENCHMARKS.md has the KL divergence it adds). Off: weights are decoded exactly.
   bool int8_activations = false;
   // Where int8_activations keeps the matrices it repacks for the AVX-512 VNNI kernel (one file
-  // per model, built at its first such load and mapped at later ones, so loading stays fast and
-  // the repacked weights are file-backed like the model's). Empty: $RWKV_CACHE_DIR, else
+  // per model, built at its first such load and read into huge pages at later ones, so loading
+  // stays fast). Empty: $RWKV_CACHE_DIR, else
   // $XDG_CACHE_HOME/rwkv, else ~/.cache/rwkv. "none": repack in memory at every load.
   std::string repack_cache_dir;
 };
@@ -59,7 +59,7 @@ struct ModelInfo {
   float ln_x_eps = 0;               // 0 for RWKV-4
   bool int8_activations = false;    // LoadOptions::int8_activations
   std::string repack_cache;         // the repack cache file (LoadOptions::repack_cache_dir), or ""
-  std::string repacked;             // "mapped" (from repack_cache), "built" (at this load) or ""
+  std::string repacked;             // "cached" (read from repack_cache), "built" (at this load) or ""
   std::map<std::string, int> lora;  // LoRA ranks by name, e.g. "time_decay" (v6), "w" (v7)
   int64_t n_params = 0;
   // Identifies the weights (names, shapes, dtypes and sampled bytes of every tensor); state

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "model/init.h"
+#include "core/weight_memory.h"
 #include "rwkv/error.h"
 
 namespace rwkv {

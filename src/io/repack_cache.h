@@ -1,8 +1,7 @@
 // The repack cache: a file holding a model's matrices in a kernel's own layout
-// (kernels::pack_int8_groups), written the first time a model is loaded that way and mapped on
-// later loads, so the repacking is paid once and the repacked weights are file-backed pages like
-// the model's own. One file per model path; it records what it was built from and is ignored
-// (then rebuilt) when that no longer matches.
+// (kernels::pack_int8_groups), written the first time a model is loaded that way and read on
+// later loads, so the repacking is paid once. One file per model path; it records what it was
+// built from and is ignored (then rebuilt) when that no longer matches.
 //
 // Layout: "RWKVREPK", a little-endian u64 header length, a JSON header
 //   {"format": 2, "layout": N, "source_size": S, "source_mtime_ns": T, "fingerprint": "hex",
@@ -62,11 +61,9 @@ class RepackCache {
 
   bool empty() const { return entries_.empty(); }
   // The stored bytes of `name` when they were packed from a tensor of this dtype and shape and
-  // have `bytes` bytes; otherwise null.
+  // have `bytes` bytes; otherwise null. Valid while the cache lives.
   const uint8_t* find(const std::string& name, DType dtype, int64_t rows, int64_t cols,
                       uint64_t bytes) const;
-  // Keeps the mapping alive for whoever uses the bytes find() returned.
-  const std::shared_ptr<const void>& owner() const { return file_.owner; }
 
  private:
   Bytes file_;

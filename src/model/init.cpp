@@ -4,16 +4,14 @@
 // so the result does not depend on the thread count and nothing is copied.
 #include "model/init.h"
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
-#include <new>
 
 #include "core/random.h"
+#include "core/weight_memory.h"
 #include "rwkv/error.h"
 
 namespace rwkv {
@@ -334,20 +332,6 @@ void generate_chunk(const Spec& s, uint64_t stream, int64_t begin, int64_t end, 
 }
 
 }  // namespace
-
-std::shared_ptr<uint8_t> allocate_weights(uint64_t bytes) {
-  constexpr size_t kAlign = size_t(2) << 20;
-  const size_t size = std::max<size_t>(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
-  uint8_t* p = nullptr;
-  try {
-    p = static_cast<uint8_t*>(::operator new(size, std::align_val_t(kAlign)));
-  } catch (const std::bad_alloc&) {
-    throw Error("cannot allocate " + std::to_string(bytes >> 20) + " MiB for the weights");
-  }
-  // Best effort: where transparent huge pages are opt-in, ask for them.
-  ::madvise(p, size, MADV_HUGEPAGE);
-  return {p, [](uint8_t* q) { ::operator delete(q, std::align_val_t(kAlign)); }};
-}
 
 int64_t default_ffn_dim(const std::string& arch, int64_t n_embd) {
   const std::string a = normalize_arch(arch);

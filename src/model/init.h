@@ -43,11 +43,6 @@ struct LoraRanks {
 };
 LoraRanks default_lora_ranks(const std::string& arch, int64_t n_embd);
 
-// Uninitialised memory for `bytes` of weights that will all be written, 2 MiB-aligned and
-// marked for transparent huge pages: faulting in several GB page by 4 KiB page costs more than
-// generating or quantizing them. Throws rwkv::Error when the memory is not there.
-std::shared_ptr<uint8_t> allocate_weights(uint64_t bytes);
-
 // Generates the model. The result is the same for the same options whatever the thread
 // count. Throws rwkv::Error on impossible dimensions. Buffers are owned by the returned map.
 TensorMap init_model(const InitOptions& options);

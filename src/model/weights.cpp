@@ -2,10 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <thread>
 
+#include "core/mapped_file.h"
 #include "core/quant.h"
 #include "kernels/activations.h"
 #include "kernels/int8.h"
@@ -62,26 +63,22 @@ Tensor WeightLoader::matrix(const std::string& name, const std::vector<int64_t>&
   t.int8_activations = int8_activations_ && is_integer(t.dtype);
   if (!t.int8_activations || !kernels::packs_int8_groups()) return t;
   const uint64_t bytes = kernels::int8_groups_bytes(t);
+  uint8_t* packed = arena_.allocate(bytes);
+  t.int8_groups = packed;
   if (const uint8_t* cached = cache_.find(name, t.dtype, t.rows(), t.cols(), bytes)) {
-    t.int8_groups = cached;
-    mapped_.push_back({name, t.dtype, t.rows(), t.cols(), {cached, size_t(bytes)}});
+    cached_.push_back({name, t.dtype, t.rows(), t.cols(), {packed, size_t(bytes)}});
+    cache_reads_.push_back({cached, packed, bytes});
     return t;
   }
-  // 64-byte aligned, so the kernel's vector loads of a group never split a cache line.
-  std::shared_ptr<uint8_t[]> packed(
-      static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)), std::free);
-  if (!packed) throw Error(map_.path + ": out of memory packing " + name);
   // Packing is most of a first load's time: spread the groups over the cores, 64 at a time.
   constexpr int64_t kGroupsPerTask = 64;
   const int64_t groups = (t.rows() + 15) / 16;
   for_each_on_cores((groups + kGroupsPerTask - 1) / kGroupsPerTask, [&](int64_t i) {
     const int64_t g0 = i * kGroupsPerTask, g1 = std::min(groups, g0 + kGroupsPerTask);
-    kernels::pack_int8_groups(t, g0, g1, packed.get() + uint64_t(g0) * 16 * t.row_bytes());
+    kernels::pack_int8_groups(t, g0, g1, packed + uint64_t(g0) * 16 * t.row_bytes());
   });
   map_.drop_pages(t);
-  t.int8_groups = packed.get();
-  packed_.push_back({name, t.dtype, t.rows(), t.cols(), {packed.get(), size_t(bytes)}});
-  owners_.push_back(std::move(packed));
+  packed_.push_back({name, t.dtype, t.rows(), t.cols(), {packed, size_t(bytes)}});
   return t;
 }
 
@@ -101,16 +98,25 @@ std::vector<Tensor> WeightLoader::loras(const std::string& name, const std::vect
 
 Tensor WeightLoader::transposed_copy(const Tensor& t) {
   if (!kernels::can_transpose_for_matmul(t)) return t;
-  std::shared_ptr<uint8_t[]> copy(
-      static_cast<uint8_t*>(std::aligned_alloc(64, (t.nbytes + 63) / 64 * 64)), std::free);
-  if (!copy) throw Error(map_.path + ": out of memory transposing a LoRA matrix");
-  transposes_.push_back({t, copy.get()});
-  const Tensor out = kernels::transposed_view(t, copy.get());
-  owners_.push_back(std::move(copy));
-  return out;
+  uint8_t* copy = arena_.allocate(t.nbytes);
+  transposes_.push_back({t, copy});
+  return kernels::transposed_view(t, copy);
 }
 
 std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
+  // The cache is read in pieces, on every core, each piece's mapped pages dropped once copied:
+  // the copies live in huge pages, and the mapping never adds to the resident size for long.
+  constexpr uint64_t kPieceBytes = uint64_t(4) << 20;
+  std::vector<std::pair<size_t, uint64_t>> pieces;  // (read, offset)
+  for (size_t i = 0; i < cache_reads_.size(); ++i)
+    for (uint64_t at = 0; at < cache_reads_[i].bytes; at += kPieceBytes) pieces.push_back({i, at});
+  for_each_on_cores(int64_t(pieces.size()), [&](int64_t p) {
+    const auto [i, at] = pieces[size_t(p)];
+    const PendingRead& read = cache_reads_[i];
+    const size_t n = size_t(std::min(kPieceBytes, read.bytes - at));
+    std::memcpy(read.to + at, read.from + at, n);
+    drop_mapped_pages({read.from + at, n});
+  });
   // Hundreds of small matrices: each core takes the next one.
   for_each_on_cores(int64_t(transposes_.size()), [&](int64_t i) {
     kernels::transpose_for_matmul(transposes_[size_t(i)].from, transposes_[size_t(i)].to);
@@ -118,24 +124,23 @@ std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
   for (const Tensor& t : drop_after_transposing_) map_.drop_pages(t);
   info.repack_cache = cache_path_;
   if (!cache_problem_.empty()) info.warnings.push_back(cache_problem_);
-  if (!mapped_.empty()) owners_.push_back(cache_.owner());
   if (packed_.empty()) {
-    info.repacked = mapped_.empty() ? "" : "mapped";
-    return std::move(owners_);
+    info.repacked = cached_.empty() ? "" : "cached";
+    return arena_.owners();
   }
   info.repacked = "built";
-  if (cache_path_.empty()) return std::move(owners_);
+  if (cache_path_.empty()) return arena_.owners();
   // The whole set is written (with what an older cache held), so the file stays one model's
   // complete layout.
   std::vector<RepackEntry> all = packed_;
-  all.insert(all.end(), mapped_.begin(), mapped_.end());
+  all.insert(all.end(), cached_.begin(), cached_.end());
   try {
     write_repack_cache(cache_path_, source_, all);
   } catch (const Error& e) {
     info.warnings.push_back(std::string("repacked weights not cached: ") + e.what());
     info.repack_cache.clear();
   }
-  return std::move(owners_);
+  return arena_.owners();
 }
 
 std::vector<float> WeightLoader::f32(const std::string& name, const std::vector<int64_t>& shape) {

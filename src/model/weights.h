@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/weight_memory.h"
 #include "io/repack_cache.h"
 #include "io/tensor_map.h"
 #include "rwkv/model.h"
@@ -27,8 +28,9 @@ class WeightLoader {
   Tensor tensor(const std::string& name, const std::vector<int64_t>& shape);
   // A Linear layer's weight (kernels::linear()), as tensor(). Matrices in ggml blocks are marked
   // for the int8 path when asked for, and where that kernel reads repacked rows
-  // (kernels::pack_int8_groups) they come mapped from the repack cache, or are packed here and
-  // the file's pages dropped, so the resident size does not double.
+  // (kernels::pack_int8_groups) they are packed here, or read from the repack cache by finish(),
+  // into huge pages (core/weight_memory.h); the file's pages are dropped, so the resident size
+  // does not double.
   Tensor matrix(const std::string& name, const std::vector<int64_t>& shape);
   // A LoRA matrix for kernels::matmul() (x @ W), as tensor(), stored transposed where
   // kernels::transpose_for_matmul() can: a copy, filled by finish() (all of them at once, on
@@ -36,9 +38,9 @@ class WeightLoader {
   Tensor lora(const std::string& name, const std::vector<int64_t>& shape);
   // A stack of `parts` LoRA matrices (RWKV-6's time_maa_w2), each as lora() gives it.
   std::vector<Tensor> loras(const std::string& name, const std::vector<int64_t>& shape, int parts);
-  // After the last matrix() and lora(): transposes the LoRAs, writes what was packed to the repack
-  // cache (when one is set and anything was packed), and records in `info` how the repacked weights
-  // were got. Returns what the model must keep alive: the packed copies or the cache's mapping.
+  // After the last matrix() and lora(): reads what the repack cache holds, transposes the LoRAs,
+  // writes what was packed to the repack cache (when one is set and anything was packed), and
+  // records in `info` how the repacked weights were got. Returns what the model must keep alive.
   std::vector<std::shared_ptr<const void>> finish(ModelInfo& info);
   // A float32 copy, checked against `shape` ignoring unit axes.
   std::vector<float> f32(const std::string& name, const std::vector<int64_t>& shape);
@@ -58,15 +60,21 @@ class WeightLoader {
   RepackCache cache_;
   std::string cache_problem_;  // why an existing cache file was not used
   std::set<std::string> used_;
-  std::vector<RepackEntry> mapped_;  // found in the cache
+  std::vector<RepackEntry> cached_;  // found in the cache (their copies)
   std::vector<RepackEntry> packed_;  // packed at this load
   struct PendingTranspose {
     Tensor from;
     uint8_t* to;
   };
   std::vector<PendingTranspose> transposes_;  // for finish()
+  struct PendingRead {
+    const uint8_t* from;  // in the cache's mapping
+    uint8_t* to;
+    uint64_t bytes;
+  };
+  std::vector<PendingRead> cache_reads_;  // for finish()
   std::vector<Tensor> drop_after_transposing_;
-  std::vector<std::shared_ptr<const void>> owners_;
+  WeightArena arena_;  // the packed, cached and transposed copies
 };
 
 // The float32 weight and bias of one normalisation (`ln1`, `ln2`, `att.ln_x`, ...).

@@ -127,6 +127,7 @@ constexpr uint64_t kRowBlockBytes = 256 << 10;
 // How far ahead of a one-token tile each weight row is prefetched (into L1, about two 2048-wide
 // BF16 rows ahead). The hardware prefetchers alone left one thread streaming a BF16 matrix at
 // ~30 GB/s; 8 KB ahead, ~38 (2 threads: 43-55 -> 49-74 GB/s, with the machine's probe at 50-78).
+// Non-temporal (linear_vnni.cpp says why): BF16 generation +4-7%.
 constexpr int64_t kPrefetchBytes = 8192;
 
 // out[i][t] = dot(row i, x row t) for R weight rows and TT tokens: R x TT accumulators of 16
@@ -157,7 +158,7 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
       if constexpr (TT == 1) {
         RWKV_UNROLL
         for (int i = 0; i < R; ++i)
-          _mm_prefetch(reinterpret_cast<const char*>(rows[i] + b + kPrefetchBytes), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(rows[i] + b + kPrefetchBytes), _MM_HINT_NTA);
       }
       RWKV_UNROLL
       for (int i = 0; i < R; ++i) block_vectors<kType>(rows[i] + b, w[i][0], w[i][1]);
@@ -185,7 +186,7 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
         for (int i = 0; i < R; ++i)
           _mm_prefetch(
               reinterpret_cast<const char*>(rows[i] + k * kElementBytes<kType> + kPrefetchBytes),
-              _MM_HINT_T0);
+              _MM_HINT_NTA);
       }
       __m512 w[R];
       RWKV_UNROLL

@@ -9,6 +9,10 @@
 // ISA for them, so no call crosses the ABI the warning is about.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
+// Fully unrolled small loops keep a tile's accumulators and weights in registers (GCC -O2 left
+// them on the stack otherwise).
+#define RWKV_UNROLL _Pragma("GCC unroll 16")
+
 namespace rwkv::simd {
 
 template <int W>

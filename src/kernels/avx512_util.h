@@ -5,10 +5,6 @@
 
 #include <immintrin.h>
 
-// Fully unrolled small loops keep a tile's accumulators and weights in registers (GCC -O2 left
-// them on the stack otherwise).
-#define RWKV_UNROLL _Pragma("GCC unroll 16")
-
 namespace rwkv::kernels {
 namespace {
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/quant.h"
+#include "core/simd.h"
 #include "kernels/int8.h"
 #include "kernels/variants.h"
 
@@ -51,10 +52,6 @@ inline float load1(const uint8_t* row, int64_t k) {
   dequantize(kType, row + k * kElementBytes<kType>, 1, &v);
   return v;
 }
-
-// Fully unrolled small loops keep a tile's accumulators and weights in registers (GCC -O2 left
-// them on the stack otherwise).
-#define RWKV_UNROLL _Pragma("GCC unroll 16")
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

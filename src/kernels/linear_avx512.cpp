@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/simd.h"
 #include "kernels/int8.h"
 #include "kernels/variants.h"
 

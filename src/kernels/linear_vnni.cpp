@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/quant.h"
+#include "core/simd.h"
 #include "kernels/int8.h"
 
 #if defined(__clang__)

@@ -23,38 +23,57 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) vo
   }
 }
 
-// One RWKV-7 head for one token: row i of the state is S_i = S_i * w + (S_i . -kk) kk * a +
-// v_i k, and y_i = S_i . r. Rows run W channels at a time; each dot product sums W lanes
-// across the row, then the lanes pairwise.
-template <int W>
+// One RWKV-7 head for one token: row i of the state is S_i = S_i * w + (S_i . -kk) b + v_i k
+// with b = kk * a, and y_i = S_i . r. Rows run W channels at a time; each dot product sums W
+// lanes across the row, then the lanes pairwise. kN: the head size when known at compile time
+// (the loops then unroll and several rows interleave), else 0 and n is.
+template <int W, int kN>
 [[gnu::always_inline]] inline void wkv7_rows(const float* r, const float* w, const float* k,
                                              const float* v, const float* kk, const float* a,
-                                             int64_t N, float* S, float* y) {
+                                             int64_t n, float* S, float* y) {
   using V = typename simd::Lanes<W>::type;
   using simd::load;
-  for (int64_t i = 0; i < N; ++i) {
-    float* Si = S + i * N;
-    V acc = V{} - V{};
-    for (int64_t j = 0; j < N; j += W) acc -= load<W>(Si + j) * load<W>(kk + j);
-    const float sa = simd::hsum<W>(acc), vi = v[i];
-    V out = V{} - V{};
-    for (int64_t j = 0; j < N; j += W) {
-      const V s = load<W>(Si + j) * load<W>(w + j) + sa * load<W>(kk + j) * load<W>(a + j) +
-                  vi * load<W>(k + j);
-      simd::store<W>(Si + j, s);
-      out += s * load<W>(r + j);
+  const int64_t N = kN > 0 ? kN : n;
+  // Rows interleaved: four independent horizontal sums in flight (-16% time, 1 thread).
+  constexpr int R = kN > 0 ? 4 : 1;
+  for (int64_t i0 = 0; i0 < N; i0 += R) {
+    float sa[R];
+    RWKV_UNROLL
+    for (int q = 0; q < R; ++q) {
+      const float* Si = S + (i0 + q) * N;
+      V acc = V{} - V{};
+      RWKV_UNROLL
+      for (int64_t j = 0; j < N; j += W) acc -= load<W>(Si + j) * load<W>(kk + j);
+      sa[q] = simd::hsum<W>(acc);
     }
-    y[i] = simd::hsum<W>(out);
+    V out[R];
+    RWKV_UNROLL
+    for (int q = 0; q < R; ++q) {
+      float* Si = S + (i0 + q) * N;
+      const float vi = v[i0 + q];
+      out[q] = V{} - V{};
+      RWKV_UNROLL
+      for (int64_t j = 0; j < N; j += W) {
+        const V s = load<W>(Si + j) * load<W>(w + j) + sa[q] * (load<W>(kk + j) * load<W>(a + j)) +
+                    vi * load<W>(k + j);
+        simd::store<W>(Si + j, s);
+        out[q] += s * load<W>(r + j);
+      }
+    }
+    RWKV_UNROLL
+    for (int q = 0; q < R; ++q) y[i0 + q] = simd::hsum<W>(out[q]);
   }
 }
 
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void wkv7_head(
     const float* r, const float* w, const float* k, const float* v, const float* kk, const float* a,
     int64_t N, float* S, float* y) {
-  if (N % 16 == 0)
-    wkv7_rows<16>(r, w, k, v, kk, a, N, S, y);
+  if (N == 64)  // every RWKV-7 model released
+    wkv7_rows<16, 64>(r, w, k, v, kk, a, N, S, y);
+  else if (N % 16 == 0)
+    wkv7_rows<16, 0>(r, w, k, v, kk, a, N, S, y);
   else
-    wkv7_rows<1>(r, w, k, v, kk, a, N, S, y);
+    wkv7_rows<1, 0>(r, w, k, v, kk, a, N, S, y);
 }
 
 // Calls head_fn(h) for every head, over the pool when there is one.

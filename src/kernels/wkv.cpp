@@ -7,20 +7,57 @@ namespace rwkv::kernels {
 namespace {
 
 // One head of RWKV-5/6 for one token (inputs offset to the head). The inner loop has no
-// reduction, so each clone vectorizes it as it stands.
+// reduction, so each clone vectorizes it as it stands. For head size 64 the outputs stay in
+// registers across the rows (through y, which might alias the state, each row stored and
+// reloaded them).
+template <int kN>
+[[gnu::always_inline]] inline void wkv5_rows(const float* r, const float* k, const float* v,
+                                             const float* w, const float* u, int64_t n, float* S,
+                                             float* y) {
+  const int64_t N = kN > 0 ? kN : n;
+  if constexpr (kN > 0) {
+    using V = simd::Lanes<16>::type;
+    using simd::load;
+    constexpr int kVectors = kN / 16;
+    V out[kVectors], vj[kVectors];
+    RWKV_UNROLL
+    for (int c = 0; c < kVectors; ++c) {
+      out[c] = V{} - V{};
+      vj[c] = load<16>(v + 16 * c);
+    }
+    for (int64_t i = 0; i < N; ++i) {
+      const float ri = r[i], ki = k[i], ui = u[i], wi = w[i];
+      float* Si = S + i * N;
+      RWKV_UNROLL
+      for (int c = 0; c < kVectors; ++c) {
+        const V kv = ki * vj[c], s = load<16>(Si + 16 * c);
+        out[c] += ri * (ui * kv + s);
+        simd::store<16>(Si + 16 * c, kv + wi * s);
+      }
+    }
+    RWKV_UNROLL
+    for (int c = 0; c < kVectors; ++c) simd::store<16>(y + 16 * c, out[c]);
+  } else {
+    for (int64_t j = 0; j < N; ++j) y[j] = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      const float ri = r[i], ki = k[i], ui = u[i], wi = w[i];
+      float* Si = S + i * N;
+      for (int64_t j = 0; j < N; ++j) {
+        const float kv = ki * v[j];
+        y[j] += ri * (ui * kv + Si[j]);
+        Si[j] = kv + wi * Si[j];
+      }
+    }
+  }
+}
+
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) void wkv5_head(
     const float* r, const float* k, const float* v, const float* w, const float* u, int64_t N,
     float* S, float* y) {
-  for (int64_t j = 0; j < N; ++j) y[j] = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    const float ri = r[i], ki = k[i], ui = u[i], wi = w[i];
-    float* Si = S + i * N;
-    for (int64_t j = 0; j < N; ++j) {
-      const float kv = ki * v[j];
-      y[j] += ri * (ui * kv + Si[j]);
-      Si[j] = kv + wi * Si[j];
-    }
-  }
+  if (N == 64)  // every RWKV-5/6 model released
+    wkv5_rows<64>(r, k, v, w, u, N, S, y);
+  else
+    wkv5_rows<0>(r, k, v, w, u, N, S, y);
 }
 
 // One RWKV-7 head for one token: row i of the state is S_i = S_i * w + (S_i . -kk) b + v_i k

@@ -170,6 +170,8 @@ void run(const BenchOptions& o) {
   fmt::print("load:       {:.3f} s{}\n", load_s,
              info.repacked == "cached"
                  ? fmt::format(" (repacked weights read from {})", info.repack_cache)
+             : info.repacked == "mapped"
+                 ? fmt::format(" (repacked weights mapped from {})", info.repack_cache)
              : info.repacked == "built" && !info.repack_cache.empty()
                  ? fmt::format(" (weights repacked, cached in {})", info.repack_cache)
              : info.repacked == "built" ? " (weights repacked in memory)"

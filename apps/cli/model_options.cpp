@@ -27,8 +27,12 @@ void ModelOptions::add_to(CLI::App& cmd, bool required) {
                "or AVX2), as rwkv.cpp does; faster generation, slightly different logits");
   cmd.add_option("--repack-cache", repack_cache,
                  "Where --int8-activations caches the weights it repacks for AVX-512 VNNI, built "
-                 "at the first load and mapped at later ones (default: $RWKV_CACHE_DIR, else "
-                 "$XDG_CACHE_HOME/rwkv or ~/.cache/rwkv); 'none' repacks at every load");
+                 "at the first load and read into huge pages at later ones (default: "
+                 "$RWKV_CACHE_DIR, else $XDG_CACHE_HOME/rwkv or ~/.cache/rwkv); 'none' repacks at "
+                 "every load");
+  cmd.add_flag("--map-repack-cache", map_repack_cache,
+               "Map the repack cache instead of reading it: faster loads (no memory to zero and "
+               "fill), 5-12% slower generation (4 KiB pages)");
   cmd.add_option("--threads", threads, "Threads for the matrix products (default: one per core)")
       ->check(CLI::Range(1, 1024));
 }
@@ -44,6 +48,7 @@ std::unique_ptr<Model> ModelOptions::load() const {
   if (ln_x_eps > 0) options.ln_x_eps = ln_x_eps;
   options.int8_activations = int8_activations;
   options.repack_cache_dir = repack_cache;
+  options.map_repack_cache = map_repack_cache;
   if (path.empty() && allow_default) return Model::load_default(options);
   auto model = Model::load(path, options);
   for (const std::string& w : model->info().warnings)

@@ -61,9 +61,11 @@ class RepackCache {
 
   bool empty() const { return entries_.empty(); }
   // The stored bytes of `name` when they were packed from a tensor of this dtype and shape and
-  // have `bytes` bytes; otherwise null. Valid while the cache lives.
+  // have `bytes` bytes; otherwise null. Valid while the cache or its owner() lives.
   const uint8_t* find(const std::string& name, DType dtype, int64_t rows, int64_t cols,
                       uint64_t bytes) const;
+  // Keeps the mapping alive for whoever uses the bytes find() returned in place.
+  const std::shared_ptr<const void>& owner() const { return file_.owner; }
 
  private:
   Bytes file_;

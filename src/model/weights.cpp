@@ -37,7 +37,10 @@ std::vector<int64_t> without_unit_axes(const std::vector<int64_t>& shape) {
 }  // namespace
 
 WeightLoader::WeightLoader(const TensorMap& map, const ModelInfo& info)
-    : map_(map), int8_activations_(info.int8_activations), cache_path_(info.repack_cache) {
+    : map_(map),
+      int8_activations_(info.int8_activations),
+      cache_path_(info.repack_cache),
+      map_cache_(info.map_repack_cache) {
   if (cache_path_.empty()) return;
   try {
     source_ = repack_source(map.path, info.fingerprint, kernels::kInt8GroupsLayout);
@@ -63,9 +66,15 @@ Tensor WeightLoader::matrix(const std::string& name, const std::vector<int64_t>&
   t.int8_activations = int8_activations_ && is_integer(t.dtype);
   if (!t.int8_activations || !kernels::packs_int8_groups()) return t;
   const uint64_t bytes = kernels::int8_groups_bytes(t);
+  const uint8_t* cached = cache_.find(name, t.dtype, t.rows(), t.cols(), bytes);
+  if (cached && map_cache_) {
+    t.int8_groups = cached;
+    cached_.push_back({name, t.dtype, t.rows(), t.cols(), {cached, size_t(bytes)}});
+    return t;
+  }
   uint8_t* packed = arena_.allocate(bytes);
   t.int8_groups = packed;
-  if (const uint8_t* cached = cache_.find(name, t.dtype, t.rows(), t.cols(), bytes)) {
+  if (cached) {
     cached_.push_back({name, t.dtype, t.rows(), t.cols(), {packed, size_t(bytes)}});
     cache_reads_.push_back({cached, packed, bytes});
     return t;
@@ -124,12 +133,14 @@ std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
   for (const Tensor& t : drop_after_transposing_) map_.drop_pages(t);
   info.repack_cache = cache_path_;
   if (!cache_problem_.empty()) info.warnings.push_back(cache_problem_);
+  std::vector<std::shared_ptr<const void>> owners = arena_.owners();
+  if (map_cache_ && !cached_.empty()) owners.push_back(cache_.owner());
   if (packed_.empty()) {
-    info.repacked = cached_.empty() ? "" : "cached";
-    return arena_.owners();
+    info.repacked = cached_.empty() ? "" : map_cache_ ? "mapped" : "cached";
+    return owners;
   }
   info.repacked = "built";
-  if (cache_path_.empty()) return arena_.owners();
+  if (cache_path_.empty()) return owners;
   // The whole set is written (with what an older cache held), so the file stays one model's
   // complete layout.
   std::vector<RepackEntry> all = packed_;
@@ -140,7 +151,7 @@ std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
     info.warnings.push_back(std::string("repacked weights not cached: ") + e.what());
     info.repack_cache.clear();
   }
-  return arena_.owners();
+  return owners;
 }
 
 std::vector<float> WeightLoader::f32(const std::string& name, const std::vector<int64_t>& shape) {

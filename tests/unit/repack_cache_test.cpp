@@ -233,6 +233,15 @@ TEST_F(RepackedModel, IsBuiltOnceThenReadWithTheSameLogits) {
   EXPECT_EQ(run_tokens(*first, tokens_).logits, want.logits);
   EXPECT_EQ(run_tokens(*second, tokens_).logits, want.logits);
   EXPECT_EQ(run_tokens(*second, tokens_).state, want.state);
+  {
+    LoadOptions mapping;
+    mapping.int8_activations = mapping.map_repack_cache = true;
+    mapping.repack_cache_dir = cache_dir;
+    const auto mapped = Model::load(model_.string(), mapping);
+    EXPECT_EQ(mapped->info().repacked, "mapped");
+    EXPECT_EQ(run_tokens(*mapped, tokens_).logits, want.logits);
+    EXPECT_EQ(fs::last_write_time(file), written);
+  }
   // The cache was read, not mapped: a model loaded from it no longer needs the file.
   fs::resize_file(file, 0);
   EXPECT_EQ(run_tokens(*second, tokens_).logits, want.logits);

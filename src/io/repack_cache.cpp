@@ -1,6 +1,8 @@
 #include "io/repack_cache.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -66,7 +68,9 @@ RepackCache RepackCache::open(const std::string& path, const RepackSource& sourc
     if (why) *why = std::string(e.what()) + "; rebuilding it";
     return {};
   }
-  return read(std::move(file), path, source, why);
+  RepackCache cache = read(std::move(file), path, source, why);
+  if (!cache.empty()) cache.path_ = path;
+  return cache;
 }
 
 RepackCache RepackCache::read(Bytes file, const std::string& path, const RepackSource& source,
@@ -121,6 +125,23 @@ const uint8_t* RepackCache::find(const std::string& name, DType dtype, int64_t r
   if (e.dtype != dtype || e.rows != rows || e.cols != cols || e.bytes.size() != bytes)
     return nullptr;
   return e.bytes.data();
+}
+
+bool RepackCache::read_into(const uint8_t* from, size_t n, uint8_t* to) const {
+  if (path_.empty()) return false;
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  off_t at = off_t(from - file_.data.data());
+  while (n > 0) {
+    const ssize_t got = ::pread(fd, to, n, at);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    to += got;
+    at += got;
+    n -= size_t(got);
+  }
+  ::close(fd);
+  return n == 0;
 }
 
 void write_repack_cache(const std::string& path, const RepackSource& source,

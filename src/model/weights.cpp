@@ -113,8 +113,8 @@ Tensor WeightLoader::transposed_copy(const Tensor& t) {
 }
 
 std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
-  // The cache is read in pieces, on every core, each piece's mapped pages dropped once copied:
-  // the copies live in huge pages, and the mapping never adds to the resident size for long.
+  // The cache is read in pieces, on every core, into huge pages; through the mapping (its pages
+  // dropped at once) only where the file cannot be read.
   constexpr uint64_t kPieceBytes = uint64_t(4) << 20;
   std::vector<std::pair<size_t, uint64_t>> pieces;  // (read, offset)
   for (size_t i = 0; i < cache_reads_.size(); ++i)
@@ -123,6 +123,7 @@ std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
     const auto [i, at] = pieces[size_t(p)];
     const PendingRead& read = cache_reads_[i];
     const size_t n = size_t(std::min(kPieceBytes, read.bytes - at));
+    if (cache_.read_into(read.from + at, n, read.to + at)) return;
     std::memcpy(read.to + at, read.from + at, n);
     drop_mapped_pages({read.from + at, n});
   });

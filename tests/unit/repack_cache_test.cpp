@@ -67,6 +67,15 @@ TEST(RepackCache, RoundTripsEveryEntryAtAPageAlignedOffset) {
   EXPECT_EQ(cache.find("head.weight", DType::Q8_0, 3, 32, w.b.size()), nullptr);
   EXPECT_EQ(cache.find("head.weight", DType::Q8_0, 2, 32, w.b.size() + 1), nullptr);
   EXPECT_EQ(cache.find("emb.weight", DType::Q8_0, 2, 32, w.b.size()), nullptr);
+  // read_into copies from the file, any piece of an entry.
+  std::vector<uint8_t> piece(1000);
+  ASSERT_TRUE(cache.read_into(a + 3000, piece.size(), piece.data()));
+  EXPECT_TRUE(std::equal(piece.begin(), piece.end(), w.a.begin() + 3000));
+  ASSERT_TRUE(cache.read_into(b, w.b.size(), piece.data()));
+  EXPECT_TRUE(std::equal(w.b.begin(), w.b.end(), piece.begin()));
+  // Without the file (the mapping still holds the bytes) it says so.
+  fs::remove(w.path);
+  EXPECT_FALSE(cache.read_into(b, w.b.size(), piece.data()));
 }
 
 TEST(RepackCache, AnotherSourceLayoutOrFormatIsStaleWithoutComplaint) {

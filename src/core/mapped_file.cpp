@@ -13,11 +13,15 @@
 namespace rwkv {
 
 namespace {
+// The file stays open with its mapping, so read_mapped() reads the very file that was mapped
+// even after its path has been replaced.
 struct Mapping {
   void* addr = nullptr;
   size_t size = 0;
+  int fd = -1;
   ~Mapping() {
     if (addr) munmap(addr, size);
+    if (fd >= 0) close(fd);
   }
 };
 }  // namespace
@@ -31,22 +35,35 @@ Bytes map_file(const std::string& path) {
     throw Error(path + ": not a regular file");
   }
   auto mapping = std::make_shared<Mapping>();
+  mapping->fd = fd;
   mapping->size = size_t(st.st_size);
   if (mapping->size > 0) {
     void* addr = mmap(nullptr, mapping->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (addr == MAP_FAILED) {
-      int err = errno;
-      close(fd);
-      throw Error(path + ": cannot map: " + std::strerror(err));
-    }
+    if (addr == MAP_FAILED) throw Error(path + ": cannot map: " + std::strerror(errno));
     mapping->addr = addr;
   }
-  close(fd);
   Bytes bytes;
   bytes.data = {static_cast<const uint8_t*>(mapping->addr), mapping->size};
   bytes.owner = std::move(mapping);
   bytes.mapped = true;
   return bytes;
+}
+
+bool read_mapped(const Bytes& file, const uint8_t* from, size_t n, uint8_t* to) {
+  if (!file.mapped || from < file.data.data() ||
+      n > size_t(file.data.data() + file.data.size() - from))
+    return false;
+  const int fd = static_cast<const Mapping*>(file.owner.get())->fd;
+  off_t at = off_t(from - file.data.data());
+  while (n > 0) {
+    const ssize_t got = pread(fd, to, n, at);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    to += got;
+    at += got;
+    n -= size_t(got);
+  }
+  return true;
 }
 
 void drop_mapped_pages(std::span<const uint8_t> bytes) {

@@ -19,6 +19,11 @@ struct Bytes {
 // Maps `path` read-only. Throws rwkv::Error naming the file when it cannot be opened.
 Bytes map_file(const std::string& path);
 
+// Copies n bytes at `from`, inside `file` (a map_file() mapping), into `to` with pread from the
+// mapped file itself, so the mapping's pages are never touched: no page faults, nothing added
+// to the resident size. False when `file` is not a mapping or the read fails.
+bool read_mapped(const Bytes& file, const uint8_t* from, size_t n, uint8_t* to);
+
 // Drops the whole pages inside `bytes`, part of a read-only file mapping, from this process's
 // resident memory (they are read back from the file if touched again): for weights that were
 // copied into another layout.

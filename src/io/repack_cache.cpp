@@ -1,8 +1,6 @@
 #include "io/repack_cache.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -68,9 +66,7 @@ RepackCache RepackCache::open(const std::string& path, const RepackSource& sourc
     if (why) *why = std::string(e.what()) + "; rebuilding it";
     return {};
   }
-  RepackCache cache = read(std::move(file), path, source, why);
-  if (!cache.empty()) cache.path_ = path;
-  return cache;
+  return read(std::move(file), path, source, why);
 }
 
 RepackCache RepackCache::read(Bytes file, const std::string& path, const RepackSource& source,
@@ -128,20 +124,7 @@ const uint8_t* RepackCache::find(const std::string& name, DType dtype, int64_t r
 }
 
 bool RepackCache::read_into(const uint8_t* from, size_t n, uint8_t* to) const {
-  if (path_.empty()) return false;
-  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  off_t at = off_t(from - file_.data.data());
-  while (n > 0) {
-    const ssize_t got = ::pread(fd, to, n, at);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;
-    to += got;
-    at += got;
-    n -= size_t(got);
-  }
-  ::close(fd);
-  return n == 0;
+  return read_mapped(file_, from, n, to);
 }
 
 void write_repack_cache(const std::string& path, const RepackSource& source,

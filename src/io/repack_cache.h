@@ -64,16 +64,15 @@ class RepackCache {
   // have `bytes` bytes; otherwise null. Valid while the cache or its owner() lives.
   const uint8_t* find(const std::string& name, DType dtype, int64_t rows, int64_t cols,
                       uint64_t bytes) const;
-  // Copies n bytes starting at `from` (inside what find() returned) into `to` with pread, so
-  // the mapping's pages are never touched: no page faults, nothing added to the resident size.
-  // False when the file cannot be read (the mapping still can).
+  // Copies n bytes starting at `from` (inside what find() returned) into `to` from the file
+  // that was validated (read_mapped: the mapping's pages are never touched), even if the path
+  // has been replaced since. False when the cache is not a mapping or the read fails.
   bool read_into(const uint8_t* from, size_t n, uint8_t* to) const;
   // Keeps the mapping alive for whoever uses the bytes find() returned in place.
   const std::shared_ptr<const void>& owner() const { return file_.owner; }
 
  private:
   Bytes file_;
-  std::string path_;
   std::map<std::string, RepackEntry> entries_;
 };
 

@@ -73,9 +73,22 @@ TEST(RepackCache, RoundTripsEveryEntryAtAPageAlignedOffset) {
   EXPECT_TRUE(std::equal(piece.begin(), piece.end(), w.a.begin() + 3000));
   ASSERT_TRUE(cache.read_into(b, w.b.size(), piece.data()));
   EXPECT_TRUE(std::equal(w.b.begin(), w.b.end(), piece.begin()));
-  // Without the file (the mapping still holds the bytes) it says so.
-  fs::remove(w.path);
-  EXPECT_FALSE(cache.read_into(b, w.b.size(), piece.data()));
+  // From the file that was validated, even after another writer replaced the path.
+  Written other = w;
+  std::fill(other.b.begin(), other.b.end(), uint8_t(1));
+  const RepackEntry replacement[] = {{"head.weight", DType::Q8_0, 2, 32, other.b}};
+  write_repack_cache(w.path.string(), w.source, replacement);
+  std::fill(piece.begin(), piece.end(), uint8_t(0));
+  ASSERT_TRUE(cache.read_into(b, w.b.size(), piece.data()));
+  EXPECT_TRUE(std::equal(w.b.begin(), w.b.end(), piece.begin()));
+  // Past the end of the file, or from bytes that are not a mapping: false.
+  EXPECT_FALSE(cache.read_into(b, size_t(1) << 30, piece.data()));
+  const std::vector<uint8_t> bytes = read_bytes(w.path);
+  const RepackCache in_memory =
+      RepackCache::read({{bytes.data(), bytes.size()}, nullptr, false}, "mem", w.source, nullptr);
+  const uint8_t* in_memory_b = in_memory.find("head.weight", DType::Q8_0, 2, 32, w.b.size());
+  ASSERT_NE(in_memory_b, nullptr);
+  EXPECT_FALSE(in_memory.read_into(in_memory_b, w.b.size(), piece.data()));
 }
 
 TEST(RepackCache, AnotherSourceLayoutOrFormatIsStaleWithoutComplaint) {

@@ -158,7 +158,8 @@ void run(const BenchOptions& o) {
                                       {"kernels", kernels::variant_name(kernels::active_variant())},
                                       {"int8_activations", info.int8_activations},
                                       {"repacked", info.repacked},
-                                      {"repack_cache", info.repack_cache}}
+                                      {"repack_cache", info.repack_cache},
+                                      {"repack_huge_mb", info.repack_huge_bytes / 1e6}}
                            .dump());
     return;
   }
@@ -171,7 +172,8 @@ void run(const BenchOptions& o) {
              info.repacked == "cached"
                  ? fmt::format(" (repacked weights read from {})", info.repack_cache)
              : info.repacked == "mapped"
-                 ? fmt::format(" (repacked weights mapped from {})", info.repack_cache)
+                 ? fmt::format(" (repacked weights mapped from {}, {:.0f} MB of it by 2 MiB pages)",
+                               info.repack_cache, double(info.repack_huge_bytes) / 1e6)
              : info.repacked == "built" && !info.repack_cache.empty()
                  ? fmt::format(" (weights repacked, cached in {})", info.repack_cache)
              : info.repacked == "built" ? " (weights repacked in memory)"

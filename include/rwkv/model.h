@@ -22,6 +22,20 @@
 
 namespace rwkv {
 
+// How a load uses a repack cache built before (LoadOptions::repack_cache_dir). A token streams
+// every weight once, so it runs 5-12% slower through 4 KiB pages than through 2 MiB pages.
+enum class RepackCacheAccess {
+  // Map it where the kernel maps it by 2 MiB pages (a file system that keeps files in large
+  // folios: ext4 on Linux 6.16+, XFS): a 1.6B model loads in a few hundredths of a second and
+  // generates as fast as from private memory. Elsewhere, read it.
+  kAuto,
+  // Map it whatever the page size: the fastest load.
+  kMap,
+  // Read it into private huge pages, which must be zeroed and filled (at 1.6B 0.2-0.4 s, or
+  // 1-3 s on a VM that must first back fresh memory); the model then no longer needs the file.
+  kRead,
+};
+
 struct LoadOptions {
   // Architecture to assume instead of detecting it: "4", "5.0", "5.1", "5.2", "6" or "7".
   std::string version;
@@ -34,14 +48,11 @@ struct LoadOptions {
   // (docs/BENCHMARKS.md has the KL divergence it adds). Off: weights are decoded exactly.
   bool int8_activations = false;
   // Where int8_activations keeps the matrices it repacks for the AVX-512 VNNI kernel (one file
-  // per model, built at its first such load and read into huge pages at later ones, so loading
-  // stays fast). Empty: $RWKV_CACHE_DIR, else
-  // $XDG_CACHE_HOME/rwkv, else ~/.cache/rwkv. "none": repack in memory at every load.
+  // per model, built at its first such load and used by later ones, so loading stays fast).
+  // Empty: $RWKV_CACHE_DIR, else $XDG_CACHE_HOME/rwkv, else ~/.cache/rwkv. "none": repack in
+  // memory at every load.
   std::string repack_cache_dir;
-  // Map the repack cache instead of reading it into huge pages: loads skip zeroing and copying
-  // the memory (at 1.6B 0.1 s instead of 0.2-0.3 s, or 1-3 s on a VM that must first back fresh
-  // memory), but a token streams the weights through 4 KiB pages, 5-12% slower.
-  bool map_repack_cache = false;
+  RepackCacheAccess repack_cache_access = RepackCacheAccess::kAuto;
 };
 
 struct TensorInfo {
@@ -63,9 +74,10 @@ struct ModelInfo {
   float ln_x_eps = 0;               // 0 for RWKV-4
   bool int8_activations = false;    // LoadOptions::int8_activations
   std::string repack_cache;         // the repack cache file (LoadOptions::repack_cache_dir), or ""
-  bool map_repack_cache = false;    // LoadOptions::map_repack_cache
+  RepackCacheAccess repack_cache_access = RepackCacheAccess::kAuto;  // LoadOptions'
   // "cached" (read from repack_cache), "mapped" (mapped from it), "built" (at this load) or ""
   std::string repacked;
+  uint64_t repack_huge_bytes = 0;   // "mapped": how much of the cache is mapped by 2 MiB pages
   std::map<std::string, int> lora;  // LoRA ranks by name, e.g. "time_decay" (v6), "w" (v7)
   int64_t n_params = 0;
   // Identifies the weights (names, shapes, dtypes and sampled bytes of every tensor); state

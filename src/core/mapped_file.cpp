@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 
 #include "rwkv/error.h"
 
@@ -26,7 +28,7 @@ struct Mapping {
 };
 }  // namespace
 
-Bytes map_file(const std::string& path) {
+Bytes map_file(const std::string& path, bool huge_pages) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
@@ -41,6 +43,8 @@ Bytes map_file(const std::string& path) {
     void* addr = mmap(nullptr, mapping->size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (addr == MAP_FAILED) throw Error(path + ": cannot map: " + std::strerror(errno));
     mapping->addr = addr;
+    // Only a hint: without it the file is mapped by 4 KiB pages, which works as well.
+    if (huge_pages) madvise(addr, mapping->size, MADV_HUGEPAGE);
   }
   Bytes bytes;
   bytes.data = {static_cast<const uint8_t*>(mapping->addr), mapping->size};
@@ -64,6 +68,45 @@ bool read_mapped(const Bytes& file, const uint8_t* from, size_t n, uint8_t* to) 
     n -= size_t(got);
   }
   return true;
+}
+
+uint64_t populate_mapped(const Bytes& file) {
+  if (!file.mapped || file.data.empty()) return 0;
+#ifndef MADV_POPULATE_READ
+  constexpr int MADV_POPULATE_READ = 22;  // Linux 5.14
+#endif
+  void* addr = const_cast<uint8_t*>(file.data.data());
+  if (madvise(addr, file.data.size(), MADV_POPULATE_READ) != 0) return 0;
+  // The mapping's entry in smaps: its "start-end perms ..." line, then "Key: value kB" lines.
+  std::ifstream smaps("/proc/self/smaps");
+  const uintptr_t at = reinterpret_cast<uintptr_t>(addr);
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    unsigned long start, end;
+    char dash;
+    if (std::sscanf(line.c_str(), "%lx%c%lx ", &start, &dash, &end) == 3 && dash == '-') {
+      if (inside) return 0;  // past our entry without a FilePmdMapped line
+      inside = start <= at && at < end;
+      continue;
+    }
+    unsigned long kb;
+    if (inside && std::sscanf(line.c_str(), "FilePmdMapped: %lu kB", &kb) == 1)
+      return uint64_t(kb) * 1024;
+  }
+  return 0;
+}
+
+void evict_mapped(const Bytes& file) {
+  if (!file.mapped || file.data.empty()) return;
+  drop_mapped_pages(file.data);
+  posix_fadvise(static_cast<const Mapping*>(file.owner.get())->fd, 0, 0, POSIX_FADV_DONTNEED);
+}
+
+void evict_file_cache(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  close(fd);
 }
 
 void drop_mapped_pages(std::span<const uint8_t> bytes) {

@@ -17,7 +17,23 @@ struct Bytes {
 };
 
 // Maps `path` read-only. Throws rwkv::Error naming the file when it cannot be opened.
-Bytes map_file(const std::string& path);
+// `huge_pages`: marks the mapping for transparent huge pages (MADV_HUGEPAGE), so that pages
+// faulted in from the file come into the page cache as 2 MiB folios and are mapped as such,
+// where the kernel and file system can (ext4 on Linux 6.16+, XFS, tmpfs with huge=).
+Bytes map_file(const std::string& path, bool huge_pages = false);
+
+// Faults in every page of `file` (a map_file() mapping), reading what the page cache lacks,
+// and returns how many of its bytes are mapped by 2 MiB pages (FilePmdMapped in
+// /proc/self/smaps); 0 where that cannot be told.
+uint64_t populate_mapped(const Bytes& file);
+
+// Drops `file`'s pages (a map_file() mapping) from this process and asks the kernel to drop
+// them from the page cache as well (only those no other process maps), so that the next mapping
+// with huge_pages reads them back in 2 MiB folios.
+void evict_mapped(const Bytes& file);
+
+// The same for the file at `path`, which nothing needs to map. Only a hint: failures are ignored.
+void evict_file_cache(const std::string& path);
 
 // Copies n bytes at `from`, inside `file` (a map_file() mapping), into `to` with pread from the
 // mapped file itself, so the mapping's pages are never touched: no page faults, nothing added

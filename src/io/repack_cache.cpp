@@ -61,7 +61,7 @@ RepackCache RepackCache::open(const std::string& path, const RepackSource& sourc
   if (::stat(path.c_str(), &st) != 0) return {};  // not built yet
   Bytes file;
   try {
-    file = map_file(path);
+    file = map_file(path, /*huge_pages=*/true);
   } catch (const Error& e) {
     if (why) *why = std::string(e.what()) + "; rebuilding it";
     return {};
@@ -167,6 +167,10 @@ void write_repack_cache(const std::string& path, const RepackSource& source,
       pos = offset + entries[i].bytes.size();
     }
   });
+  // Writing left the file in the page cache in folios of whatever size each write got; dropped,
+  // it comes back in 2 MiB folios at the next load's mapping (RepackCache::open), which the
+  // kernel then maps by 2 MiB pages.
+  evict_file_cache(path);
 }
 
 }  // namespace rwkv

@@ -52,8 +52,9 @@ struct RepackEntry {
 
 class RepackCache {
  public:
-  // Maps `path` when it is a well-formed cache built from `source`; otherwise (missing, stale,
-  // truncated or corrupt) the cache is empty, and `why` says why when it is not just missing.
+  // Maps `path` (marked for huge pages) when it is a well-formed cache built from `source`;
+  // otherwise (missing, stale, truncated or corrupt) the cache is empty, and `why` says why when
+  // it is not just missing.
   static RepackCache open(const std::string& path, const RepackSource& source, std::string* why);
   // The same for a cache's bytes (`path` only names them in `why`).
   static RepackCache read(Bytes file, const std::string& path, const RepackSource& source,
@@ -68,7 +69,9 @@ class RepackCache {
   // that was validated (read_mapped: the mapping's pages are never touched), even if the path
   // has been replaced since. False when the cache is not a mapping or the read fails.
   bool read_into(const uint8_t* from, size_t n, uint8_t* to) const;
-  // Keeps the mapping alive for whoever uses the bytes find() returned in place.
+  // The mapped file (map_file() with huge pages), and what keeps it alive for whoever uses the
+  // bytes find() returned in place.
+  const Bytes& file() const { return file_; }
   const std::shared_ptr<const void>& owner() const { return file_.owner; }
 
  private:

@@ -57,13 +57,9 @@ void pack_int8_groups(const Tensor& w, int64_t g0, int64_t g1, uint8_t* out) {
         if (five_bit) {
           uint32_t qh;
           std::memcpy(&qh, block + levels_at - 4, 4);
-          uint8_t* masks = scale + (has_min ? 64 : 32);
-          for (int c = 0; c < 8; ++c) {
-            uint64_t mask;
-            std::memcpy(&mask, masks + 8 * c, 8);
-            mask |= uint64_t((qh >> (4 * c)) & 0xf) << (4 * i);
-            std::memcpy(masks + 8 * c, &mask, 8);
-          }
+          uint8_t* fifth = scale + (has_min ? 64 : 32) + 4 * i;
+          for (int j = 0; j < 4; ++j)
+            for (int c = 0; c < 8; ++c) fifth[j] |= uint8_t(((qh >> (4 * c + j)) & 1) << c);
         }
       }
     }

@@ -88,12 +88,13 @@ void with_block_type(DType dtype, const Fn& fn) {
 //   of row i's 16 nibble bytes (low nibbles: elements 4k.., high: 16 + 4k..); Q8_0 and I8 8
 //   vectors, lane i of vector c = elements 4c..4c+3 of row i as unsigned levels (int8 + 128).
 //   Scales of a block: the 16 rows' fp16 d, then their fp16 m (Q4_1, Q5_1), then (Q5_0, Q5_1)
-//   for each column c of four elements a 64-bit mask, bit 4i + j = the fifth bit of row i's
-//   element 4c + j. I8 has none (its row scales stay in the tensor).
+//   64 bytes of fifth bits, bit c of byte 4i + j = the fifth bit of row i's element 4c + j (so
+//   byte p goes with byte p of every column vector). I8 has none (its row scales stay in the
+//   tensor).
 // A group takes 16 row_bytes(), so packing adds nothing but the padding of the last group.
 uint64_t int8_groups_bytes(const Tensor& w);
 // The version of that layout: a stored copy (the repack cache) of another version is rebuilt.
-constexpr int kInt8GroupsLayout = 2;
+constexpr int kInt8GroupsLayout = 3;
 // Packs groups [g0, g1) of w (rows 16 g0 ...) to `out`, which holds (g1 - g0) groups.
 void pack_int8_groups(const Tensor& w, int64_t g0, int64_t g1, uint8_t* out);
 

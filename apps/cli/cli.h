@@ -21,7 +21,7 @@ struct ModelOptions {
   int threads = 0;     // 0 = one per core
   bool int8_activations = false;
   std::string repack_cache;  // LoadOptions::repack_cache_dir
-  bool map_repack_cache = false, read_repack_cache = false;  // LoadOptions::repack_cache_access
+  bool map_repack_cache = false;
   // Without a model file, run the built-in default model (generate, chat).
   bool allow_default = false;
 

@@ -27,17 +27,12 @@ void ModelOptions::add_to(CLI::App& cmd, bool required) {
                "or AVX2), as rwkv.cpp does; faster generation, slightly different logits");
   cmd.add_option("--repack-cache", repack_cache,
                  "Where --int8-activations caches the weights it repacks for AVX-512 VNNI, built "
-                 "at the first load and used by later ones (default: $RWKV_CACHE_DIR, else "
-                 "$XDG_CACHE_HOME/rwkv or ~/.cache/rwkv); 'none' repacks at every load. It is "
-                 "mapped where the kernel maps it by 2 MiB pages, else read into huge pages");
-  auto* map_flag = cmd.add_flag(
-      "--map-repack-cache", map_repack_cache,
-      "Always map the repack cache: the fastest load, but by 4 KiB pages generation is 5-12% "
-      "slower");
-  cmd.add_flag("--read-repack-cache", read_repack_cache,
-               "Always read the repack cache into huge pages (the loaded model no longer needs "
-               "the file): the memory must be zeroed and filled at every load")
-      ->excludes(map_flag);
+                 "at the first load and read into huge pages at later ones (default: "
+                 "$RWKV_CACHE_DIR, else $XDG_CACHE_HOME/rwkv or ~/.cache/rwkv); 'none' repacks at "
+                 "every load");
+  cmd.add_flag("--map-repack-cache", map_repack_cache,
+               "Map the repack cache instead of reading it: faster loads (no memory to zero and "
+               "fill), 2-12% slower generation");
   cmd.add_option("--threads", threads, "Threads for the matrix products (default: one per core)")
       ->check(CLI::Range(1, 1024));
 }
@@ -53,9 +48,7 @@ std::unique_ptr<Model> ModelOptions::load() const {
   if (ln_x_eps > 0) options.ln_x_eps = ln_x_eps;
   options.int8_activations = int8_activations;
   options.repack_cache_dir = repack_cache;
-  options.repack_cache_access = map_repack_cache    ? RepackCacheAccess::kMap
-                                : read_repack_cache ? RepackCacheAccess::kRead
-                                                    : RepackCacheAccess::kAuto;
+  options.map_repack_cache = map_repack_cache;
   if (path.empty() && allow_default) return Model::load_default(options);
   auto model = Model::load(path, options);
   for (const std::string& w : model->info().warnings)

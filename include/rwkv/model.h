@@ -22,20 +22,6 @@
 
 namespace rwkv {
 
-// How a load uses a repack cache built before (LoadOptions::repack_cache_dir). A token streams
-// every weight once, so it runs 5-12% slower through 4 KiB pages than through 2 MiB pages.
-enum class RepackCacheAccess {
-  // Map it where the kernel maps it by 2 MiB pages (a file system that keeps files in large
-  // folios: ext4 on Linux 6.16+, XFS): a 1.6B model loads in a few hundredths of a second and
-  // generates as fast as from private memory. Elsewhere, read it.
-  kAuto,
-  // Map it whatever the page size: the fastest load.
-  kMap,
-  // Read it into private huge pages, which must be zeroed and filled (at 1.6B 0.2-0.4 s, or
-  // 1-3 s on a VM that must first back fresh memory); the model then no longer needs the file.
-  kRead,
-};
-
 struct LoadOptions {
   // Architecture to assume instead of detecting it: "4", "5.0", "5.1", "5.2", "6" or "7".
   std::string version;
@@ -48,11 +34,15 @@ struct LoadOptions {
   // (docs/BENCHMARKS.md has the KL divergence it adds). Off: weights are decoded exactly.
   bool int8_activations = false;
   // Where int8_activations keeps the matrices it repacks for the AVX-512 VNNI kernel (one file
-  // per model, built at its first such load and used by later ones, so loading stays fast).
-  // Empty: $RWKV_CACHE_DIR, else $XDG_CACHE_HOME/rwkv, else ~/.cache/rwkv. "none": repack in
-  // memory at every load.
+  // per model, built at its first such load and read into huge pages at later ones, so loading
+  // stays fast). Empty: $RWKV_CACHE_DIR, else
+  // $XDG_CACHE_HOME/rwkv, else ~/.cache/rwkv. "none": repack in memory at every load.
   std::string repack_cache_dir;
-  RepackCacheAccess repack_cache_access = RepackCacheAccess::kAuto;
+  // Map the repack cache instead of reading it into huge pages: loads skip zeroing and copying
+  // the memory (at 1.6B 0.03-0.07 s instead of 0.1-0.4 s, or 1-3 s on a VM that must first back
+  // fresh memory), but generation is slower: 2-7% where the kernel maps the file by 2 MiB pages
+  // (file systems with large folios: ext4 on Linux 6.16+, XFS), 5-12% by 4 KiB pages.
+  bool map_repack_cache = false;
 };
 
 struct TensorInfo {
@@ -74,7 +64,7 @@ struct ModelInfo {
   float ln_x_eps = 0;               // 0 for RWKV-4
   bool int8_activations = false;    // LoadOptions::int8_activations
   std::string repack_cache;         // the repack cache file (LoadOptions::repack_cache_dir), or ""
-  RepackCacheAccess repack_cache_access = RepackCacheAccess::kAuto;  // LoadOptions'
+  bool map_repack_cache = false;    // LoadOptions::map_repack_cache
   // "cached" (read from repack_cache), "mapped" (mapped from it), "built" (at this load) or ""
   std::string repacked;
   uint64_t repack_huge_bytes = 0;   // "mapped": how much of the cache is mapped by 2 MiB pages

@@ -21,14 +21,11 @@ rwkv_model* rwkv_model_load(const char* path, const char* arch, float ln_x_eps);
  * RWKV_LOAD_INT8_ACTIVATIONS: for weights in ggml blocks, round each matrix product's input to
  * int8 per 32 values and use integer dot products, as `rwkv --int8-activations` (README); with
  * AVX-512 VNNI the weights repacked for that go to the repack cache in $RWKV_CACHE_DIR, else
- * $XDG_CACHE_HOME/rwkv or ~/.cache/rwkv; later loads map it where the kernel maps it by 2 MiB
- * pages, else read it into huge pages.
- * RWKV_LOAD_MAP_REPACK_CACHE: always map that cache (`rwkv --map-repack-cache`): the fastest
- * load, slower generation by 4 KiB pages. RWKV_LOAD_READ_REPACK_CACHE: always read it
- * (`rwkv --read-repack-cache`). The two exclude each other. */
+ * $XDG_CACHE_HOME/rwkv or ~/.cache/rwkv, and later loads read them from there into huge pages.
+ * RWKV_LOAD_MAP_REPACK_CACHE: map that cache instead (`rwkv --map-repack-cache`): faster loads,
+ * 2-12% slower generation. */
 #define RWKV_LOAD_INT8_ACTIVATIONS 1u
 #define RWKV_LOAD_MAP_REPACK_CACHE 2u
-#define RWKV_LOAD_READ_REPACK_CACHE 4u
 rwkv_model* rwkv_model_load_flags(const char* path, const char* arch, float ln_x_eps,
                                   unsigned flags);
 void rwkv_model_free(rwkv_model* model);

@@ -32,21 +32,13 @@ rwkv_model* rwkv_model_load_flags(const char* path, const char* arch, float ln_x
   return guarded(
       [&]() -> rwkv_model* {
         if (!path) throw rwkv::Error("rwkv_model_load: path is NULL");
-        if (flags & ~(RWKV_LOAD_INT8_ACTIVATIONS | RWKV_LOAD_MAP_REPACK_CACHE |
-                      RWKV_LOAD_READ_REPACK_CACHE))
+        if (flags & ~(RWKV_LOAD_INT8_ACTIVATIONS | RWKV_LOAD_MAP_REPACK_CACHE))
           throw rwkv::Error("rwkv_model_load_flags: unknown flags " + std::to_string(flags));
-        if ((flags & RWKV_LOAD_MAP_REPACK_CACHE) && (flags & RWKV_LOAD_READ_REPACK_CACHE))
-          throw rwkv::Error(
-              "rwkv_model_load_flags: RWKV_LOAD_MAP_REPACK_CACHE and RWKV_LOAD_READ_REPACK_CACHE "
-              "exclude each other");
         rwkv::LoadOptions options;
         if (arch) options.version = arch;
         if (ln_x_eps > 0) options.ln_x_eps = ln_x_eps;
         options.int8_activations = (flags & RWKV_LOAD_INT8_ACTIVATIONS) != 0;
-        options.repack_cache_access =
-            (flags & RWKV_LOAD_MAP_REPACK_CACHE)    ? rwkv::RepackCacheAccess::kMap
-            : (flags & RWKV_LOAD_READ_REPACK_CACHE) ? rwkv::RepackCacheAccess::kRead
-                                                    : rwkv::RepackCacheAccess::kAuto;
+        options.map_repack_cache = (flags & RWKV_LOAD_MAP_REPACK_CACHE) != 0;
         return new rwkv_model{rwkv::Model::load(path, options)};
       },
       nullptr);

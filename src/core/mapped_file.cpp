@@ -96,12 +96,6 @@ uint64_t populate_mapped(const Bytes& file) {
   return 0;
 }
 
-void evict_mapped(const Bytes& file) {
-  if (!file.mapped || file.data.empty()) return;
-  drop_mapped_pages(file.data);
-  posix_fadvise(static_cast<const Mapping*>(file.owner.get())->fd, 0, 0, POSIX_FADV_DONTNEED);
-}
-
 void evict_file_cache(const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;

@@ -27,18 +27,15 @@ Bytes map_file(const std::string& path, bool huge_pages = false);
 // /proc/self/smaps); 0 where that cannot be told.
 uint64_t populate_mapped(const Bytes& file);
 
-// Drops `file`'s pages (a map_file() mapping) from this process and asks the kernel to drop
-// them from the page cache as well (only those no other process maps), so that the next mapping
-// with huge_pages reads them back in 2 MiB folios.
-void evict_mapped(const Bytes& file);
-
-// The same for the file at `path`, which nothing needs to map. Only a hint: failures are ignored.
-void evict_file_cache(const std::string& path);
-
 // Copies n bytes at `from`, inside `file` (a map_file() mapping), into `to` with pread from the
 // mapped file itself, so the mapping's pages are never touched: no page faults, nothing added
 // to the resident size. False when `file` is not a mapping or the read fails.
 bool read_mapped(const Bytes& file, const uint8_t* from, size_t n, uint8_t* to);
+
+// Asks the kernel to drop the file at `path` from the page cache (the pages no process maps), so
+// that it is read back in large folios, which a mapping with huge_pages maps by 2 MiB pages. Only
+// a hint: failures are ignored.
+void evict_file_cache(const std::string& path);
 
 // Drops the whole pages inside `bytes`, part of a read-only file mapping, from this process's
 // resident memory (they are read back from the file if touched again): for weights that were

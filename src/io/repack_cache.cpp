@@ -167,9 +167,9 @@ void write_repack_cache(const std::string& path, const RepackSource& source,
       pos = offset + entries[i].bytes.size();
     }
   });
-  // Writing left the file in the page cache in folios of whatever size each write got; dropped,
-  // it comes back in 2 MiB folios at the next load's mapping (RepackCache::open), which the
-  // kernel then maps by 2 MiB pages.
+  // Writing left the file in the page cache in folios of whatever size each write got; read
+  // back from disk at the next load it comes in large folios, which --map-repack-cache can then
+  // map by 2 MiB pages.
   evict_file_cache(path);
 }
 

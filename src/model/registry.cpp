@@ -95,7 +95,7 @@ std::unique_ptr<Model> build_model(std::shared_ptr<const TensorMap> map,
                                                 : 64e-5f;
   }
   info.int8_activations = options.int8_activations;
-  info.repack_cache_access = options.repack_cache_access;
+  info.map_repack_cache = options.map_repack_cache;
   if (options.int8_activations && !kernels::has_fast_int8())
     info.warnings.push_back(
         "int8 activations run the scalar reference kernel here (no AVX2, or RWKV_KERNELS=scalar); "

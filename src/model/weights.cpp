@@ -40,7 +40,7 @@ WeightLoader::WeightLoader(const TensorMap& map, const ModelInfo& info)
     : map_(map),
       int8_activations_(info.int8_activations),
       cache_path_(info.repack_cache),
-      access_(info.repack_cache_access) {
+      map_cache_(info.map_repack_cache) {
   if (cache_path_.empty()) return;
   try {
     source_ = repack_source(map.path, info.fingerprint, kernels::kInt8GroupsLayout);
@@ -50,16 +50,8 @@ WeightLoader::WeightLoader(const TensorMap& map, const ModelInfo& info)
     return;
   }
   cache_ = RepackCache::open(cache_path_, source_, &cache_problem_);
-  if (cache_.empty() || access_ == RepackCacheAccess::kRead) return;
-  // Mapped is as fast as read into huge pages only where the kernel maps (nearly) all of it by
-  // 2 MiB pages; a small cache is read, which costs next to nothing.
-  const uint64_t size = cache_.file().data.size();
-  if (access_ == RepackCacheAccess::kAuto && size < (uint64_t(8) << 20)) return;
-  huge_bytes_ = populate_mapped(cache_.file());
-  const uint64_t whole_huge_pages = size & ~((uint64_t(2) << 20) - 1);
-  map_cache_ = access_ == RepackCacheAccess::kMap || huge_bytes_ >= whole_huge_pages / 10 * 9;
-  // Read instead: the pages just mapped go, so that the resident size does not double.
-  if (!map_cache_) drop_mapped_pages(cache_.file().data);
+  // Faulted in now rather than by the first tokens, and how much of it by 2 MiB pages.
+  if (map_cache_ && !cache_.empty()) huge_bytes_ = populate_mapped(cache_.file());
 }
 
 Tensor WeightLoader::tensor(const std::string& name, const std::vector<int64_t>& shape) {
@@ -142,11 +134,8 @@ std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
     kernels::transpose_for_matmul(transposes_[size_t(i)].from, transposes_[size_t(i)].to);
   });
   for (const Tensor& t : drop_after_transposing_) map_.drop_pages(t);
-  // Some of the cache came in 2 MiB folios, so this kernel can: dropped from the page cache,
-  // the rest will too at the next load, which can then map it.
-  if (!cache_reads_.empty() && huge_bytes_ > 0) evict_mapped(cache_.file());
   info.repack_cache = cache_path_;
-  info.repack_huge_bytes = map_cache_ ? huge_bytes_ : 0;
+  info.repack_huge_bytes = map_cache_ && !cached_.empty() ? huge_bytes_ : 0;
   if (!cache_problem_.empty()) info.warnings.push_back(cache_problem_);
   std::vector<std::shared_ptr<const void>> owners = arena_.owners();
   if (map_cache_ && !cached_.empty()) owners.push_back(cache_.owner());

@@ -29,8 +29,8 @@ class WeightLoader {
   // A Linear layer's weight (kernels::linear()), as tensor(). Matrices in ggml blocks are marked
   // for the int8 path when asked for, and where that kernel reads repacked rows
   // (kernels::pack_int8_groups) they are packed here, or read from the repack cache by finish(),
-  // into huge pages (core/weight_memory.h), or mapped from it (ModelInfo::repack_cache_access);
-  // the model file's pages are dropped, so the resident size does not double.
+  // into huge pages (core/weight_memory.h), or mapped from it (ModelInfo::map_repack_cache); the
+  // model file's pages are dropped, so the resident size does not double.
   Tensor matrix(const std::string& name, const std::vector<int64_t>& shape);
   // A LoRA matrix for kernels::matmul() (x @ W), as tensor(), stored transposed where
   // kernels::transpose_for_matmul() can: a copy, filled by finish() (all of them at once, on
@@ -60,8 +60,7 @@ class WeightLoader {
   RepackCache cache_;
   std::string cache_problem_;  // why an existing cache file was not used
   std::set<std::string> used_;
-  RepackCacheAccess access_;
-  bool map_cache_ = false;           // use cached_ in place instead of copying them
+  bool map_cache_;                   // use cached_ in place instead of copying them
   uint64_t huge_bytes_ = 0;          // of the cache's mapping, by 2 MiB pages (populate_mapped)
   std::vector<RepackEntry> cached_;  // found in the cache (their copies, or in place)
   std::vector<RepackEntry> packed_;  // packed at this load

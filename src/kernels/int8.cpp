@@ -37,7 +37,7 @@ void pack_int8_groups(const Tensor& w, int64_t g0, int64_t g1, uint8_t* out) {
   const int64_t levels_at = type == DType::I8 ? 0 : 2 + (has_min ? 2 : 0) + (five_bit ? 4 : 0);
   for (int64_t g = g0; g < g1; ++g) {
     uint8_t* group = out + uint64_t(g - g0) * group_bytes;
-    // Padding rows are zero, and the fifth-bit masks are built up by OR.
+    // Padding rows are zero, and the fifth bits are built up by OR.
     if (five_bit || 16 * (g + 1) > rows) std::memset(group, 0, group_bytes);
     for (int64_t i = 0; i < 16 && 16 * g + i < rows; ++i) {
       const uint8_t* row = w.row(16 * g + i);

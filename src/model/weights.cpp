@@ -135,7 +135,7 @@ std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
   });
   for (const Tensor& t : drop_after_transposing_) map_.drop_pages(t);
   info.repack_cache = cache_path_;
-  info.repack_huge_bytes = map_cache_ && !cached_.empty() ? huge_bytes_ : 0;
+  info.repack_huge_bytes = cached_.empty() ? 0 : huge_bytes_;  // set only when mapping
   if (!cache_problem_.empty()) info.warnings.push_back(cache_problem_);
   std::vector<std::shared_ptr<const void>> owners = arena_.owners();
   if (map_cache_ && !cached_.empty()) owners.push_back(cache_.owner());

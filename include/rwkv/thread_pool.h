@@ -27,6 +27,16 @@ class ThreadPool {
   // Calls fn(i) for every i in [0, n), spread over the threads; returns when all are done.
   // Not reentrant: fn must not call parallel_for on the same pool.
   void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+  // Calls fn(begin, end) on pieces that cover [0, n) once, spread over the threads. Each thread
+  // owns a contiguous share and takes it from the front, `take` items at a time, so its items
+  // run in order (one stream through memory); a thread done with its own share takes `grain`
+  // items at a time from the back of the others'. A thread slowed by a busy core so ends up
+  // with fewer items, and the threads finish within about one grain of each other. Shares and
+  // pieces start at multiples of `grain`; `take` is a multiple of it. Few cache lines change
+  // hands (one counter per share, touched by others only at the end), which matters where the
+  // two cores sit far apart (a fork/join there costs twice as much).
+  void parallel_ranges(int64_t n, int64_t grain, int64_t take,
+                       const std::function<void(int64_t, int64_t)>& fn);
 
  private:
   void worker_loop();

@@ -1,9 +1,9 @@
 // Chooses the kernel variant for this CPU (or RWKV_KERNELS=scalar|avx2|avx512) and spreads
 // linear() over the thread pool by blocks of weight rows.
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -67,56 +67,17 @@ KernelVariant active_variant() {
 
 namespace {
 
-// Runs rows(r0, r1) over all weight rows, spread over `pool`. Each thread owns a contiguous
-// share and takes it from the front, a few 16-row groups at a time, so that its rows stream as
-// one sequence; a thread done with its own share takes single groups from the back of the
-// others'. A thread slowed by a busy core so ends up with fewer rows, and the two threads finish
-// within about one group of each other.
-template <typename Rows>
-void split_rows(int64_t rows, ThreadPool* pool, const Rows& run_rows) {
-  const int threads = pool ? pool->size() : 1;
-  if (threads == 1 || rows < 64) {
+// Runs rows(r0, r1) over all weight rows, spread over `pool` (ThreadPool::parallel_ranges): each
+// thread streams its own contiguous share, a few 16-row groups at a time, then helps with the
+// others' by single groups.
+void split_rows(int64_t rows, ThreadPool* pool,
+                const std::function<void(int64_t, int64_t)>& run_rows) {
+  if (!pool || pool->size() == 1 || rows < 64) {
     run_rows(0, rows);
     return;
   }
   constexpr int64_t kGroup = 16, kOwnerGroups = 4;
-  constexpr int kMaxThreads = 64;
-  const int shares = std::min(threads, kMaxThreads);
-  // (begin << 32 | end) of each share, in rows, each on its own cache line: an owner taking
-  // from its share must not take the line from the other cores (with two shares on one line,
-  // that transfer was 4% of a token's cycles).
-  struct alignas(64) Range {
-    std::atomic<uint64_t> v;
-  };
-  Range range[kMaxThreads];
-  const int64_t groups = (rows + kGroup - 1) / kGroup;
-  for (int i = 0; i < shares; ++i) {
-    const uint64_t b = uint64_t(std::min(rows, groups * i / shares * kGroup));
-    const uint64_t e = uint64_t(std::min(rows, groups * (i + 1) / shares * kGroup));
-    range[i].v.store(b << 32 | e, std::memory_order_relaxed);
-  }
-  // Takes up to n rows from the front (or the back) of share i; false when it is empty.
-  const auto take = [&](int i, int64_t n, bool front, int64_t& r0, int64_t& r1) {
-    uint64_t v = range[i].v.load(std::memory_order_acquire);
-    for (;;) {
-      const int64_t b = int64_t(v >> 32), e = int64_t(v & 0xffffffffu);
-      if (b >= e) return false;
-      // From the back, whole groups: every range starts on a multiple of 16 rows.
-      r0 = front ? b : std::max(b, (e - 1) / kGroup * kGroup);
-      r1 = front ? std::min(e, b + n) : e;
-      const uint64_t next =
-          front ? uint64_t(r1) << 32 | uint64_t(e) : uint64_t(b) << 32 | uint64_t(r0);
-      if (range[i].v.compare_exchange_weak(v, next, std::memory_order_acq_rel)) return true;
-    }
-  };
-  pool->parallel_for(shares, [&](int64_t own) {
-    int64_t r0, r1;
-    while (take(int(own), kOwnerGroups * kGroup, true, r0, r1)) run_rows(r0, r1);
-    for (int k = 1; k < shares; ++k) {
-      const int other = int((own + k) % shares);
-      while (take(other, kGroup, false, r0, r1)) run_rows(r0, r1);
-    }
-  });
+  pool->parallel_ranges(rows, kGroup, kOwnerGroups * kGroup, run_rows);
 }
 
 // matmul() sums each output over this many rows in order before adding the next segment's

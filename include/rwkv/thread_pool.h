@@ -34,9 +34,12 @@ class ThreadPool {
   // with fewer items, and the threads finish within about one grain of each other. Shares and
   // pieces start at multiples of `grain`; `take` is a multiple of it. Few cache lines change
   // hands (one counter per share, touched by others only at the end), which matters where the
-  // two cores sit far apart (a fork/join there costs twice as much).
+  // two cores sit far apart (a fork/join there costs twice as much). The shares are equal in
+  // items, or, given `cost_before(i)` (the cost of items [0, i), called at multiples of grain
+  // and at n), as equal in cost as whole grains allow.
   void parallel_ranges(int64_t n, int64_t grain, int64_t take,
-                       const std::function<void(int64_t, int64_t)>& fn);
+                       const std::function<void(int64_t, int64_t)>& fn,
+                       const std::function<int64_t(int64_t)>& cost_before = {});
 
  private:
   void worker_loop();

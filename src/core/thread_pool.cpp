@@ -92,7 +92,8 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
 }
 
 void ThreadPool::parallel_ranges(int64_t n, int64_t grain, int64_t take,
-                                 const std::function<void(int64_t, int64_t)>& fn) {
+                                 const std::function<void(int64_t, int64_t)>& fn,
+                                 const std::function<int64_t(int64_t)>& cost_before) {
   if (n <= 0) return;
   const int threads = size();
   if (threads == 1 || n <= grain) {
@@ -108,12 +109,23 @@ void ThreadPool::parallel_ranges(int64_t n, int64_t grain, int64_t take,
     std::atomic<uint64_t> v;
   };
   Range range[kMaxShares];
+  // Share i begins at the first grain whose cost before it reaches i / shares of the total.
   const int64_t grains = (n + grain - 1) / grain;
-  for (int i = 0; i < shares; ++i) {
-    const uint64_t b = uint64_t(std::min(n, grains * i / shares * grain));
-    const uint64_t e = uint64_t(std::min(n, grains * (i + 1) / shares * grain));
-    range[i].v.store(b << 32 | e, std::memory_order_relaxed);
+  int64_t begin[kMaxShares + 1];
+  begin[0] = 0;
+  begin[shares] = n;
+  if (cost_before) {
+    const int64_t total = cost_before(n);
+    int64_t g = 0;
+    for (int i = 1; i < shares; ++i) {
+      while (g < grains && cost_before(g * grain) * shares < total * i) ++g;
+      begin[i] = std::min(n, g * grain);
+    }
+  } else {
+    for (int i = 1; i < shares; ++i) begin[i] = std::min(n, grains * i / shares * grain);
   }
+  for (int i = 0; i < shares; ++i)
+    range[i].v.store(uint64_t(begin[i]) << 32 | uint64_t(begin[i + 1]), std::memory_order_relaxed);
   // Takes up to `count` items from the front (or the back) of share i; false when it is empty.
   const auto claim = [&](int i, int64_t count, bool front, int64_t& i0, int64_t& i1) {
     uint64_t v = range[i].v.load(std::memory_order_acquire);

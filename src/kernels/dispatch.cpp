@@ -69,15 +69,17 @@ namespace {
 
 // Runs rows(r0, r1) over all weight rows, spread over `pool` (ThreadPool::parallel_ranges): each
 // thread streams its own contiguous share, a few 16-row groups at a time, then helps with the
-// others' by single groups.
+// others' by single groups. bytes_before(r): the bytes of rows [0, r), so the shares are equal
+// in what they stream.
 void split_rows(int64_t rows, ThreadPool* pool,
-                const std::function<void(int64_t, int64_t)>& run_rows) {
+                const std::function<void(int64_t, int64_t)>& run_rows,
+                const std::function<int64_t(int64_t)>& bytes_before) {
   if (!pool || pool->size() == 1 || rows < 64) {
     run_rows(0, rows);
     return;
   }
   constexpr int64_t kGroup = 16, kOwnerGroups = 4;
-  pool->parallel_ranges(rows, kGroup, kOwnerGroups * kGroup, run_rows);
+  pool->parallel_ranges(rows, kGroup, kOwnerGroups * kGroup, run_rows, bytes_before);
 }
 
 // matmul() sums each output over this many rows in order before adding the next segment's
@@ -108,21 +110,39 @@ int64_t matmul_segments(int64_t I) {
   return std::max<int64_t>(1, (I + kMatmulSegmentRows - 1) / kMatmulSegmentRows);
 }
 
-// run(j, r0, r1) over the rows of several jobs as one split_rows(): job j's rows start at a
-// multiple of 16 of one row space, so every piece handed out lies within one job's groups.
+// run(j, r0, r1) over the rows of several jobs (weights `w[j]`) as one split_rows(): job j's rows
+// start at a multiple of 16 of one row space, so every piece handed out lies within one job's
+// groups. The shares split that space by bytes: one token's LoRA rows are 64-256 bytes against
+// 1-2 KiB for a layer's big products, and shares equal in rows left one thread with up to 1.7x
+// the other's bytes, the rest taken over 16 rows at a time, each a cache line passed between the
+// cores.
 template <typename Run>
-void split_jobs_rows(std::span<const int64_t> job_rows, ThreadPool* pool, const Run& run) {
-  thread_local std::vector<int64_t> start_buffer;
-  std::vector<int64_t>& start = start_buffer;  // inside the lambda, the caller's buffer
-  start.assign(job_rows.size() + 1, 0);
-  for (size_t j = 0; j < job_rows.size(); ++j)
-    start[j + 1] = start[j] + (job_rows[j] + 15) / 16 * 16;
-  split_rows(start.back(), pool, [&](int64_t r0, int64_t r1) {
-    for (size_t j = 0; j < job_rows.size(); ++j) {
-      const int64_t b = std::max(r0, start[j]), e = std::min(r1, start[j] + job_rows[j]);
-      if (b < e) run(j, b - start[j], e - start[j]);
-    }
-  });
+void split_jobs_rows(std::span<const Tensor* const> w, ThreadPool* pool, const Run& run) {
+  thread_local std::vector<int64_t> start_buffer, bytes_buffer;
+  std::vector<int64_t>& start = start_buffer;  // inside the lambdas, the caller's buffers
+  std::vector<int64_t>& bytes = bytes_buffer;  // bytes of the jobs before job j
+  start.assign(w.size() + 1, 0);
+  bytes.assign(w.size() + 1, 0);
+  for (size_t j = 0; j < w.size(); ++j) {
+    start[j + 1] = start[j] + (w[j]->rows() + 15) / 16 * 16;
+    bytes[j + 1] = bytes[j] + int64_t(w[j]->nbytes);
+  }
+  const auto bytes_before = [&](int64_t r) {
+    size_t j = 0;
+    while (j + 1 < w.size() && start[j + 1] <= r) ++j;
+    const int64_t rows = w[j]->rows();
+    return bytes[j] +
+           int64_t(w[j]->nbytes) * std::min(r - start[j], rows) / std::max<int64_t>(rows, 1);
+  };
+  split_rows(
+      start.back(), pool,
+      [&](int64_t r0, int64_t r1) {
+        for (size_t j = 0; j < w.size(); ++j) {
+          const int64_t b = std::max(r0, start[j]), e = std::min(r1, start[j] + w[j]->rows());
+          if (b < e) run(j, b - start[j], e - start[j]);
+        }
+      },
+      bytes_before);
 }
 
 // The matmul()s of weights stored by columns (I, O): segments of rows times blocks of columns.
@@ -274,7 +294,7 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
   thread_local std::vector<RowJob> row_buffer;
   thread_local std::vector<MatmulJob> column_buffer;
   thread_local std::vector<Tensor> view_buffer;
-  thread_local std::vector<int64_t> rows_buffer;
+  thread_local std::vector<const Tensor*> weights_buffer;
   thread_local std::vector<Int8Activations> int8_buffers;  // one per linear()
   thread_local std::vector<float> scaled;
   std::vector<RowJob>& by_rows = row_buffer;  // inside the lambda, the caller's buffer
@@ -321,9 +341,9 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
     by_rows.push_back({&stored, job.x, nullptr, job.y, false});
   }
   if (!by_rows.empty()) {
-    rows_buffer.clear();
-    for (const RowJob& job : by_rows) rows_buffer.push_back(job.w->rows());
-    split_jobs_rows(rows_buffer, pool, [&](size_t j, int64_t r0, int64_t r1) {
+    weights_buffer.clear();
+    for (const RowJob& job : by_rows) weights_buffer.push_back(job.w);
+    split_jobs_rows(weights_buffer, pool, [&](size_t j, int64_t r0, int64_t r1) {
       const RowJob& job = by_rows[j];
       if (job.qx)
         rows_int8(*job.w, *job.qx, job.y, r0, r1);

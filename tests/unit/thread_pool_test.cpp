@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -77,6 +78,28 @@ TEST(ThreadPool, RangesMoveWorkAwayFromASlowThread) {
   // Its own share is 32 items, 16 pieces of 2 ms: the worker finishes its share at once and
   // takes most of the caller's.
   EXPECT_LE(by_caller.load(), 16);
+}
+
+// Given costs, the shares are equal in cost: items 0-9 cost 100 each and 10-99 one each (1090
+// in all), so with two threads the second share begins at item 6 (600 before it) and no piece
+// crosses that boundary, whoever runs what.
+TEST(ThreadPool, RangesSplitSharesByCost) {
+  ThreadPool pool(2);
+  const auto cost_before = [](int64_t i) {
+    return 100 * std::min<int64_t>(i, 10) + std::max<int64_t>(i - 10, 0);
+  };
+  for (int call = 0; call < 200; ++call) {
+    std::atomic<bool> starts_at_6{false}, crosses_6{false};
+    pool.parallel_ranges(
+        100, 1, 4,
+        [&](int64_t i0, int64_t i1) {
+          if (i0 == 6) starts_at_6 = true;
+          if (i0 < 6 && i1 > 6) crosses_6 = true;
+        },
+        cost_before);
+    ASSERT_TRUE(starts_at_6) << call;
+    ASSERT_FALSE(crosses_6) << call;
+  }
 }
 
 }  // namespace

@@ -68,18 +68,30 @@ KernelVariant active_variant() {
 namespace {
 
 // Runs rows(r0, r1) over all weight rows, spread over `pool` (ThreadPool::parallel_ranges): each
-// thread streams its own contiguous share, a few 16-row groups at a time, then helps with the
-// others' by single groups. bytes_before(r): the bytes of rows [0, r), so the shares are equal
-// in what they stream.
+// thread streams its own contiguous share, about kTakeBytes at a time, then helps with the
+// others' by about kStealBytes. bytes_before(r): the bytes of rows [0, r), so that the shares
+// are equal in what they stream; pieces start at multiples of `align` rows.
+//
+// Pieces are sized in bytes, not rows. A piece taken from another thread's share passes that
+// share's counter between the cores twice (the thief's take, then the owner's next one), about
+// a microsecond where the two cores sit far apart; sixteen rows of a one-token LoRA (1.5 KiB)
+// stream in a few tens of nanoseconds, so stealing them cost more than reading them (RWKV-7's
+// four second LoRA products, 1 MB: 21 us per call on 2 threads against 24 on one).
+constexpr int64_t kStealBytes = 64 << 10, kTakeBytes = 256 << 10;
 void split_rows(int64_t rows, ThreadPool* pool,
                 const std::function<void(int64_t, int64_t)>& run_rows,
-                const std::function<int64_t(int64_t)>& bytes_before) {
+                const std::function<int64_t(int64_t)>& bytes_before, int64_t align) {
   if (!pool || pool->size() == 1 || rows < 64) {
     run_rows(0, rows);
     return;
   }
-  constexpr int64_t kGroup = 16, kOwnerGroups = 4;
-  pool->parallel_ranges(rows, kGroup, kOwnerGroups * kGroup, run_rows, bytes_before);
+  const int64_t row_bytes = std::max<int64_t>(1, bytes_before(rows) / rows);
+  const auto rows_of = [&](int64_t bytes) {
+    return std::max<int64_t>(1, (bytes / row_bytes + align - 1) / align) * align;
+  };
+  const int64_t grain = rows_of(kStealBytes);
+  pool->parallel_ranges(rows, grain, std::max(grain, rows_of(kTakeBytes) / grain * grain), run_rows,
+                        bytes_before);
 }
 
 // matmul() sums each output over this many rows in order before adding the next segment's
@@ -111,13 +123,14 @@ int64_t matmul_segments(int64_t I) {
 }
 
 // run(j, r0, r1) over the rows of several jobs (weights `w[j]`) as one split_rows(): job j's rows
-// start at a multiple of 16 of one row space, so every piece handed out lies within one job's
-// groups. The shares split that space by bytes: one token's LoRA rows are 64-256 bytes against
-// 1-2 KiB for a layer's big products, and shares equal in rows left one thread with up to 1.7x
-// the other's bytes, the rest taken over 16 rows at a time, each a cache line passed between the
-// cores.
+// start at a multiple of 16 of one row space, so with `align` 16 every piece handed out lies
+// within one job's 16-row groups (as the int8 kernels read them). The shares split that space by
+// bytes: one token's LoRA rows are 64-256 bytes against 1-2 KiB for a layer's big products, and
+// shares equal in rows left one thread with up to 1.7x the other's bytes, the rest taken over 16
+// rows at a time, each a cache line passed between the cores.
 template <typename Run>
-void split_jobs_rows(std::span<const Tensor* const> w, ThreadPool* pool, const Run& run) {
+void split_jobs_rows(std::span<const Tensor* const> w, ThreadPool* pool, int64_t align,
+                     const Run& run) {
   thread_local std::vector<int64_t> start_buffer, bytes_buffer;
   std::vector<int64_t>& start = start_buffer;  // inside the lambdas, the caller's buffers
   std::vector<int64_t>& bytes = bytes_buffer;  // bytes of the jobs before job j
@@ -142,7 +155,7 @@ void split_jobs_rows(std::span<const Tensor* const> w, ThreadPool* pool, const R
           if (b < e) run(j, b - start[j], e - start[j]);
         }
       },
-      bytes_before);
+      bytes_before, align);
 }
 
 // The matmul()s of weights stored by columns (I, O): segments of rows times blocks of columns.
@@ -342,8 +355,13 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
   }
   if (!by_rows.empty()) {
     weights_buffer.clear();
-    for (const RowJob& job : by_rows) weights_buffer.push_back(job.w);
-    split_jobs_rows(weights_buffer, pool, [&](size_t j, int64_t r0, int64_t r1) {
+    // The int8 kernels read groups of 16 (VNNI) or 8 (AVX2) rows; the float ones any rows.
+    int64_t align = 1;
+    for (const RowJob& job : by_rows) {
+      weights_buffer.push_back(job.w);
+      if (job.qx) align = 16;
+    }
+    split_jobs_rows(weights_buffer, pool, align, [&](size_t j, int64_t r0, int64_t r1) {
       const RowJob& job = by_rows[j];
       if (job.qx)
         rows_int8(*job.w, *job.qx, job.y, r0, r1);

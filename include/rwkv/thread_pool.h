@@ -47,18 +47,23 @@ class ThreadPool {
   void run_tasks(uint32_t generation);
 
   std::vector<std::thread> workers_;
+  // What a call publishes, what its tasks are claimed from, and what the caller waits on each
+  // sit on their own cache line: sharing one, a worker's claim or a finished task took the line
+  // from the caller polling it (and back), each a transfer that costs about twice as much where
+  // the two cores sit far apart.
+  //
   // Set by parallel_for before it publishes `next_task_`; read only by holders of a task.
-  const std::function<void(int64_t)>* fn_ = nullptr;
+  alignas(64) const std::function<void(int64_t)>* fn_ = nullptr;
   // Atomic because a worker late for the previous call may still compare against it.
   std::atomic<int64_t> n_tasks_{0};
-  // (generation << 32) | next task index: a worker that wakes late for an old call cannot claim
-  // a task of the next one.
-  std::atomic<uint64_t> next_task_{0};
-  std::atomic<int64_t> done_tasks_{0};
   std::atomic<uint32_t> generation_{0};
   std::atomic<bool> stop_{false};
+  // (generation << 32) | next task index: a worker that wakes late for an old call cannot claim
+  // a task of the next one.
+  alignas(64) std::atomic<uint64_t> next_task_{0};
+  alignas(64) std::atomic<int64_t> done_tasks_{0};
   // Sleeping workers wait here (GCC 12's std::atomic::wait can lose wake-ups).
-  std::mutex mutex_;
+  alignas(64) std::mutex mutex_;
   std::condition_variable wake_;
 };
 

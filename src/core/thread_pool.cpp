@@ -109,17 +109,25 @@ void ThreadPool::parallel_ranges(int64_t n, int64_t grain, int64_t take,
     std::atomic<uint64_t> v;
   };
   Range range[kMaxShares];
-  // Share i begins at the first grain whose cost before it reaches i / shares of the total.
+  // Share i begins at the first grain whose cost before it reaches i / shares of the total,
+  // found by bisection: this runs for every product of every token.
   const int64_t grains = (n + grain - 1) / grain;
   int64_t begin[kMaxShares + 1];
   begin[0] = 0;
   begin[shares] = n;
   if (cost_before) {
     const int64_t total = cost_before(n);
-    int64_t g = 0;
+    int64_t lo = 0;
     for (int i = 1; i < shares; ++i) {
-      while (g < grains && cost_before(g * grain) * shares < total * i) ++g;
-      begin[i] = std::min(n, g * grain);
+      int64_t hi = grains;  // the first grain reaching the target lies in [lo, hi]
+      while (lo < hi) {
+        const int64_t mid = (lo + hi) / 2;
+        if (cost_before(mid * grain) * shares < total * i)
+          lo = mid + 1;
+        else
+          hi = mid;
+      }
+      begin[i] = std::min(n, lo * grain);
     }
   } else {
     for (int i = 1; i < shares; ++i) begin[i] = std::min(n, grains * i / shares * grain);

@@ -76,7 +76,7 @@ namespace {
 // share's counter between the cores twice (the thief's take, then the owner's next one), about
 // a microsecond where the two cores sit far apart; sixteen rows of a one-token LoRA (1.5 KiB)
 // stream in a few tens of nanoseconds, so stealing them cost more than reading them (RWKV-7's
-// four second LoRA products, 1 MB: 21 us per call on 2 threads against 24 on one).
+// four second LoRA products, 1 MB: 21 us per call on 2 threads against 26 on one; 14 now).
 constexpr int64_t kStealBytes = 64 << 10, kTakeBytes = 256 << 10;
 void split_rows(int64_t rows, ThreadPool* pool,
                 const std::function<void(int64_t, int64_t)>& run_rows,

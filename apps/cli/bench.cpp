@@ -159,7 +159,8 @@ void run(const BenchOptions& o) {
                                       {"int8_activations", info.int8_activations},
                                       {"repacked", info.repacked},
                                       {"repack_cache", info.repack_cache},
-                                      {"repack_huge_mb", info.repack_huge_bytes / 1e6}}
+                                      {"repack_huge_mb", info.repack_huge_bytes / 1e6},
+                                      {"file_huge_mb", info.file_huge_bytes / 1e6}}
                            .dump());
     return;
   }
@@ -168,16 +169,19 @@ void run(const BenchOptions& o) {
   fmt::print("threads:    {} ({} kernels{})\n", pool->size(),
              kernels::variant_name(kernels::active_variant()),
              info.int8_activations ? ", int8 activations for block weights" : "");
-  fmt::print("load:       {:.3f} s{}\n", load_s,
-             info.repacked == "cached"
-                 ? fmt::format(" (repacked weights read from {})", info.repack_cache)
-             : info.repacked == "mapped"
-                 ? fmt::format(" (repacked weights mapped from {}, {:.0f} MB of it by 2 MiB pages)",
-                               info.repack_cache, double(info.repack_huge_bytes) / 1e6)
-             : info.repacked == "built" && !info.repack_cache.empty()
-                 ? fmt::format(" (weights repacked, cached in {})", info.repack_cache)
-             : info.repacked == "built" ? " (weights repacked in memory)"
-                                        : "");
+  fmt::print(
+      "load:       {:.3f} s{}{}\n", load_s,
+      info.repacked == "cached" ? fmt::format(" (repacked weights read from {})", info.repack_cache)
+      : info.repacked == "mapped"
+          ? fmt::format(" (repacked weights mapped from {}, {:.0f} MB of it by 2 MiB pages)",
+                        info.repack_cache, double(info.repack_huge_bytes) / 1e6)
+      : info.repacked == "built" && !info.repack_cache.empty()
+          ? fmt::format(" (weights repacked, cached in {})", info.repack_cache)
+      : info.repacked == "built" ? " (weights repacked in memory)"
+                                 : "",
+      info.file_huge_bytes > 0 ? fmt::format(" ({:.0f} MB of the model file mapped by 2 MiB pages)",
+                                             double(info.file_huge_bytes) / 1e6)
+                               : "");
   fmt::print(
       "prefill:    {:.1f} tok/s  (sequence mode, T={}, chunk {}, median of {}), {:.0f}% of "
       "the FMA peak ({:.0f} GFLOP/s)\n",

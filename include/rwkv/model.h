@@ -68,6 +68,7 @@ struct ModelInfo {
   // "cached" (read from repack_cache), "mapped" (mapped from it), "built" (at this load) or ""
   std::string repacked;
   uint64_t repack_huge_bytes = 0;   // "mapped": how much of the cache is mapped by 2 MiB pages
+  uint64_t file_huge_bytes = 0;     // how much of the model file's mapping is by 2 MiB pages
   std::map<std::string, int> lora;  // LoRA ranks by name, e.g. "time_decay" (v6), "w" (v7)
   int64_t n_params = 0;
   // Identifies the weights (names, shapes, dtypes and sampled bytes of every tensor); state

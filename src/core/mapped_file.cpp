@@ -1,14 +1,17 @@
 #include "core/mapped_file.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 #include "rwkv/error.h"
 
@@ -70,23 +73,25 @@ bool read_mapped(const Bytes& file, const uint8_t* from, size_t n, uint8_t* to) 
   return true;
 }
 
-uint64_t populate_mapped(const Bytes& file) {
-  if (!file.mapped || file.data.empty()) return 0;
+namespace {
 #ifndef MADV_POPULATE_READ
-  constexpr int MADV_POPULATE_READ = 22;  // Linux 5.14
+constexpr int MADV_POPULATE_READ = 22;  // Linux 5.14
 #endif
-  void* addr = const_cast<uint8_t*>(file.data.data());
-  if (madvise(addr, file.data.size(), MADV_POPULATE_READ) != 0) return 0;
-  // The mapping's entry in smaps: its "start-end perms ..." line, then "Key: value kB" lines.
+constexpr uintptr_t kHugePage = uintptr_t(2) << 20;
+
+// Bytes of the mapping that contains `at` which are mapped by 2 MiB pages (FilePmdMapped of its
+// entry in /proc/self/smaps: a "start-end perms ..." line, then "Key: value kB" lines); 0 where
+// that cannot be told.
+uint64_t pmd_mapped_bytes(const void* at) {
   std::ifstream smaps("/proc/self/smaps");
-  const uintptr_t at = reinterpret_cast<uintptr_t>(addr);
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(at);
   bool inside = false;
   for (std::string line; std::getline(smaps, line);) {
     unsigned long start, end;
     char dash;
     if (std::sscanf(line.c_str(), "%lx%c%lx ", &start, &dash, &end) == 3 && dash == '-') {
       if (inside) return 0;  // past our entry without a FilePmdMapped line
-      inside = start <= at && at < end;
+      inside = start <= addr && addr < end;
       continue;
     }
     unsigned long kb;
@@ -94,6 +99,132 @@ uint64_t populate_mapped(const Bytes& file) {
       return uint64_t(kb) * 1024;
   }
   return 0;
+}
+
+// PAGEMAP_SCAN (Linux 6.7), declared here for older headers.
+struct PageRegion {
+  uint64_t start, end, categories;
+};
+struct PmScanArg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted,
+      category_mask, category_anyof_mask, return_mask;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
+constexpr uint64_t kPageIsHuge = 1 << 6;
+
+// The parts of [begin, end) not mapped by 2 MiB pages (absent ones included), in order; nullopt
+// where the kernel cannot tell.
+std::optional<std::vector<std::pair<uintptr_t, uintptr_t>>> small_page_regions(int pagemap,
+                                                                               uintptr_t begin,
+                                                                               uintptr_t end) {
+  std::vector<std::pair<uintptr_t, uintptr_t>> out;
+  PageRegion regions[64];
+  while (begin < end) {
+    PmScanArg arg{.size = sizeof(PmScanArg),
+                  .flags = 0,
+                  .start = begin,
+                  .end = end,
+                  .walk_end = 0,
+                  .vec = reinterpret_cast<uintptr_t>(regions),
+                  .vec_len = 64,
+                  .max_pages = 0,
+                  .category_inverted = kPageIsHuge,
+                  .category_mask = kPageIsHuge,
+                  .category_anyof_mask = 0,
+                  .return_mask = kPageIsHuge};
+    const int n = ioctl(pagemap, kPagemapScan, &arg);
+    if (n < 0) return std::nullopt;
+    for (int i = 0; i < n; ++i) out.push_back({regions[i].start, regions[i].end});
+    if (arg.walk_end <= begin) return std::nullopt;
+    begin = arg.walk_end;
+  }
+  return out;
+}
+
+bool populate(uintptr_t begin, uintptr_t end) {
+  return madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_READ) == 0;
+}
+
+// Drops [begin, end) of `file`'s mapping from this process and the page cache, then reads it
+// back: through a MADV_HUGEPAGE mapping, in 2 MiB folios where the file system can.
+void reread(const Bytes& file, uintptr_t begin, uintptr_t end) {
+  const int fd = static_cast<const Mapping*>(file.owner.get())->fd;
+  const uintptr_t base = reinterpret_cast<uintptr_t>(file.data.data());
+  madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  posix_fadvise(fd, off_t(begin - base), off_t(end - begin), POSIX_FADV_DONTNEED);
+  populate(begin, end);
+}
+}  // namespace
+
+uint64_t populate_mapped(const Bytes& file) {
+  if (!file.mapped || file.data.empty()) return 0;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(file.data.data());
+  if (!populate(begin, begin + file.data.size())) return 0;
+  return pmd_mapped_bytes(file.data.data());
+}
+
+uint64_t map_by_huge_pages(const Bytes& file, std::vector<std::span<const uint8_t>> ranges) {
+  if (!file.mapped || file.data.empty()) return 0;
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  // Page-aligned, sorted and merged.
+  std::vector<std::pair<uintptr_t, uintptr_t>> spans;
+  for (std::span<const uint8_t> r : ranges) {
+    if (r.empty()) continue;
+    const uintptr_t b = reinterpret_cast<uintptr_t>(r.data()) & ~(page - 1);
+    const uintptr_t e = (reinterpret_cast<uintptr_t>(r.data()) + r.size() + page - 1) & ~(page - 1);
+    spans.push_back({b, e});
+  }
+  std::sort(spans.begin(), spans.end());
+  std::vector<std::pair<uintptr_t, uintptr_t>> merged;
+  for (auto [b, e] : spans)
+    if (!merged.empty() && b <= merged.back().second)
+      merged.back().second = std::max(merged.back().second, e);
+    else
+      merged.push_back({b, e});
+  for (auto [b, e] : merged)
+    if (!populate(b, e)) return 0;
+  // A mapping not 2 MiB-aligned can never map the file's folios by 2 MiB pages.
+  if (reinterpret_cast<uintptr_t>(file.data.data()) % kHugePage != 0)
+    return pmd_mapped_bytes(file.data.data());
+  // The 2 MiB pages wholly inside the ranges that are mapped by small pages, as runs.
+  const int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (pagemap < 0) return pmd_mapped_bytes(file.data.data());
+  std::vector<std::pair<uintptr_t, uintptr_t>> small;
+  bool scanned = true;
+  for (auto [b, e] : merged) {
+    const uintptr_t hb = (b + kHugePage - 1) & ~(kHugePage - 1), he = e & ~(kHugePage - 1);
+    if (hb >= he) continue;
+    const auto regions = small_page_regions(pagemap, hb, he);
+    if (!regions) {
+      scanned = false;
+      break;
+    }
+    for (auto [rb, re] : *regions) {
+      const uintptr_t cb = rb & ~(kHugePage - 1), ce = (re + kHugePage - 1) & ~(kHugePage - 1);
+      if (!small.empty() && cb <= small.back().second)
+        small.back().second = std::max(small.back().second, ce);
+      else
+        small.push_back({cb, ce});
+    }
+  }
+  // Small pages: the page cache holds those parts of the file in small folios (written, or read
+  // without this mapping's hint). One 2 MiB page is read back first, and each run is checked, so
+  // that where they cannot come back in 2 MiB folios (the file system, or too little free memory
+  // in 2 MiB blocks) this costs a few MiB of disk reads, not the whole file at every load.
+  if (scanned && !small.empty()) {
+    // Dirty pages (a file just written) cannot be dropped until written back.
+    fdatasync(static_cast<const Mapping*>(file.owner.get())->fd);
+    small.insert(small.begin(), {small[0].first, small[0].first + kHugePage});
+    small[1].first += kHugePage;
+    for (auto [b, e] : small) {
+      if (b == e) continue;
+      reread(file, b, e);
+      const auto still = small_page_regions(pagemap, b, e);
+      if (!still || !still->empty()) break;
+    }
+  }
+  close(pagemap);
+  return pmd_mapped_bytes(file.data.data());
 }
 
 void evict_file_cache(const std::string& path) {

@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace rwkv {
 
@@ -26,6 +27,14 @@ Bytes map_file(const std::string& path, bool huge_pages = false);
 // and returns how many of its bytes are mapped by 2 MiB pages (FilePmdMapped in
 // /proc/self/smaps); 0 where that cannot be told.
 uint64_t populate_mapped(const Bytes& file);
+
+// Faults in the pages of `ranges` (inside `file`, a map_file() mapping with huge_pages) and
+// returns how many bytes of the mapping are mapped by 2 MiB pages (0 where that cannot be told).
+// Where the page cache holds those ranges mostly in small folios (the file was written, or read
+// without the hint) and the file system can hold them in 2 MiB folios (tried on one 2 MiB page
+// first), they are dropped from the page cache and read back from the file, once, so that this
+// load and later ones map them by 2 MiB pages.
+uint64_t map_by_huge_pages(const Bytes& file, std::vector<std::span<const uint8_t>> ranges);
 
 // Copies n bytes at `from`, inside `file` (a map_file() mapping), into `to` with pread from the
 // mapped file itself, so the mapping's pages are never touched: no page faults, nothing added

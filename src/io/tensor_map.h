@@ -51,13 +51,16 @@ class TensorMap {
   // Drops the pages of `t` from resident memory when its bytes lie in a read-only file mapping
   // (they come back from the file if read again): for weights now used from another copy.
   void drop_pages(const Tensor& t) const;
+  // Faults in those of `tensors` that lie in a read-only file mapping, by 2 MiB pages where the
+  // kernel can (map_by_huge_pages()), and returns how many bytes are so mapped.
+  uint64_t map_by_huge_pages(const std::vector<Tensor>& tensors) const;
 
  private:
   std::vector<std::string> names_;
   std::unordered_map<std::string, Tensor> tensors_;
   std::deque<std::vector<uint8_t>> buffers_;
   std::vector<std::shared_ptr<const void>> owners_;
-  std::vector<std::span<const uint8_t>> mappings_;
+  std::vector<Bytes> mappings_;
 };
 
 // Dequantizes/upcasts any tensor to float32 (element count numel()).

@@ -66,7 +66,10 @@ Tensor WeightLoader::tensor(const std::string& name, const std::vector<int64_t>&
 Tensor WeightLoader::matrix(const std::string& name, const std::vector<int64_t>& shape) {
   Tensor t = tensor(name, shape);
   t.int8_activations = int8_activations_ && is_integer(t.dtype);
-  if (!t.int8_activations || !kernels::packs_int8_groups()) return t;
+  if (!t.int8_activations || !kernels::packs_int8_groups()) {
+    in_place_.push_back(t);
+    return t;
+  }
   const uint64_t bytes = kernels::int8_groups_bytes(t);
   const uint8_t* cached = cache_.find(name, t.dtype, t.rows(), t.cols(), bytes);
   if (cached && map_cache_) {
@@ -134,6 +137,8 @@ std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
     kernels::transpose_for_matmul(transposes_[size_t(i)].from, transposes_[size_t(i)].to);
   });
   for (const Tensor& t : drop_after_transposing_) map_.drop_pages(t);
+  // Faulted in now rather than by the first tokens, by 2 MiB pages where the kernel can.
+  info.file_huge_bytes = map_.map_by_huge_pages(in_place_);
   info.repack_cache = cache_path_;
   info.repack_huge_bytes = cached_.empty() ? 0 : huge_bytes_;  // set only when mapping
   if (!cache_problem_.empty()) info.warnings.push_back(cache_problem_);

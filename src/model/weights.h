@@ -64,6 +64,7 @@ class WeightLoader {
   uint64_t huge_bytes_ = 0;          // of the cache's mapping, by 2 MiB pages (populate_mapped)
   std::vector<RepackEntry> cached_;  // found in the cache (their copies, or in place)
   std::vector<RepackEntry> packed_;  // packed at this load
+  std::vector<Tensor> in_place_;     // matrices used from the model file
   struct PendingTranspose {
     Tensor from;
     uint8_t* to;

@@ -89,8 +89,9 @@ void run(const BenchOptions& o) {
   Scratch scratch;
   const EvalOptions eval{.chunk = o.chunk, .pool = pool.get()};
 
-  // A generated token reads every weight once, except the embedding: one row of it. Each weight
-  // a token multiplies is one FMA (2 flops).
+  // A generated token reads every weight once, except the embedding: one row of it, and the
+  // whole state (written back too, which is not counted). Each weight a token multiplies is one
+  // FMA (2 flops).
   double bytes = 0, flops = 0, weight_bytes = 0;
   for (const TensorInfo& t : info.tensors) {
     int64_t n = 1;
@@ -107,6 +108,8 @@ void run(const BenchOptions& o) {
     if (!emb && t.shape.size() == 2) flops += 2.0 * double(n);
   }
 
+  const double state_bytes = double(state.size()) * 4;
+  bytes += state_bytes;
   std::vector<double> prefill, generate, probe_gbps, fractions;
   double gen_rss_mb = 0, peak_mb = 0;
   for (int r = 0; r < o.runs; ++r) {
@@ -145,6 +148,7 @@ void run(const BenchOptions& o) {
                                       {"prefill_tok_s", prefill_tps},
                                       {"gen_tok_s", gen_tps},
                                       {"bytes_per_token", bytes},
+                                      {"state_bytes", state_bytes},
                                       {"read_gbps", read_gbps},
                                       {"machine_read_gbps", machine_read_gbps},
                                       {"bandwidth_fraction", bandwidth_fraction},
@@ -190,9 +194,9 @@ void run(const BenchOptions& o) {
              o.gen);
   fmt::print("prefill speedup over token-by-token: {:.2f}x\n", prefill_tps / gen_tps);
   fmt::print(
-      "bytes read per token: {:.1f} MB, effective {:.2f} GB/s; {:.0f}% of the read bandwidth "
-      "measured after each run (median {:.1f} GB/s)\n",
-      bytes / 1e6, read_gbps, 100 * bandwidth_fraction, machine_read_gbps);
+      "bytes read per token: {:.1f} MB (the state {:.1f} MB of it), effective {:.2f} GB/s; {:.0f}% "
+      "of the read bandwidth measured after each run (median {:.1f} GB/s)\n",
+      bytes / 1e6, state_bytes / 1e6, read_gbps, 100 * bandwidth_fraction, machine_read_gbps);
   fmt::print(
       "memory:     RSS {:.0f} MB while generating, {:.0f} MB peak; budget weights + state + 64 MB "
       "= {:.0f} MB{}\n",

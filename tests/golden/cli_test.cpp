@@ -173,9 +173,12 @@ TEST_F(Cli, BenchJsonAddsUp) {
       run("bench " + reference("rwkv5v2-ref-bf16.pth") + " --prompt 8 --gen 8 --runs 3 --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
-  // 825088 BF16 parameters; a token reads one of the 512 rows of the 128-wide embedding.
+  // 825088 BF16 parameters; a token reads one of the 512 rows of the 128-wide embedding, and the
+  // float32 state: 3 layers of 2 x 128 shifted channels and 2 heads' 64 x 64.
   EXPECT_DOUBLE_EQ(j["weights_mb"].get<double>(), 825088 * 2 / 1e6);
-  EXPECT_DOUBLE_EQ(j["bytes_per_token"].get<double>(), (825088 - 511 * 128) * 2.0);
+  EXPECT_DOUBLE_EQ(j["state_bytes"].get<double>(), 3 * (2 * 128 + 2 * 64 * 64) * 4.0);
+  EXPECT_DOUBLE_EQ(j["bytes_per_token"].get<double>(),
+                   (825088 - 511 * 128) * 2.0 + 3 * (2 * 128 + 2 * 64 * 64) * 4.0);
   EXPECT_NEAR(j["read_gbps"].get<double>(),
               j["bytes_per_token"].get<double>() * j["gen_tok_s"].get<double>() / 1e9, 1e-9);
   // The fraction is the median of each run's rate over the probe taken right after it.

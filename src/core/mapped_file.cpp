@@ -181,6 +181,11 @@ uint64_t map_by_huge_pages(const Bytes& file, std::vector<std::span<const uint8_
       merged.back().second = std::max(merged.back().second, e);
     else
       merged.push_back({b, e});
+  // Weights that do not fit in memory are left to fault in as they are read: populating them
+  // would only evict the first ones again.
+  uint64_t total = 0;
+  for (auto [b, e] : merged) total += e - b;
+  if (total > uint64_t(sysconf(_SC_PHYS_PAGES)) / 10 * 9 * page) return 0;
   for (auto [b, e] : merged)
     if (!populate(b, e)) return 0;
   // A mapping not 2 MiB-aligned can never map the file's folios by 2 MiB pages.

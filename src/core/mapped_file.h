@@ -33,7 +33,8 @@ uint64_t populate_mapped(const Bytes& file);
 // Where the page cache holds those ranges mostly in small folios (the file was written, or read
 // without the hint) and the file system can hold them in 2 MiB folios (tried on one 2 MiB page
 // first), they are dropped from the page cache and read back from the file, once, so that this
-// load and later ones map them by 2 MiB pages.
+// load and later ones map them by 2 MiB pages. Ranges that together exceed 90% of physical
+// memory are left alone (0).
 uint64_t map_by_huge_pages(const Bytes& file, std::vector<std::span<const uint8_t>> ranges);
 
 // Copies n bytes at `from`, inside `file` (a map_file() mapping), into `to` with pread from the

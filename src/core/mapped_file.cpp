@@ -29,6 +29,9 @@ struct Mapping {
     if (fd >= 0) close(fd);
   }
 };
+
+// The open file behind a map_file() mapping.
+int mapped_fd(const Bytes& file) { return static_cast<const Mapping*>(file.owner.get())->fd; }
 }  // namespace
 
 Bytes map_file(const std::string& path, bool huge_pages) {
@@ -60,7 +63,7 @@ bool read_mapped(const Bytes& file, const uint8_t* from, size_t n, uint8_t* to) 
   if (!file.mapped || from < file.data.data() ||
       n > size_t(file.data.data() + file.data.size() - from))
     return false;
-  const int fd = static_cast<const Mapping*>(file.owner.get())->fd;
+  const int fd = mapped_fd(file);
   off_t at = off_t(from - file.data.data());
   while (n > 0) {
     const ssize_t got = pread(fd, to, n, at);
@@ -148,7 +151,7 @@ bool populate(uintptr_t begin, uintptr_t end) {
 // Drops [begin, end) of `file`'s mapping from this process and the page cache, then reads it
 // back: through a MADV_HUGEPAGE mapping, in 2 MiB folios where the file system can.
 void reread(const Bytes& file, uintptr_t begin, uintptr_t end) {
-  const int fd = static_cast<const Mapping*>(file.owner.get())->fd;
+  const int fd = mapped_fd(file);
   const uintptr_t base = reinterpret_cast<uintptr_t>(file.data.data());
   madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
   posix_fadvise(fd, off_t(begin - base), off_t(end - begin), POSIX_FADV_DONTNEED);
@@ -218,7 +221,7 @@ uint64_t map_by_huge_pages(const Bytes& file, std::vector<std::span<const uint8_
   // in 2 MiB blocks) this costs a few MiB of disk reads, not the whole file at every load.
   if (scanned && !small.empty()) {
     // Dirty pages (a file just written) cannot be dropped until written back.
-    fdatasync(static_cast<const Mapping*>(file.owner.get())->fd);
+    fdatasync(mapped_fd(file));
     small.insert(small.begin(), {small[0].first, small[0].first + kHugePage});
     small[1].first += kHugePage;
     for (auto [b, e] : small) {

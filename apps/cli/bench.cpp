@@ -23,6 +23,7 @@ struct BenchOptions {
   ModelOptions model;
   bool json = false;
   bool memory = false;
+  bool profile = false;
   int prompt = 512;
   int gen = 64;
   int runs = 3;
@@ -60,6 +61,41 @@ struct Probes {
 
 Probes probe_machine(ThreadPool& pool) {
   return {kernels::measure_read_bandwidth(pool), kernels::measure_fma_peak(pool)};
+}
+
+// One more generation pass of `gen` tokens with every weight product timed: where a token's
+// time goes (kernels::ProductProfile).
+struct Profile {
+  double token_s = 0, products_s = 0, prepare_s = 0;
+  int64_t calls = 0;
+  nlohmann::json by_size = nlohmann::json::array();
+};
+
+Profile profile_generation(Model& model, std::vector<float>& state, std::vector<float>& logits,
+                           Scratch& scratch, const EvalOptions& eval, int gen) {
+  kernels::ProductProfile products;
+  kernels::set_product_profile(&products);
+  int token = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < gen; ++i) {
+    model.forward(token, state, logits, scratch, eval);
+    token = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  }
+  Profile p;
+  p.token_s = seconds_since(start) / gen;
+  kernels::set_product_profile(nullptr);
+  for (const auto& [bytes, c] : products.by_bytes) {
+    p.products_s += c.total_s / gen;
+    p.prepare_s += c.prepare_s / gen;
+    p.calls += c.calls;
+    p.by_size.push_back({{"weight_bytes", bytes},
+                         {"per_token", double(c.calls) / gen},
+                         {"call_us", 1e6 * c.total_s / double(c.calls)},
+                         {"prepare_us", 1e6 * c.prepare_s / double(c.calls)},
+                         {"gbps", double(bytes) * double(c.calls) / c.total_s / 1e9}});
+  }
+  p.calls /= gen;
+  return p;
 }
 
 void run(const BenchOptions& o) {
@@ -133,6 +169,13 @@ void run(const BenchOptions& o) {
     fractions.push_back(bytes * generate.back() / 1e9 / probe_gbps.back());
   }
   const double fma_gflops = kernels::measure_fma_peak(*pool);
+  const Profile profile =
+      o.profile ? profile_generation(*model, state, logits, scratch, eval, o.gen) : Profile{};
+  const nlohmann::json profile_json = {{"token_ms", 1e3 * profile.token_s},
+                                       {"products_ms", 1e3 * profile.products_s},
+                                       {"prepare_ms", 1e3 * profile.prepare_s},
+                                       {"products_per_token", profile.calls},
+                                       {"by_size", profile.by_size}};
   const double prefill_tps = median(prefill), gen_tps = median(generate);
   const double read_gbps = bytes * gen_tps / 1e9, machine_read_gbps = median(probe_gbps);
   const double bandwidth_fraction = median(fractions);
@@ -140,32 +183,33 @@ void run(const BenchOptions& o) {
   // The memory budget: weights + state + 64 MB.
   const double rss_budget_mb = (weight_bytes + double(state.size()) * 4) / 1e6 + 64;
   if (o.json) {
-    fmt::print("{}\n", nlohmann::json{{"model", info.path},
-                                      {"version", info.version},
-                                      {"threads", pool->size()},
-                                      {"load_s", load_s},
-                                      {"prefill_tokens", o.prompt},
-                                      {"prefill_tok_s", prefill_tps},
-                                      {"gen_tok_s", gen_tps},
-                                      {"bytes_per_token", bytes},
-                                      {"state_bytes", state_bytes},
-                                      {"read_gbps", read_gbps},
-                                      {"machine_read_gbps", machine_read_gbps},
-                                      {"bandwidth_fraction", bandwidth_fraction},
-                                      {"flops_per_token", flops},
-                                      {"machine_fma_gflops", fma_gflops},
-                                      {"fma_fraction", fma_fraction},
-                                      {"weights_mb", weight_bytes / 1e6},
-                                      {"rss_gen_mb", gen_rss_mb},
-                                      {"rss_peak_mb", peak_mb},
-                                      {"rss_budget_mb", rss_budget_mb},
-                                      {"kernels", kernels::variant_name(kernels::active_variant())},
-                                      {"int8_activations", info.int8_activations},
-                                      {"repacked", info.repacked},
-                                      {"repack_cache", info.repack_cache},
-                                      {"repack_huge_mb", info.repack_huge_bytes / 1e6},
-                                      {"file_huge_mb", info.file_huge_bytes / 1e6}}
-                           .dump());
+    nlohmann::json j = {{"model", info.path},
+                        {"version", info.version},
+                        {"threads", pool->size()},
+                        {"load_s", load_s},
+                        {"prefill_tokens", o.prompt},
+                        {"prefill_tok_s", prefill_tps},
+                        {"gen_tok_s", gen_tps},
+                        {"bytes_per_token", bytes},
+                        {"state_bytes", state_bytes},
+                        {"read_gbps", read_gbps},
+                        {"machine_read_gbps", machine_read_gbps},
+                        {"bandwidth_fraction", bandwidth_fraction},
+                        {"flops_per_token", flops},
+                        {"machine_fma_gflops", fma_gflops},
+                        {"fma_fraction", fma_fraction},
+                        {"weights_mb", weight_bytes / 1e6},
+                        {"rss_gen_mb", gen_rss_mb},
+                        {"rss_peak_mb", peak_mb},
+                        {"rss_budget_mb", rss_budget_mb},
+                        {"kernels", kernels::variant_name(kernels::active_variant())},
+                        {"int8_activations", info.int8_activations},
+                        {"repacked", info.repacked},
+                        {"repack_cache", info.repack_cache},
+                        {"repack_huge_mb", info.repack_huge_bytes / 1e6},
+                        {"file_huge_mb", info.file_huge_bytes / 1e6}};
+    if (o.profile) j["profile"] = profile_json;
+    fmt::print("{}\n", j.dump());
     return;
   }
   fmt::print("model:      {} (RWKV-{}, {} layers x {}, vocab {}, {:.2f}M params)\n", info.path,
@@ -202,6 +246,18 @@ void run(const BenchOptions& o) {
       "= {:.0f} MB{}\n",
       gen_rss_mb, peak_mb, rss_budget_mb,
       std::max(gen_rss_mb, peak_mb) <= rss_budget_mb ? "" : " (over)");
+  if (!o.profile) return;
+  fmt::print(
+      "profile:    one more pass of {} tokens: {:.2f} ms a token, {:.2f} ms of it in {} weight "
+      "products ({:.0f}%), {:.2f} ms of those preparing their inputs\n",
+      o.gen, 1e3 * profile.token_s, 1e3 * profile.products_s, profile.calls,
+      100 * profile.products_s / profile.token_s, 1e3 * profile.prepare_s);
+  fmt::print("            {:>14} {:>12} {:>10} {:>12} {:>8}\n", "weights a call", "calls/token",
+             "us a call", "preparing us", "GB/s");
+  for (const nlohmann::json& s : profile.by_size)
+    fmt::print("            {:>11.3f} MB {:>12.0f} {:>10.1f} {:>12.2f} {:>8.1f}\n",
+               s["weight_bytes"].get<double>() / 1e6, s["per_token"].get<double>(),
+               s["call_us"].get<double>(), s["prepare_us"].get<double>(), s["gbps"].get<double>());
 }
 
 }  // namespace
@@ -219,6 +275,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--chunk", o->chunk, "Tokens per step in sequence mode (default 64)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", o->json, "Print one JSON object");
+  cmd->add_flag("--profile", o->profile,
+                "Then time one more generation pass by weight product: where a token's time goes");
   cmd->add_flag("--memory", o->memory,
                 "Only measure this machine: memory read bandwidth and FMA peak");
   cmd->callback([o] { run(*o); });

@@ -1,6 +1,7 @@
 // Chooses the kernel variant for this CPU (or RWKV_KERNELS=scalar|avx2|avx512) and spreads
 // linear() over the thread pool by blocks of weight rows.
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -287,8 +288,20 @@ Tensor transposed_view(const Tensor& w, const uint8_t* out) {
   return t;
 }
 
+namespace {
+thread_local ProductProfile* product_profile = nullptr;
+
+double seconds_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+void set_product_profile(ProductProfile* profile) { product_profile = profile; }
+
 void products(std::span<const LinearJob> linears, std::span<const MatmulJob> matmuls, int64_t T,
               ThreadPool* pool, KernelVariant v) {
+  ProductProfile* const profile = product_profile;
+  const double start_s = profile ? seconds_now() : 0;
   const VariantFns& f = fns(v);
   const bool vnni = use_vnni(v);
   const auto rows_int8 = vnni                        ? vnni::linear_rows_int8
@@ -353,6 +366,7 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
     stored.nbytes = job.w->nbytes;
     by_rows.push_back({&stored, job.x, nullptr, job.y, false});
   }
+  const double prepared_s = profile ? seconds_now() : 0;
   if (!by_rows.empty()) {
     weights_buffer.clear();
     // The int8 kernels read groups of 16 (VNNI) or 8 (AVX2) rows; the float ones any rows.
@@ -371,6 +385,17 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
     });
   }
   if (!by_columns.empty()) matmul_columns(by_columns, T, pool, f);
+  if (!profile) return;
+  uint64_t bytes = 0;
+  const auto add = [&](const Tensor& w) {
+    bytes += w.nbytes + (w.dtype == DType::I8 ? uint64_t(w.rows()) * 4 : 0);
+  };
+  for (const LinearJob& job : linears) add(*job.w);
+  for (const MatmulJob& job : matmuls) add(*job.w);
+  ProductProfile::Calls& calls = profile->by_bytes[bytes];
+  calls.calls++;
+  calls.prepare_s += prepared_s - start_s;
+  calls.total_s += seconds_now() - start_s;
 }
 
 void linear(const Tensor& w, const float* x, int64_t T, float* y, ThreadPool* pool,

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <span>
 #include <vector>
 
@@ -69,6 +70,19 @@ struct LinearJob {
 };
 void products(std::span<const LinearJob> linears, std::span<const MatmulJob> matmuls, int64_t T,
               ThreadPool* pool = nullptr, KernelVariant variant = active_variant());
+
+// Where one thread's products() calls spend their time (`rwkv bench --profile`): kept only while
+// a ProductProfile is installed on the calling thread, and a pointer test otherwise.
+struct ProductProfile {
+  struct Calls {
+    int64_t calls = 0;
+    double prepare_s = 0;  // rounding and scaling the inputs, before the threads start
+    double total_s = 0;
+  };
+  std::map<uint64_t, Calls> by_bytes;  // by the weight bytes (with I8 row scales) a call reads
+};
+// Installs `profile` (nullptr: none) on the calling thread.
+void set_product_profile(ProductProfile* profile);
 
 // LayerNorm over n values (population variance), then the affine `weight`, `bias`.
 // Returns the mean and 1 / sqrt(var + eps) it used (the training backward needs them).

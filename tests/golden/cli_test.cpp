@@ -190,6 +190,32 @@ TEST_F(Cli, BenchJsonAddsUp) {
 #endif
 }
 
+TEST_F(Cli, BenchProfileCountsEveryProduct) {
+  auto r = run("bench " + reference("rwkv7-ref-fp32.pth") +
+               " --prompt 4 --gen 4 --runs 1 --profile --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto p = nlohmann::json::parse(r.out)["profile"];
+  // RWKV-7, 3 layers of 128, FFN 512, LoRA ranks w 32, a 32, g 64, v 32 (none in layer 0),
+  // vocab 512, FP32: per layer five products (r, k, v with the LoRAs' first halves; their
+  // second halves; output; FFN key; FFN value), then the head.
+  EXPECT_EQ(p["products_per_token"].get<int>(), 3 * 5 + 1);
+  double calls = 0, bytes = 0;
+  for (const auto& s : p["by_size"]) {
+    calls += s["per_token"].get<double>();
+    bytes += s["per_token"].get<double>() * s["weight_bytes"].get<double>();
+    EXPECT_NEAR(s["gbps"].get<double>(),
+                s["weight_bytes"].get<double>() / s["call_us"].get<double>() / 1e3, 1e-6);
+    EXPECT_LE(s["prepare_us"].get<double>(), s["call_us"].get<double>());
+  }
+  EXPECT_EQ(calls, 16);
+  const double layer = 4 * 128 * 128 + 2 * 128 * 512, lora = 2 * 128;
+  EXPECT_EQ(bytes,
+            4 * (3 * layer + lora * (32 + 32 + 64) + 2 * lora * (32 + 32 + 64 + 32) + 512 * 128));
+  EXPECT_GT(p["prepare_ms"].get<double>(), 0);
+  EXPECT_LT(p["prepare_ms"].get<double>(), p["products_ms"].get<double>());
+  EXPECT_LT(p["products_ms"].get<double>(), p["token_ms"].get<double>());
+}
+
 TEST_F(Cli, MissingFile) {
   auto r = run("logits /nonexistent/model.pth --tokens 1");
   EXPECT_NE(r.exit_code, 0);

@@ -74,7 +74,11 @@ struct Profile {
 Profile profile_generation(Model& model, std::vector<float>& state, std::vector<float>& logits,
                            Scratch& scratch, const EvalOptions& eval, int gen) {
   kernels::ProductProfile products;
-  kernels::set_product_profile(&products);
+  // Uninstalled however the pass ends.
+  struct Installed {
+    explicit Installed(kernels::ProductProfile* p) { kernels::set_product_profile(p); }
+    ~Installed() { kernels::set_product_profile(nullptr); }
+  } installed(&products);
   int token = 0;
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < gen; ++i) {
@@ -83,7 +87,6 @@ Profile profile_generation(Model& model, std::vector<float>& state, std::vector<
   }
   Profile p;
   p.token_s = seconds_since(start) / gen;
-  kernels::set_product_profile(nullptr);
   for (const auto& [bytes, c] : products.by_bytes) {
     p.products_s += c.total_s / gen;
     p.prepare_s += c.prepare_s / gen;

@@ -296,6 +296,17 @@ Tensor transposed_view(const Tensor& w, const uint8_t* out) {
   return t;
 }
 
+Tensor stored_rows(const Tensor& view) {
+  Tensor rows;
+  rows.dtype = view.dtype;
+  rows.shape = {view.cols(), view.rows()};
+  rows.data = view.data;
+  rows.nbytes = view.nbytes;
+  rows.int8_activations = view.int8_activations;
+  rows.int8_groups = view.int8_groups;
+  return rows;
+}
+
 namespace {
 thread_local ProductProfile* product_profile = nullptr;
 
@@ -375,7 +386,9 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
   std::vector<MatmulJob>& by_columns = column_buffer;
   by_rows.clear();
   by_columns.clear();
-  if (int8_buffers.size() < linears.size()) int8_buffers.resize(linears.size());
+  // One per linear() and matmul(): I8 matmuls marked for int8 activations round x too.
+  if (int8_buffers.size() < linears.size() + matmuls.size())
+    int8_buffers.resize(linears.size() + matmuls.size());
   if (view_buffer.size() < matmuls.size()) view_buffer.resize(matmuls.size());
   for (size_t j = 0; j < linears.size(); ++j) {
     const LinearJob& job = linears[j];
@@ -412,7 +425,12 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
     stored.shape.assign({job.w->cols(), job.w->rows()});
     stored.data = job.w->data;
     stored.nbytes = job.w->nbytes;
-    by_rows.push_back({&stored, job.x, nullptr, job.y, false, unscaled, job.w->row_scale, xs});
+    stored.int8_activations = job.w->int8_activations;
+    stored.int8_groups = job.w->int8_groups;
+    Int8Activations* qx = nullptr;
+    if (job.w->int8_activations && job.w->dtype == DType::I8)
+      qx = &int8_buffers[linears.size() + j];
+    by_rows.push_back({&stored, job.x, qx, job.y, false, unscaled, job.w->row_scale, xs});
   }
   if (input_capacity < by_rows.size()) {
     input_capacity = by_rows.size();
@@ -423,15 +441,15 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
     inputs[j].state.store(by_rows[j].qx || by_rows[j].unscaled ? 0 : 2, std::memory_order_relaxed);
   const auto prepare = [&](size_t j) {
     const RowJob& job = by_rows[j];
-    if (job.qx) {
+    if (job.unscaled) {
+      const int64_t I = job.w->cols();  // the view's columns are the matmul's inputs
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < I; ++i)
+          job.scaled[t * I + i] = job.unscaled[t * I + i] * job.input_scale[i];
+    }
+    if (job.qx)
       (vnni ? vnni::quantize_activations : scalar::quantize_activations)(job.w->dtype, job.x, T,
                                                                          job.w->cols(), *job.qx);
-      return;
-    }
-    const int64_t I = job.w->cols();  // the view's columns are the matmul's inputs
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t i = 0; i < I; ++i)
-        job.scaled[t * I + i] = job.unscaled[t * I + i] * job.input_scale[i];
   };
   const double prepared_s = profile ? seconds_now() : 0;
   if (!by_rows.empty()) {

@@ -46,9 +46,13 @@ void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* po
 // are read in blocks of 32). transpose_for_matmul() writes the nbytes bytes of W's transpose to
 // `out`; transposed_view() is W stored there (transposed set), which matmul() sums in linear()'s
 // order instead of its own (still independent of T and of the threads).
+// With int8_activations set on an I8 view, matmul() scales x by the row scales and rounds it
+// to int8 like linear()'s int8 path, reading int8_groups when set (stored_rows() packed).
 bool can_transpose_for_matmul(const Tensor& w);
 void transpose_for_matmul(const Tensor& w, uint8_t* out);
 Tensor transposed_view(const Tensor& w, const uint8_t* out);
+// The (O, I) rows a transposed view stores, as a plain matrix (no row scales: those scale x).
+Tensor stored_rows(const Tensor& view);
 // Several independent matmul()s over the same T rows, spread over `pool` together (each result
 // exactly as matmul() gives it): one token's LoRA products are too small to share out one at a
 // time.

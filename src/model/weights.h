@@ -67,7 +67,8 @@ class WeightLoader {
   std::vector<Tensor> in_place_;     // matrices used from the model file
   struct PendingTranspose {
     Tensor from;
-    uint8_t* to;
+    uint8_t* to;      // nullptr where only `groups` is kept
+    uint8_t* groups;  // the transposed rows packed for the VNNI int8 kernel, or nullptr
   };
   std::vector<PendingTranspose> transposes_;  // for finish()
   struct PendingRead {

@@ -262,6 +262,41 @@ TEST_F(QuantCli, KlMeasuresInt8Activations) {
   EXPECT_NE(bad.err.find("--int8-activations: c not in {a,b,both}"), std::string::npos) << bad.err;
 }
 
+// With int8 activations, I8 LoRAs take the int8 path too (their inputs scaled by the row
+// scales, rounded, packed rows for VNNI): a model quantized with them agrees with itself token
+// by token and in chunks bit for bit, and stays close to its exact decoding.
+TEST_F(QuantCli, Int8ActivationsRunI8Loras) {
+  const std::string q = path("q5_1-lora-i8.safetensors");
+  auto r = run("quantize " + tiny("7v0-834K", "FP32") + " " + q + " Q5_1 --lora I8");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  LoadOptions options;
+  options.int8_activations = true;
+  auto model = Model::load(q, options), exact = Model::load(q);
+  const std::vector<int> tokens = {34,  105, 110, 32, 116, 104, 101, 32,  119, 111, 114, 108,
+                                   100, 46,  10,  84, 104, 101, 32,  101, 110, 100, 33,  63};
+  const size_t V = size_t(model->info().n_vocab);
+  std::vector<float> state(model->state_size()), one(V), by_token(tokens.size() * V);
+  std::vector<float> exact_state(exact->state_size()), exact_logits(V);
+  model->init_state(state);
+  exact->init_state(exact_state);
+  Scratch scratch;
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    model->forward(tokens[t], state, one, scratch);
+    std::copy(one.begin(), one.end(), by_token.begin() + std::ptrdiff_t(t * V));
+    exact->forward(tokens[t], exact_state, exact_logits, scratch);
+  }
+  float moved = 0;
+  for (size_t i = 0; i < V; ++i) moved = std::max(moved, std::abs(one[i] - exact_logits[i]));
+  EXPECT_GT(moved, 0.0f);
+  // Measured 0.0016 after 24 tokens; with the LoRAs' packed rows left empty, 0.042.
+  EXPECT_LT(moved, 0.01f);
+  std::vector<float> chunk_state(model->state_size()), chunked(by_token.size());
+  model->init_state(chunk_state);
+  model->forward_seq(tokens, chunk_state, chunked, true, scratch, {.chunk = 16});
+  EXPECT_EQ(chunked, by_token);
+  EXPECT_EQ(chunk_state, state);
+}
+
 TEST_F(QuantCli, QuantizeErrors) {
   EXPECT_NE(run("quantize " + tiny("7v0-834K", "FP32") + " " + path("x.st") + " Q3_K").exit_code,
             0);

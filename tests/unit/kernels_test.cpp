@@ -207,6 +207,68 @@ TEST(Kernels, MatmulDoesNotDependOnTokensOrThreads) {
   }
 }
 
+// An I8 LoRA marked for int8 activations (stored transposed): x scaled by the row scales, then
+// rounded to int8 per 32 inputs, meets the integers exactly. Every variant gives the scalar
+// reference's bits, packed or not, one token or several, on a pool or not; and the result is
+// the exact product up to the rounding of the inputs (half a step of each block's scale).
+TEST(Kernels, Int8MatmulRoundsTheScaledInput) {
+  ThreadPool pool(2);
+  for (const auto& [I, O] : {std::pair<int64_t, int64_t>{64, 96}, {2048, 96}, {96, 2048}}) {
+    TensorMap map;
+    const Tensor& stored = random_tensor(map, DType::I8, I, O, unsigned(I + O));
+    Tensor w = transposed_in(map, stored);
+    w.int8_activations = true;
+    const int64_t T = 3;
+    std::vector<float> x(size_t(T * I));
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal;
+    for (float& e : x) e = normal(rng);
+    std::vector<float> want(size_t(T * O));
+    matmul(x.data(), T, w, want.data(), nullptr, KernelVariant::kScalar);
+    // The bound: each block's inputs move by at most half its scale (max |x s| / 127).
+    const std::vector<float> wf = to_f32(stored);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t o = 0; o < O; ++o) {
+        double exact = 0, bound = 0;
+        for (int64_t b = 0; b < I / 32; ++b) {
+          double amax = 0, weights = 0;
+          for (int64_t i = 32 * b; i < 32 * b + 32; ++i) {
+            const double xs = double(x[size_t(t * I + i)]) * stored.row_scale[i];
+            amax = std::max(amax, std::abs(xs));
+            exact += double(x[size_t(t * I + i)]) * wf[size_t(i * O + o)];
+            weights += std::abs(double(wf[size_t(i * O + o)]) / stored.row_scale[i]);
+          }
+          bound += amax / 127 / 2 * weights;
+        }
+        ASSERT_NEAR(want[size_t(t * O + o)], exact, 1.01 * bound + 1e-5 * std::abs(exact))
+            << "I=" << I << " O=" << O;
+      }
+    EXPECT_NE(want, [&] {  // the int8 path was taken
+      Tensor exact_w = w;
+      exact_w.int8_activations = false;
+      std::vector<float> y(want.size());
+      matmul(x.data(), T, exact_w, y.data(), nullptr, KernelVariant::kScalar);
+      return y;
+    }());
+    std::vector<uint8_t> groups(size_t(int8_groups_bytes(stored_rows(w))));
+    pack_int8_groups(stored_rows(w), 0, (O + 15) / 16, groups.data());
+    for (KernelVariant v : available_variants())
+      for (bool packed : {false, true}) {
+        if (packed && !packs_int8_groups(v)) continue;
+        Tensor wv = w;
+        wv.int8_groups = packed ? groups.data() : nullptr;
+        std::vector<float> got(want.size()), alone(static_cast<size_t>(O));
+        matmul(x.data(), T, wv, got.data(), &pool, v);
+        ASSERT_EQ(got, want) << variant_name(v) << " packed=" << packed << " I=" << I;
+        for (int64_t t = 0; t < T; ++t) {
+          matmul(x.data() + t * I, 1, wv, alone.data(), &pool, v);
+          ASSERT_EQ(0, std::memcmp(alone.data(), want.data() + t * O, size_t(O) * 4))
+              << variant_name(v) << " packed=" << packed << " t=" << t;
+        }
+      }
+  }
+}
+
 // The LoRAs of a layer run together (matmul_many) exactly as they would one by one, whatever
 // the shapes (one segment or several, fewer columns than a block), the storage (by columns or
 // transposed, mixed in one call) and the pool.

@@ -378,7 +378,7 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
   thread_local std::vector<MatmulJob> column_buffer;
   thread_local std::vector<Tensor> view_buffer;
   thread_local std::vector<const Tensor*> weights_buffer;
-  thread_local std::vector<Int8Activations> int8_buffers;  // one per linear()
+  thread_local std::vector<Int8Activations> int8_buffers;  // one per linear() and matmul()
   thread_local std::vector<float> scaled;
   thread_local std::unique_ptr<InputState[]> input_buffer;
   thread_local size_t input_capacity = 0;

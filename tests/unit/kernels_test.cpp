@@ -60,6 +60,28 @@ Tensor& random_tensor(TensorMap& map, DType dtype, int64_t rows, int64_t cols, u
   return t;
 }
 
+// Over K inputs, the sum of a(i) * b(i) where each a(i) is rounded to int8 per block of 32 (to
+// within half a step, max |a| / 127, of its block): the exact sum, the sum of |a b|, and the most
+// the rounding can move the sum.
+struct Int8Rounding {
+  double exact = 0, magnitude = 0, bound = 0;
+};
+template <typename A, typename B>
+Int8Rounding int8_rounding(int64_t K, const A& a, const B& b) {
+  Int8Rounding r;
+  for (int64_t block = 0; block < K / 32; ++block) {
+    double amax = 0, bsum = 0;
+    for (int64_t i = 32 * block; i < 32 * block + 32; ++i) {
+      amax = std::max(amax, std::abs(a(i)));
+      bsum += std::abs(b(i));
+      r.exact += a(i) * b(i);
+      r.magnitude += std::abs(a(i) * b(i));
+    }
+    r.bound += amax / 127 / 2 * bsum;
+  }
+  return r;
+}
+
 // w stored transposed for matmul() (transpose_for_matmul) in a buffer the map owns, or w
 // itself where it cannot be.
 const Tensor& transposed_in(TensorMap& map, const Tensor& w) {
@@ -225,22 +247,14 @@ TEST(Kernels, Int8MatmulRoundsTheScaledInput) {
     for (float& e : x) e = normal(rng);
     std::vector<float> want(size_t(T * O));
     matmul(x.data(), T, w, want.data(), nullptr, KernelVariant::kScalar);
-    // The bound: each block's inputs move by at most half its scale (max |x s| / 127).
+    // What is rounded is x times the row scales; it meets the stored integers.
     const std::vector<float> wf = to_f32(stored);
     for (int64_t t = 0; t < T; ++t)
       for (int64_t o = 0; o < O; ++o) {
-        double exact = 0, bound = 0;
-        for (int64_t b = 0; b < I / 32; ++b) {
-          double amax = 0, weights = 0;
-          for (int64_t i = 32 * b; i < 32 * b + 32; ++i) {
-            const double xs = double(x[size_t(t * I + i)]) * stored.row_scale[i];
-            amax = std::max(amax, std::abs(xs));
-            exact += double(x[size_t(t * I + i)]) * wf[size_t(i * O + o)];
-            weights += std::abs(double(wf[size_t(i * O + o)]) / stored.row_scale[i]);
-          }
-          bound += amax / 127 / 2 * weights;
-        }
-        ASSERT_NEAR(want[size_t(t * O + o)], exact, 1.01 * bound + 1e-5 * std::abs(exact))
+        const Int8Rounding r = int8_rounding(
+            I, [&](int64_t i) { return double(x[size_t(t * I + i)]) * stored.row_scale[i]; },
+            [&](int64_t i) { return double(wf[size_t(i * O + o)]) / stored.row_scale[i]; });
+        ASSERT_NEAR(want[size_t(t * O + o)], r.exact, 1.01 * r.bound + 1e-5 * r.magnitude)
             << "I=" << I << " O=" << O;
       }
     EXPECT_NE(want, [&] {  // the int8 path was taken
@@ -448,17 +462,10 @@ TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
           }
           for (int64_t t = 0; t < T; ++t)
             for (int64_t r = 0; r < rows; ++r) {
-              double mag = 0, rounding = 0;
-              for (int64_t b = 0; b < K / 32; ++b) {
-                double amax = 0, wsum = 0;
-                for (int64_t i = 32 * b; i < 32 * b + 32; ++i) {
-                  const double wi = wf[size_t(r * K + i)], xi = x[size_t(t * K + i)];
-                  amax = std::max(amax, std::abs(xi));
-                  wsum += std::abs(wi);
-                  mag += std::abs(wi * xi);
-                }
-                rounding += amax / 127 / 2 * wsum;
-              }
+              const Int8Rounding b = int8_rounding(
+                  K, [&](int64_t i) { return double(x[size_t(t * K + i)]); },
+                  [&](int64_t i) { return double(wf[size_t(r * K + i)]); });
+              const double mag = b.magnitude, rounding = b.bound;
               const size_t o = size_t(t * rows + r);
               // |w| * |x_rounded| <= mag + rounding; products and sums in float32.
               const double order = 4.0 * double(K) * std::ldexp(1.0, -24) * (mag + rounding);

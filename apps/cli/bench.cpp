@@ -66,7 +66,7 @@ Probes probe_machine(ThreadPool& pool) {
 // One more generation pass of `gen` tokens with every weight product timed: where a token's
 // time goes (kernels::ProductProfile).
 struct Profile {
-  double token_s = 0, products_s = 0, prepare_s = 0;
+  double token_s = 0, products_s = 0, setup_s = 0;
   int64_t calls = 0;
   nlohmann::json by_size = nlohmann::json::array();
 };
@@ -89,12 +89,12 @@ Profile profile_generation(Model& model, std::vector<float>& state, std::vector<
   p.token_s = seconds_since(start) / gen;
   for (const auto& [bytes, c] : products.by_bytes) {
     p.products_s += c.total_s / gen;
-    p.prepare_s += c.prepare_s / gen;
+    p.setup_s += c.setup_s / gen;
     p.calls += c.calls;
     p.by_size.push_back({{"weight_bytes", bytes},
                          {"per_token", double(c.calls) / gen},
                          {"call_us", 1e6 * c.total_s / double(c.calls)},
-                         {"prepare_us", 1e6 * c.prepare_s / double(c.calls)},
+                         {"setup_us", 1e6 * c.setup_s / double(c.calls)},
                          {"gbps", double(bytes) * double(c.calls) / c.total_s / 1e9}});
   }
   p.calls /= gen;
@@ -174,11 +174,6 @@ void run(const BenchOptions& o) {
   const double fma_gflops = kernels::measure_fma_peak(*pool);
   const Profile profile =
       o.profile ? profile_generation(*model, state, logits, scratch, eval, o.gen) : Profile{};
-  const nlohmann::json profile_json = {{"token_ms", 1e3 * profile.token_s},
-                                       {"products_ms", 1e3 * profile.products_s},
-                                       {"prepare_ms", 1e3 * profile.prepare_s},
-                                       {"products_per_token", profile.calls},
-                                       {"by_size", profile.by_size}};
   const double prefill_tps = median(prefill), gen_tps = median(generate);
   const double read_gbps = bytes * gen_tps / 1e9, machine_read_gbps = median(probe_gbps);
   const double bandwidth_fraction = median(fractions);
@@ -211,7 +206,12 @@ void run(const BenchOptions& o) {
                         {"repack_cache", info.repack_cache},
                         {"repack_huge_mb", info.repack_huge_bytes / 1e6},
                         {"file_huge_mb", info.file_huge_bytes / 1e6}};
-    if (o.profile) j["profile"] = profile_json;
+    if (o.profile)
+      j["profile"] = {{"token_ms", 1e3 * profile.token_s},
+                      {"products_ms", 1e3 * profile.products_s},
+                      {"setup_ms", 1e3 * profile.setup_s},
+                      {"products_per_token", profile.calls},
+                      {"by_size", profile.by_size}};
     fmt::print("{}\n", j.dump());
     return;
   }
@@ -252,15 +252,15 @@ void run(const BenchOptions& o) {
   if (!o.profile) return;
   fmt::print(
       "profile:    one more pass of {} tokens: {:.2f} ms a token, {:.2f} ms of it in {} weight "
-      "products ({:.0f}%), {:.2f} ms of those preparing their inputs\n",
+      "products ({:.0f}%), {:.2f} ms of those on this thread before the others start\n",
       o.gen, 1e3 * profile.token_s, 1e3 * profile.products_s, profile.calls,
-      100 * profile.products_s / profile.token_s, 1e3 * profile.prepare_s);
+      100 * profile.products_s / profile.token_s, 1e3 * profile.setup_s);
   fmt::print("            {:>14} {:>12} {:>10} {:>12} {:>8}\n", "weights a call", "calls/token",
-             "us a call", "preparing us", "GB/s");
+             "us a call", "setup us", "GB/s");
   for (const nlohmann::json& s : profile.by_size)
     fmt::print("            {:>11.3f} MB {:>12.0f} {:>10.1f} {:>12.2f} {:>8.1f}\n",
                s["weight_bytes"].get<double>() / 1e6, s["per_token"].get<double>(),
-               s["call_us"].get<double>(), s["prepare_us"].get<double>(), s["gbps"].get<double>());
+               s["call_us"].get<double>(), s["setup_us"].get<double>(), s["gbps"].get<double>());
 }
 
 }  // namespace

@@ -296,14 +296,19 @@ Tensor transposed_view(const Tensor& w, const uint8_t* out) {
   return t;
 }
 
-Tensor stored_rows(const Tensor& view) {
-  Tensor rows;
+void stored_rows(const Tensor& view, Tensor& rows) {
   rows.dtype = view.dtype;
-  rows.shape = {view.cols(), view.rows()};
+  rows.shape.assign({view.cols(), view.rows()});
   rows.data = view.data;
   rows.nbytes = view.nbytes;
+  rows.row_scale = nullptr;
   rows.int8_activations = view.int8_activations;
   rows.int8_groups = view.int8_groups;
+}
+
+Tensor stored_rows(const Tensor& view) {
+  Tensor rows;
+  stored_rows(view, rows);
   return rows;
 }
 
@@ -421,12 +426,7 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
       continue;
     }
     Tensor& stored = view_buffer[j];  // no row scales: x carries them
-    stored.dtype = job.w->dtype;
-    stored.shape.assign({job.w->cols(), job.w->rows()});
-    stored.data = job.w->data;
-    stored.nbytes = job.w->nbytes;
-    stored.int8_activations = job.w->int8_activations;
-    stored.int8_groups = job.w->int8_groups;
+    stored_rows(*job.w, stored);
     Int8Activations* qx = nullptr;
     if (job.w->int8_activations && job.w->dtype == DType::I8)
       qx = &int8_buffers[linears.size() + j];
@@ -451,7 +451,7 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
       (vnni ? vnni::quantize_activations : scalar::quantize_activations)(job.w->dtype, job.x, T,
                                                                          job.w->cols(), *job.qx);
   };
-  const double prepared_s = profile ? seconds_now() : 0;
+  const double set_up_s = profile ? seconds_now() : 0;
   if (!by_rows.empty()) {
     weights_buffer.clear();
     // The int8 kernels read groups of 16 (VNNI) or 8 (AVX2) rows; the float ones any rows.
@@ -480,7 +480,7 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
   for (const MatmulJob& job : matmuls) add(*job.w);
   ProductProfile::Calls& calls = profile->by_bytes[bytes];
   calls.calls++;
-  calls.prepare_s += prepared_s - start_s;
+  calls.setup_s += set_up_s - start_s;
   calls.total_s += seconds_now() - start_s;
 }
 

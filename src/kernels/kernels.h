@@ -51,7 +51,9 @@ void matmul(const float* x, int64_t T, const Tensor& w, float* y, ThreadPool* po
 bool can_transpose_for_matmul(const Tensor& w);
 void transpose_for_matmul(const Tensor& w, uint8_t* out);
 Tensor transposed_view(const Tensor& w, const uint8_t* out);
-// The (O, I) rows a transposed view stores, as a plain matrix (no row scales: those scale x).
+// The (O, I) rows a transposed view stores, as a plain matrix (no row scales: those scale x),
+// written into `rows` (its shape's storage reused: products() makes these for every call).
+void stored_rows(const Tensor& view, Tensor& rows);
 Tensor stored_rows(const Tensor& view);
 // Several independent matmul()s over the same T rows, spread over `pool` together (each result
 // exactly as matmul() gives it): one token's LoRA products are too small to share out one at a
@@ -80,7 +82,7 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
 struct ProductProfile {
   struct Calls {
     int64_t calls = 0;
-    double prepare_s = 0;  // rounding and scaling the inputs, before the threads start
+    double setup_s = 0;  // on the caller before the other threads start (job lists)
     double total_s = 0;
   };
   std::map<uint64_t, Calls> by_bytes;  // by the weight bytes (with I8 row scales) a call reads

@@ -250,4 +250,24 @@ void drop_mapped_pages(std::span<const uint8_t> bytes) {
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+void drop_mapped_pages_outside(const Bytes& file, std::vector<std::span<const uint8_t>> kept) {
+  if (!file.mapped || file.data.empty()) return;
+  // Whole 2 MiB blocks only: dropping part of one would split the 2 MiB page of a kept neighbour.
+  const auto down = [](uintptr_t a) { return a & ~(kHugePage - 1); };
+  const auto up = [](uintptr_t a) { return (a + kHugePage - 1) & ~(kHugePage - 1); };
+  std::sort(kept.begin(), kept.end(), [](auto a, auto b) { return a.data() < b.data(); });
+  uintptr_t from = reinterpret_cast<uintptr_t>(file.data.data());
+  const uintptr_t file_end = from + file.data.size();
+  const auto drop = [](uintptr_t b, uintptr_t e) {
+    if (e > b) drop_mapped_pages({reinterpret_cast<const uint8_t*>(b), size_t(e - b)});
+  };
+  for (std::span<const uint8_t> k : kept) {
+    if (k.empty()) continue;
+    const uintptr_t b = reinterpret_cast<uintptr_t>(k.data());
+    drop(from, std::min(down(b), file_end));
+    from = std::max(from, up(b + k.size()));
+  }
+  drop(from, file_end);
+}
+
 }  // namespace rwkv

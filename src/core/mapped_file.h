@@ -52,4 +52,9 @@ void evict_file_cache(const std::string& path);
 // copied into another layout.
 void drop_mapped_pages(std::span<const uint8_t> bytes);
 
+// drop_mapped_pages() for all of `file` (a map_file() mapping) but the 2 MiB-aligned blocks that
+// hold any byte of `kept`: once the weights are loaded, what was read only while loading (small
+// vectors copied out, whose 2 MiB folios map their neighbours too) leaves the resident size.
+void drop_mapped_pages_outside(const Bytes& file, std::vector<std::span<const uint8_t>> kept);
+
 }  // namespace rwkv

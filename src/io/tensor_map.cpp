@@ -68,6 +68,21 @@ void TensorMap::drop_pages(const Tensor& t) const {
     }
 }
 
+void TensorMap::copy_out(const uint8_t* from, size_t n, uint8_t* to) const {
+  for (const Bytes& m : mappings_)
+    if (read_mapped(m, from, n, to)) return;
+  std::memcpy(to, from, n);
+}
+
+void TensorMap::drop_pages_outside(const std::vector<Tensor>& kept) const {
+  for (const Bytes& m : mappings_) {
+    std::vector<std::span<const uint8_t>> ranges;
+    for (const Tensor& t : kept)
+      if (inside(t, m)) ranges.push_back({t.data, size_t(t.nbytes)});
+    drop_mapped_pages_outside(m, std::move(ranges));
+  }
+}
+
 uint64_t TensorMap::map_by_huge_pages(const std::vector<Tensor>& tensors) const {
   uint64_t huge = 0;
   for (const Bytes& m : mappings_) {

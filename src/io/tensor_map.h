@@ -51,6 +51,13 @@ class TensorMap {
   // Drops the pages of `t` from resident memory when its bytes lie in a read-only file mapping
   // (they come back from the file if read again): for weights now used from another copy.
   void drop_pages(const Tensor& t) const;
+  // Copies n bytes at `from` (a tensor's) into `to`, without touching their pages where they lie
+  // in a read-only file mapping (read_mapped()), else from memory: touching a mapping by 2 MiB
+  // pages maps a whole 2 MiB folio around a few bytes.
+  void copy_out(const uint8_t* from, size_t n, uint8_t* to) const;
+  // Drops from resident memory every read-only file mapping's pages except the 2 MiB blocks
+  // holding `kept` (drop_mapped_pages_outside()): for the end of loading.
+  void drop_pages_outside(const std::vector<Tensor>& kept) const;
   // Faults in those of `tensors` that lie in a read-only file mapping, by 2 MiB pages where the
   // kernel can (map_by_huge_pages()), and returns how many bytes are so mapped.
   uint64_t map_by_huge_pages(const std::vector<Tensor>& tensors) const;

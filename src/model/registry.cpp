@@ -41,13 +41,17 @@ float parse_eps(const std::string& path, const std::string& text) {
 
 // Hashes what identifies a tensor without reading all of it: name, dtype, shape and up to 64
 // bytes at its start, middle and end (a few pages of a multi-GB file).
-uint64_t fingerprint_tensor(const std::string& name, const Tensor& t, uint64_t h) {
+uint64_t fingerprint_tensor(const TensorMap& map, const std::string& name, const Tensor& t,
+                            uint64_t h) {
   h = fnv1a64(name.data(), name.size(), h);
   h = fnv1a64(&t.dtype, sizeof t.dtype, h);
   h = fnv1a64(t.shape.data(), t.shape.size() * sizeof(int64_t), h);
   const uint64_t n = std::min<uint64_t>(64, t.nbytes);
-  for (uint64_t at : {uint64_t(0), (t.nbytes - n) / 2, t.nbytes - n})
-    h = fnv1a64(t.data + at, n, h);
+  uint8_t bytes[64];
+  for (uint64_t at : {uint64_t(0), (t.nbytes - n) / 2, t.nbytes - n}) {
+    map.copy_out(t.data + at, size_t(n), bytes);
+    h = fnv1a64(bytes, n, h);
+  }
   return h;
 }
 
@@ -113,7 +117,7 @@ std::unique_ptr<Model> build_model(std::shared_ptr<const TensorMap> map,
     const Tensor& t = map->at(name);
     info.tensors.push_back({name, std::string(dtype_name(t.dtype)), t.shape});
     info.n_params += t.numel();
-    info.fingerprint = fingerprint_tensor(name, t, info.fingerprint);
+    info.fingerprint = fingerprint_tensor(*map, name, t, info.fingerprint);
   }
   for (const VersionEntry& entry : kVersions)
     if (entry.major == major) return entry.build(std::move(map), std::move(info));

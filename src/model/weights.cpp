@@ -55,6 +55,12 @@ WeightLoader::WeightLoader(const TensorMap& map, const ModelInfo& info)
 }
 
 Tensor WeightLoader::tensor(const std::string& name, const std::vector<int64_t>& shape) {
+  Tensor t = checked(name, shape);
+  read_from_file_.push_back(t);
+  return t;
+}
+
+Tensor WeightLoader::checked(const std::string& name, const std::vector<int64_t>& shape) {
   Tensor t = map_.at(name);
   if (without_unit_axes(t.shape) != without_unit_axes(shape))
     throw Error(map_.path + ": tensor " + name + " has shape " + shape_string(t.shape) +
@@ -64,10 +70,11 @@ Tensor WeightLoader::tensor(const std::string& name, const std::vector<int64_t>&
 }
 
 Tensor WeightLoader::matrix(const std::string& name, const std::vector<int64_t>& shape) {
-  Tensor t = tensor(name, shape);
+  Tensor t = checked(name, shape);
   t.int8_activations = int8_activations_ && is_integer(t.dtype);
   if (!t.int8_activations || !kernels::packs_int8_groups()) {
     in_place_.push_back(t);
+    read_from_file_.push_back(t);
     return t;
   }
   const uint64_t bytes = kernels::int8_groups_bytes(t);
@@ -102,11 +109,14 @@ Tensor WeightLoader::lora(const std::string& name, const std::vector<int64_t>& s
 
 std::vector<Tensor> WeightLoader::loras(const std::string& name, const std::vector<int64_t>& shape,
                                         int parts) {
-  const Tensor t = tensor(name, shape);
+  const Tensor t = checked(name, shape);
   const int64_t rows = t.rows() / parts;
   std::vector<Tensor> out;
   for (int i = 0; i < parts; ++i) out.push_back(transposed_copy(slice_rows(t, i * rows, rows)));
-  if (out[0].transposed) drop_after_transposing_.push_back(t);
+  if (out[0].transposed)
+    drop_after_transposing_.push_back(t);
+  else
+    read_from_file_.push_back(t);
   return out;
 }
 
@@ -159,6 +169,7 @@ std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
     kernels::pack_int8_groups(stored, 0, (stored.rows() + 15) / 16, p.groups);
   });
   for (const Tensor& t : drop_after_transposing_) map_.drop_pages(t);
+  map_.drop_pages_outside(read_from_file_);
   // Faulted in now rather than by the first tokens, by 2 MiB pages where the kernel can.
   info.file_huge_bytes = map_.map_by_huge_pages(in_place_);
   info.repack_cache = cache_path_;
@@ -186,7 +197,11 @@ std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
 }
 
 std::vector<float> WeightLoader::f32(const std::string& name, const std::vector<int64_t>& shape) {
-  return to_f32(tensor(name, shape));
+  Tensor t = checked(name, shape);
+  std::vector<uint8_t> bytes(size_t(t.nbytes));
+  map_.copy_out(t.data, bytes.size(), bytes.data());
+  t.data = bytes.data();
+  return to_f32(t);
 }
 
 std::vector<std::string> WeightLoader::unused() const {

@@ -51,6 +51,8 @@ class WeightLoader {
   const TensorMap& map() const { return map_; }
 
  private:
+  // The tensor `name`, its shape checked, marked used.
+  Tensor checked(const std::string& name, const std::vector<int64_t>& shape);
   Tensor transposed_copy(const Tensor& t);
 
   const TensorMap& map_;
@@ -65,6 +67,7 @@ class WeightLoader {
   std::vector<RepackEntry> cached_;  // found in the cache (their copies, or in place)
   std::vector<RepackEntry> packed_;  // packed at this load
   std::vector<Tensor> in_place_;     // matrices used from the model file
+  std::vector<Tensor> read_from_file_;  // all a model reads from the file after loading
   struct PendingTranspose {
     Tensor from;
     uint8_t* to;      // nullptr where only `groups` is kept

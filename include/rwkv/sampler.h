@@ -62,13 +62,32 @@ class Sampler {
   std::vector<float> distribution(std::span<float> logits) const;
 
  private:
+  struct Kept {
+    int token;
+    float p;
+  };
+  struct Candidate {
+    float e;  // exp(logit - top logit)
+    int token;
+  };
+  // Buffers reused token after token (a vocabulary's worth each).
+  struct Work {
+    std::vector<float> logits;  // sample_valid's copy
+    std::vector<float> e;       // exp(logit - top logit)
+    std::vector<Candidate> ranked;
+    std::vector<Kept> kept;
+  };
   void apply_penalties(std::span<float> logits) const;
+  // Steps 1-4: the tokens that may be drawn, in id order, with their probabilities (one token
+  // with probability 1 for greedy).
+  void choose(std::span<float> logits, Work& w) const;
+  int draw(std::span<float> logits);
 
   SamplerParams params_;
   int n_vocab_;
   std::vector<float> counts_;  // decayed occurrence counts
   std::vector<int> seen_;      // tokens with a count, for sparse updates
-  std::vector<float> work_;    // sample_valid's copy of the logits, reused token after token
+  Work work_;
   std::mt19937_64 rng_;
 };
 

@@ -5,6 +5,7 @@
 #include <limits>
 #include <numeric>
 
+#include "kernels/activations.h"
 #include "rwkv/error.h"
 
 namespace rwkv {
@@ -53,74 +54,171 @@ void Sampler::apply_penalties(std::span<float> logits) const {
   }
 }
 
-std::vector<float> Sampler::distribution(std::span<float> logits) const {
+namespace {
+// Index of the first largest value (NaN never counts as largest; 0 when none is a number).
+size_t first_max(std::span<const float> x) {
+  // Sixteen running maxima, so the compiler keeps them in vector registers.
+  constexpr size_t kLanes = 16;
+  float lane[kLanes];
+  std::fill_n(lane, kLanes, -std::numeric_limits<float>::infinity());
+  size_t i = 0;
+  for (; i + kLanes <= x.size(); i += kLanes)
+    for (size_t j = 0; j < kLanes; ++j) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+  float top = *std::max_element(lane, lane + kLanes);
+  for (; i < x.size(); ++i) top = x[i] > top ? x[i] : top;
+  for (size_t k = 0; k < x.size(); ++k)
+    if (x[k] == top) return k;
+  return 0;
+}
+
+double sum_of(std::span<const float> x) {
+  constexpr size_t kLanes = 8;
+  double lane[kLanes] = {};
+  size_t i = 0;
+  for (; i + kLanes <= x.size(); i += kLanes)
+    for (size_t j = 0; j < kLanes; ++j) lane[j] += double(x[i + j]);
+  double total = 0;
+  for (double v : lane) total += v;
+  for (; i < x.size(); ++i) total += double(x[i]);
+  return total;
+}
+}  // namespace
+
+void Sampler::choose(std::span<float> logits, Work& w) const {
   if (logits.size() != size_t(n_vocab_))
     throw Error("sampler: " + std::to_string(logits.size()) + " logits, expected " +
                 std::to_string(n_vocab_));
   apply_penalties(logits);
-  std::vector<float> p(logits.size(), 0.0f);
-  const size_t best = size_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  w.kept.clear();
+  const size_t n = logits.size();
+  const size_t best = first_max(logits);
   if (params_.temperature == 0 || !std::isfinite(logits[best])) {
-    p[best] = 1;
-    return p;
+    w.kept.push_back({int(best), 1.0f});
+    return;
   }
-  // Softmax in double for the sums.
-  double total = 0;
-  for (size_t i = 0; i < p.size(); ++i) {
-    p[i] = float(std::exp(double(logits[i]) - double(logits[best])));
-    total += p[i];
-  }
-  for (float& v : p) v = float(v / total);
-  std::vector<int> order(p.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return p[size_t(a)] > p[size_t(b)]; });
-  size_t keep = p.size();
-  if (params_.top_k > 0) keep = std::min(keep, size_t(params_.top_k));
-  if (params_.top_p < 1) {
-    double cum = 0;
-    for (size_t i = 0; i < keep; ++i) {
-      cum += p[size_t(order[i])];
-      if (cum >= params_.top_p) {
-        keep = i + 1;
-        break;
+  // e = exp(logit - top), the unnormalised softmax (vectorised exp). Tokens more than 87 nats
+  // below the top (banned ones among them) get 0: float32 cannot tell them from 0 after
+  // normalising, and exp_of saturates there instead of reaching 0.
+  const float top = logits[best];
+  w.e.resize(n);
+  for (size_t i = 0; i < n; ++i) w.e[i] = logits[i] - top;
+  kernels::exp_of(w.e.data(), w.e.data(), int64_t(n));
+  for (size_t i = 0; i < n; ++i) w.e[i] = logits[i] - top > -87.0f ? w.e[i] : 0.0f;
+  const double total = sum_of(w.e);
+  const float floor = params_.min_p * w.e[best];
+  if (params_.top_k == 0 && params_.top_p >= 1) {
+    // min_p alone drops exactly the tokens below its floor: no order needed.
+    for (size_t i = 0; i < n; ++i)
+      if (w.e[i] > 0 && w.e[i] >= floor) w.kept.push_back({int(i), w.e[i]});
+  } else {
+    // top_k and top_p keep a prefix of the tokens in order of probability, found by selection
+    // (linear time) instead of sorting the vocabulary. First only the tokens within 7 nats of
+    // the top (a trained model's likely few), then within 14, then all: each pass over the
+    // vocabulary is cheaper than selecting among all of it.
+    const auto normalised = [&](float e) { return double(float(double(e) / total)); };
+    const auto gather = [&](float threshold) {
+      w.ranked.clear();
+      double mass = 0;
+      for (size_t i = 0; i < n; ++i)
+        if (w.e[i] > 0 && w.e[i] >= threshold) {
+          w.ranked.push_back({w.e[i], int(i)});
+          mass += normalised(w.e[i]);
+        }
+      return mass;
+    };
+    const size_t k = params_.top_k > 0 ? size_t(params_.top_k) : n;
+    for (float threshold : {0x1p-10f, 0x1p-20f, 0.0f}) {
+      const double mass = gather(threshold);
+      if (w.ranked.size() >= k || (params_.top_p < 1 && mass >= params_.top_p)) break;
+    }
+    // Most likely first, ties by id: the order of a stable sort of the ids by probability.
+    const auto more_likely = [](const Candidate& a, const Candidate& b) {
+      return a.e > b.e || (a.e == b.e && a.token < b.token);
+    };
+    if (w.ranked.size() > k) {
+      std::nth_element(w.ranked.begin(), w.ranked.begin() + ptrdiff_t(k), w.ranked.end(),
+                       more_likely);
+      w.ranked.resize(k);
+    }
+    // top_p: ranked[0, lo) are known to be kept (their mass `below`), and the smallest prefix
+    // reaching top_p ends in (lo, hi]. Halve the range by partitioning until it is small, then
+    // sort what is left of it and count on.
+    size_t keep = w.ranked.size();
+    if (params_.top_p < 1) {
+      size_t lo = 0, hi = w.ranked.size();
+      double below = 0;
+      constexpr size_t kSorted = 256;
+      while (hi - lo > kSorted) {
+        const size_t mid = lo + (hi - lo) / 2;
+        std::nth_element(w.ranked.begin() + ptrdiff_t(lo), w.ranked.begin() + ptrdiff_t(mid),
+                         w.ranked.begin() + ptrdiff_t(hi), more_likely);
+        double half = 0;
+        for (size_t i = lo; i < mid; ++i) half += normalised(w.ranked[i].e);
+        if (below + half >= params_.top_p) {
+          hi = mid;
+        } else {
+          below += half;
+          lo = mid;
+        }
+      }
+      std::sort(w.ranked.begin() + ptrdiff_t(lo), w.ranked.begin() + ptrdiff_t(hi), more_likely);
+      keep = hi;
+      for (size_t i = lo; i < hi; ++i) {
+        below += normalised(w.ranked[i].e);
+        if (below >= params_.top_p) {
+          keep = i + 1;
+          break;
+        }
       }
     }
+    // The kept tokens are those at least as likely as the least likely of ranked[0, keep),
+    // collected in id order; min_p drops those below its floor (never the top one).
+    Candidate last = w.ranked[0];
+    for (size_t i = 1; i < keep; ++i)
+      if (more_likely(last, w.ranked[i])) last = w.ranked[i];
+    for (size_t i = 0; i < n; ++i)
+      if (w.e[i] > 0 && w.e[i] >= floor && !more_likely(last, {w.e[i], int(i)}))
+        w.kept.push_back({int(i), w.e[i]});
   }
-  if (params_.min_p > 0) {
-    const float floor = params_.min_p * p[size_t(order[0])];
-    while (keep > 1 && p[size_t(order[keep - 1])] < floor) --keep;
-  }
-  for (size_t i = keep; i < order.size(); ++i) p[size_t(order[i])] = 0;
+  // Temperature after filtering: p^(1/T) renormalised is exp((logit - top) / T) renormalised.
   if (params_.temperature != 1) {
-    for (float& v : p)
-      if (v > 0) v = float(std::pow(double(v), 1.0 / params_.temperature));
+    w.e.resize(w.kept.size());
+    for (size_t i = 0; i < w.kept.size(); ++i)
+      w.e[i] = (logits[size_t(w.kept[i].token)] - top) / params_.temperature;
+    kernels::exp_of(w.e.data(), w.e.data(), int64_t(w.kept.size()));
+    for (size_t i = 0; i < w.kept.size(); ++i) w.kept[i].p = w.e[i];
   }
-  total = 0;
-  for (float v : p) total += v;
-  for (float& v : p) v = float(v / total);
+  double kept_total = 0;
+  for (const Kept& t : w.kept) kept_total += double(t.p);
+  for (Kept& t : w.kept) t.p = float(double(t.p) / kept_total);
+}
+
+std::vector<float> Sampler::distribution(std::span<float> logits) const {
+  Work w;
+  choose(logits, w);
+  std::vector<float> p(logits.size(), 0.0f);
+  for (const Kept& t : w.kept) p[size_t(t.token)] = t.p;
   return p;
 }
 
 int Sampler::sample_valid(std::span<const float> logits, int n_valid) {
-  work_.assign(logits.begin(), logits.end());
-  std::fill(work_.begin() + std::clamp<ptrdiff_t>(n_valid, 0, ptrdiff_t(work_.size())), work_.end(),
-            -std::numeric_limits<float>::infinity());
-  return sample(work_);
+  work_.logits.assign(logits.begin(), logits.end());
+  std::fill(work_.logits.begin() + std::clamp<ptrdiff_t>(n_valid, 0, ptrdiff_t(logits.size())),
+            work_.logits.end(), -std::numeric_limits<float>::infinity());
+  return draw(work_.logits);
 }
 
-int Sampler::sample(std::span<float> logits) {
-  const std::vector<float> p = distribution(logits);
-  int token = 0;
-  if (params_.temperature == 0) {
-    token = int(std::max_element(p.begin(), p.end()) - p.begin());
-  } else {
+int Sampler::sample(std::span<float> logits) { return draw(logits); }
+
+int Sampler::draw(std::span<float> logits) {
+  choose(logits, work_);
+  int token = work_.kept.front().token;
+  if (params_.temperature != 0) {
+    // The kept tokens in id order, each taking its share of [0, 1); the last absorbs rounding.
     double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
-    token = -1;
-    for (size_t i = 0; i < p.size(); ++i) {
-      if (p[i] <= 0) continue;
-      token = int(i);  // the last possible token absorbs rounding at the top end
-      u -= p[i];
+    for (const Kept& t : work_.kept) {
+      token = t.token;
+      u -= t.p;
       if (u < 0) break;
     }
   }

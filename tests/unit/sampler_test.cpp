@@ -3,7 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <random>
 
 namespace rwkv {
 namespace {
@@ -165,6 +168,74 @@ TEST(Sampler, SamplesFollowTheDistribution) {
   }
   EXPECT_NEAR(counts[2] / 20000.0, 0.5, 0.02);
   EXPECT_NEAR(counts[0] / 20000.0, 0.2, 0.02);
+}
+
+// Step 4 as the header states it, done the plain way (softmax in double, every token sorted):
+// what the sampler's selection must agree with.
+std::vector<double> reference_distribution(std::vector<float> l, const SamplerParams& params) {
+  for (int t : params.banned_tokens) l[size_t(t)] = -INFINITY;
+  const size_t n = l.size();
+  const size_t best = size_t(std::max_element(l.begin(), l.end()) - l.begin());
+  std::vector<double> p(n);
+  double total = 0;
+  for (size_t i = 0; i < n; ++i) total += p[i] = std::exp(double(l[i]) - double(l[best]));
+  for (double& v : p) v /= total;
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return p[size_t(a)] > p[size_t(b)]; });
+  size_t keep = n;
+  if (params.top_k > 0) keep = std::min(keep, size_t(params.top_k));
+  double cum = 0;
+  for (size_t i = 0; params.top_p < 1 && i < keep; ++i)
+    if ((cum += p[size_t(order[i])]) >= params.top_p) keep = i + 1;
+  while (keep > 1 && p[size_t(order[keep - 1])] < params.min_p * p[best]) --keep;
+  std::vector<double> out(n);
+  total = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    const size_t t = size_t(order[i]);
+    total += out[t] = std::pow(p[t], 1.0 / params.temperature);
+  }
+  for (double& v : out) v /= total;
+  return out;
+}
+
+TEST(Sampler, SelectionMatchesSortingTheWholeVocabulary) {
+  std::mt19937_64 rng(3);
+  // Peaked (a trained model's shape), flat (every token near the top: top_p keeps most of
+  // them), and coarse (values on a grid of 0.5: ties at every boundary, broken by id).
+  const auto logits = [&](int shape) {
+    std::normal_distribution<float> noise(0.0f, shape == 1 ? 0.2f : 3.0f);
+    std::vector<float> l(5000);
+    for (float& v : l) v = shape == 2 ? std::round(noise(rng) * 2) / 2 : noise(rng);
+    if (shape == 0)
+      for (int i = 0; i < 6; ++i) l[size_t(rng() % l.size())] = 10.0f + float(i);
+    return l;
+  };
+  int cases = 0;
+  for (int shape = 0; shape < 3; ++shape)
+    for (int top_k : {0, 1, 7, 40, 4999})
+      for (float top_p : {1.0f, 0.9f, 0.5f, 0.05f})
+        for (float min_p : {0.0f, 0.02f})
+          for (float temperature : {1.0f, 0.6f}) {
+            SamplerParams params = plain();
+            params.top_k = top_k;
+            params.top_p = top_p;
+            params.min_p = min_p;
+            params.temperature = temperature;
+            params.banned_tokens = {int(rng() % 5000)};
+            std::vector<float> l = logits(shape);
+            const std::vector<double> want = reference_distribution(l, params);
+            const std::vector<float> got = Sampler(params, 5000).distribution(l);
+            for (size_t i = 0; i < got.size(); ++i) {
+              ASSERT_EQ(got[i] > 0, want[i] > 0)
+                  << "token " << i << ", shape " << shape << ", top_k " << top_k << ", top_p "
+                  << top_p << ", min_p " << min_p << ", T " << temperature;
+              ASSERT_NEAR(got[i], want[i], 1e-6 + 1e-5 * want[i]) << "token " << i;
+            }
+            ++cases;
+          }
+  EXPECT_EQ(cases, 240);
 }
 
 TEST(Sampler, BadParamsAreRefused) {

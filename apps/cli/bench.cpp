@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "core/dtype.h"
+#include "kernels/activations.h"
 #include "kernels/kernels.h"
 #include "kernels/probes.h"
 
@@ -83,7 +84,7 @@ Profile profile_generation(Model& model, std::vector<float>& state, std::vector<
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < gen; ++i) {
     model.forward(token, state, logits, scratch, eval);
-    token = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    token = int(kernels::argmax(logits.data(), int64_t(logits.size())));
   }
   Profile p;
   p.token_s = seconds_since(start) / gen;
@@ -160,7 +161,7 @@ void run(const BenchOptions& o) {
     int token = prompt.back();
     for (int i = 0; i < o.gen; ++i) {
       model->forward(token, state, logits, scratch, eval);
-      token = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      token = int(kernels::argmax(logits.data(), int64_t(logits.size())));
     }
     generate.push_back(double(o.gen) / seconds_since(start));
     gen_rss_mb = std::max(gen_rss_mb, rss_mb());

@@ -3,18 +3,17 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/activations.h"
 #include "rwkv/state.h"
 
 namespace rwkv {
 
 namespace {
 
-// log softmax(row)[target] in double.
+// log softmax(row)[target], summed in double (each exp within ~1.5 ulp of float32's).
 double log_prob(const float* row, int64_t n, int target) {
-  const double top = *std::max_element(row, row + n);
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += std::exp(double(row[i]) - top);
-  return double(row[target]) - top - std::log(sum);
+  const float top = row[kernels::argmax(row, n)];
+  return double(row[target]) - double(top) - std::log(kernels::sum_exp(row, n, top));
 }
 
 }  // namespace
@@ -60,7 +59,7 @@ LambadaScore score_lambada(std::span<const float> logits, int64_t n_vocab, size_
   for (size_t i = 0; i < dst.size(); ++i) {
     const float* row = logits.data() + (src_len - 1 + i) * size_t(n_vocab);
     s.logprob += log_prob(row, n_vocab, dst[i]);
-    if (std::max_element(row, row + n_vocab) - row != dst[i]) s.correct = false;
+    if (kernels::argmax(row, n_vocab) != dst[i]) s.correct = false;
   }
   return s;
 }

@@ -78,4 +78,41 @@ RWKV_ACTIVATION(silu_of, Fn::kSilu)
 RWKV_ACTIVATION(relu_squared_of, Fn::kReluSquared)
 #undef RWKV_ACTIVATION
 
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) int64_t argmax(
+    const float* x, int64_t n) {
+  // The largest value by lanes (a NaN never passes the compare), then its first position.
+  V top = V{} - __builtin_inff();
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) {
+    const V v = simd::load<kW>(x + i);
+    top = v > top ? v : top;
+  }
+  float best = -__builtin_inff();
+  for (int j = 0; j < kW; ++j) best = top[j] > best ? top[j] : best;
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  for (int64_t k = 0; k < n; ++k)
+    if (x[k] == best) return k;
+  return 0;
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) double sum_exp(
+    const float* x, int64_t n, float shift) {
+  // Lanes of 8 summed in double, so the sum of 65536 terms keeps float32's precision per term.
+  using D = double __attribute__((vector_size(8 * kW)));
+  D total = D{};
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW)
+    total += __builtin_convertvector(exp_lanes(simd::load<kW>(x + i) - shift), D);
+  double sum = 0;
+  for (int j = 0; j < kW; ++j) sum += total[j];
+  if (i < n) {
+    float in[kW], out[kW];
+    std::fill(in, in + kW, -__builtin_inff());
+    std::copy(x + i, x + n, in);
+    simd::store<kW>(out, exp_lanes(simd::load<kW>(in) - shift));
+    for (int64_t j = 0; j < n - i; ++j) sum += double(out[j]);
+  }
+  return sum;
+}
+
 }  // namespace rwkv::kernels

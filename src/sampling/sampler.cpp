@@ -55,22 +55,6 @@ void Sampler::apply_penalties(std::span<float> logits) const {
 }
 
 namespace {
-// Index of the first largest value (NaN never counts as largest; 0 when none is a number).
-size_t first_max(std::span<const float> x) {
-  // Sixteen running maxima, so the compiler keeps them in vector registers.
-  constexpr size_t kLanes = 16;
-  float lane[kLanes];
-  std::fill_n(lane, kLanes, -std::numeric_limits<float>::infinity());
-  size_t i = 0;
-  for (; i + kLanes <= x.size(); i += kLanes)
-    for (size_t j = 0; j < kLanes; ++j) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
-  float top = *std::max_element(lane, lane + kLanes);
-  for (; i < x.size(); ++i) top = x[i] > top ? x[i] : top;
-  for (size_t k = 0; k < x.size(); ++k)
-    if (x[k] == top) return k;
-  return 0;
-}
-
 double sum_of(std::span<const float> x) {
   constexpr size_t kLanes = 8;
   double lane[kLanes] = {};
@@ -91,7 +75,7 @@ void Sampler::choose(std::span<float> logits, Work& w) const {
   apply_penalties(logits);
   w.kept.clear();
   const size_t n = logits.size();
-  const size_t best = first_max(logits);
+  const size_t best = size_t(kernels::argmax(logits.data(), int64_t(n)));
   if (params_.temperature == 0 || !std::isfinite(logits[best])) {
     w.kept.push_back({int(best), 1.0f});
     return;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -77,6 +78,34 @@ TEST(Activations, ResultDoesNotDependOnPosition) {
       fn(&x[i], &alone, 1);
       ASSERT_EQ(0, std::memcmp(&alone, &all[i], 4)) << "element " << i;
     }
+  }
+}
+
+TEST(Activations, ArgmaxIsTheFirstLargestAndSkipsNaN) {
+  for (int64_t n : {1, 15, 16, 17, 65536}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) x[size_t(i)] = std::sin(0.37f * float(i));
+    const int64_t want = int64_t(std::max_element(x.begin(), x.end()) - x.begin());
+    EXPECT_EQ(argmax(x.data(), n), want) << n;
+    // A tie later on, and a NaN: still the first largest.
+    x.back() = x[size_t(want)];
+    x[0] = n > 1 ? std::numeric_limits<float>::quiet_NaN() : x[0];
+    EXPECT_EQ(argmax(x.data(), n), n > 1 && want == 0 ? n - 1 : want) << n;
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = INFINITY;
+  const float all_nan[] = {nan, nan, nan}, with_inf[] = {-inf, 3.0f, inf, inf};
+  EXPECT_EQ(argmax(all_nan, 3), 0);
+  EXPECT_EQ(argmax(with_inf, 4), 2);
+}
+
+TEST(Activations, SumExpMatchesDouble) {
+  for (int64_t n : {1, 7, 16, 33, 65536}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) x[size_t(i)] = 8.0f * std::sin(1.7f * float(i)) - 2.0f;
+    const float top = *std::max_element(x.begin(), x.end());
+    double want = 0;
+    for (float v : x) want += std::exp(double(v) - double(top));
+    EXPECT_NEAR(sum_exp(x.data(), n, top), want, want * 3e-7) << n;
   }
 }
 

@@ -64,6 +64,41 @@ template <Fn kFn>
   std::copy(out, out + (n - i), y + i);
 }
 
+// The index of the first largest of x[0, n): the largest value by lanes (a NaN never passes the
+// compare), then its first position.
+[[gnu::always_inline]] inline int64_t first_largest(const float* x, int64_t n) {
+  V top = V{} - __builtin_inff();
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) {
+    const V v = simd::load<kW>(x + i);
+    top = v > top ? v : top;
+  }
+  float best = -__builtin_inff();
+  for (int j = 0; j < kW; ++j) best = top[j] > best ? top[j] : best;
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  for (int64_t k = 0; k < n; ++k)
+    if (x[k] == best) return k;
+  return 0;
+}
+
+// Sum of exp(x[i] - shift), in double lanes, so 65536 terms keep float32's precision each.
+[[gnu::always_inline]] inline double sum_of_exp(const float* x, int64_t n, float shift) {
+  using D = double __attribute__((vector_size(8 * kW)));
+  D total = D{};
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW)
+    total += __builtin_convertvector(exp_lanes(simd::load<kW>(x + i) - shift), D);
+  double sum = 0;
+  for (int j = 0; j < kW; ++j) sum += total[j];
+  if (i < n) {
+    float in[kW] = {}, out[kW];
+    std::copy(x + i, x + n, in);
+    simd::store<kW>(out, exp_lanes(simd::load<kW>(in) - shift));
+    for (int64_t j = 0; j < n - i; ++j) sum += double(out[j]);
+  }
+  return sum;
+}
+
 }  // namespace
 
 // Each public function, compiled once per ISA level.
@@ -80,39 +115,12 @@ RWKV_ACTIVATION(relu_squared_of, Fn::kReluSquared)
 
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) int64_t argmax(
     const float* x, int64_t n) {
-  // The largest value by lanes (a NaN never passes the compare), then its first position.
-  V top = V{} - __builtin_inff();
-  int64_t i = 0;
-  for (; i + kW <= n; i += kW) {
-    const V v = simd::load<kW>(x + i);
-    top = v > top ? v : top;
-  }
-  float best = -__builtin_inff();
-  for (int j = 0; j < kW; ++j) best = top[j] > best ? top[j] : best;
-  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
-  for (int64_t k = 0; k < n; ++k)
-    if (x[k] == best) return k;
-  return 0;
+  return first_largest(x, n);
 }
 
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) double sum_exp(
     const float* x, int64_t n, float shift) {
-  // Lanes of 8 summed in double, so the sum of 65536 terms keeps float32's precision per term.
-  using D = double __attribute__((vector_size(8 * kW)));
-  D total = D{};
-  int64_t i = 0;
-  for (; i + kW <= n; i += kW)
-    total += __builtin_convertvector(exp_lanes(simd::load<kW>(x + i) - shift), D);
-  double sum = 0;
-  for (int j = 0; j < kW; ++j) sum += total[j];
-  if (i < n) {
-    float in[kW], out[kW];
-    std::fill(in, in + kW, -__builtin_inff());
-    std::copy(x + i, x + n, in);
-    simd::store<kW>(out, exp_lanes(simd::load<kW>(in) - shift));
-    for (int64_t j = 0; j < n - i; ++j) sum += double(out[j]);
-  }
-  return sum;
+  return sum_of_exp(x, n, shift);
 }
 
 }  // namespace rwkv::kernels

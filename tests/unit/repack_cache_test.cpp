@@ -352,5 +352,55 @@ TEST(RepackedLargerModel, MappedSaysHowMuchIsInHugePagesAndEqualsRead) {
   EXPECT_EQ(run_tokens(*read, tokens).logits, want.logits);
 }
 
+// Resident bytes of this process's mappings of `path` (the Rss lines of its /proc/self/smaps
+// entries).
+uint64_t resident_bytes_of(const fs::path& path) {
+  std::ifstream smaps("/proc/self/smaps");
+  uint64_t total = 0;
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    unsigned long kb;
+    if (line.find('-') < line.find(' ') && std::isxdigit(static_cast<unsigned char>(line[0])))
+      inside =
+          line.size() >= path.string().size() &&
+          line.compare(line.size() - path.string().size(), std::string::npos, path.string()) == 0;
+    else if (inside && std::sscanf(line.c_str(), "Rss: %lu kB", &kb) == 1)
+      total += uint64_t(kb) * 1024;
+  }
+  return total;
+}
+
+// After an int8 load, the model file's copy of the repacked matrices is not resident, however
+// loading read the small tensors between them: only the 2 MiB blocks holding what generation
+// reads from the file (here the embedding) stay mapped.
+TEST(RepackedLargerModel, LeavesOnlyWhatRunsFromTheFileResident) {
+  if (!kernels::packs_int8_groups())
+    GTEST_SKIP() << "the int8 kernel here reads rows as stored (no AVX-512 VNNI)";
+  const fs::path dir = temp_dir(), model = dir / "m.safetensors";
+  InitOptions init;
+  init.arch = "7";
+  init.n_embd = 512;
+  init.n_layer = 6;
+  init.n_vocab = 1024;
+  init.seed = 6;
+  write_safetensors(
+      quantize_model(std::make_shared<const TensorMap>(init_model(init)), DType::Q8_0),
+      model.string());
+  const uint64_t file_bytes = fs::file_size(model), huge = uint64_t(2) << 20;
+  ASSERT_GE(file_bytes, 8 * huge);
+  LoadOptions options;
+  options.int8_activations = true;
+  options.repack_cache_dir = (dir / "cache").string();
+  for (const char* how : {"built", "cached"}) {
+    const auto loaded = Model::load(model.string(), options);
+    ASSERT_EQ(loaded->info().repacked, how);
+    // The embedding (1024 x 512 F16, 1 MiB) lies in at most two 2 MiB blocks.
+    const uint64_t after_load = resident_bytes_of(model);
+    EXPECT_LE(after_load, 2 * huge) << how << ": " << after_load << " of " << file_bytes;
+    run_tokens(*loaded, {3, 700, 41, 1000, 5});
+    EXPECT_LE(resident_bytes_of(model), 2 * huge) << how;
+  }
+}
+
 }  // namespace
 }  // namespace rwkv::test

@@ -99,6 +99,32 @@ template <Fn kFn>
   return sum;
 }
 
+// y = exp(x - shift), 0 where x - shift <= -87 (or is NaN); returns the sum of y in double.
+[[gnu::always_inline]] inline V numerator_lanes(V x, float shift) {
+  const V d = x - shift;
+  return d > -87.0f ? exp_lanes(d) : V{} - V{};
+}
+[[gnu::always_inline]] inline double softmax_numerators(const float* x, int64_t n, float shift,
+                                                        float* y) {
+  using D = double __attribute__((vector_size(8 * kW)));
+  D total = D{};
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) {
+    const V e = numerator_lanes(simd::load<kW>(x + i), shift);
+    simd::store<kW>(y + i, e);
+    total += __builtin_convertvector(e, D);
+  }
+  double sum = 0;
+  for (int j = 0; j < kW; ++j) sum += total[j];
+  if (i < n) {
+    float in[kW] = {}, out[kW];
+    std::copy(x + i, x + n, in);
+    simd::store<kW>(out, numerator_lanes(simd::load<kW>(in), shift));
+    for (int64_t j = 0; j < n - i; ++j) sum += double(y[i + j] = out[j]);
+  }
+  return sum;
+}
+
 }  // namespace
 
 // Each public function, compiled once per ISA level.
@@ -121,6 +147,11 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) in
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) double sum_exp(
     const float* x, int64_t n, float shift) {
   return sum_of_exp(x, n, shift);
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) double
+softmax_numerators_of(const float* x, int64_t n, float shift, float* y) {
+  return softmax_numerators(x, n, shift, y);
 }
 
 }  // namespace rwkv::kernels

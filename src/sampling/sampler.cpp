@@ -54,20 +54,6 @@ void Sampler::apply_penalties(std::span<float> logits) const {
   }
 }
 
-namespace {
-double sum_of(std::span<const float> x) {
-  constexpr size_t kLanes = 8;
-  double lane[kLanes] = {};
-  size_t i = 0;
-  for (; i + kLanes <= x.size(); i += kLanes)
-    for (size_t j = 0; j < kLanes; ++j) lane[j] += double(x[i + j]);
-  double total = 0;
-  for (double v : lane) total += v;
-  for (; i < x.size(); ++i) total += double(x[i]);
-  return total;
-}
-}  // namespace
-
 void Sampler::choose(std::span<float> logits, Work& w) const {
   if (logits.size() != size_t(n_vocab_))
     throw Error("sampler: " + std::to_string(logits.size()) + " logits, expected " +
@@ -85,10 +71,7 @@ void Sampler::choose(std::span<float> logits, Work& w) const {
   // normalising, and exp_of saturates there instead of reaching 0.
   const float top = logits[best];
   w.e.resize(n);
-  for (size_t i = 0; i < n; ++i) w.e[i] = logits[i] - top;
-  kernels::exp_of(w.e.data(), w.e.data(), int64_t(n));
-  for (size_t i = 0; i < n; ++i) w.e[i] = logits[i] - top > -87.0f ? w.e[i] : 0.0f;
-  const double total = sum_of(w.e);
+  const double total = kernels::softmax_numerators_of(logits.data(), int64_t(n), top, w.e.data());
   const float floor = params_.min_p * w.e[best];
   if (params_.top_k == 0 && params_.top_p >= 1) {
     // min_p alone drops exactly the tokens below its floor: no order needed.

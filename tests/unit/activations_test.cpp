@@ -109,5 +109,24 @@ TEST(Activations, SumExpMatchesDouble) {
   }
 }
 
+TEST(Activations, SoftmaxNumeratorsAreZeroFarBelowTheShift) {
+  for (int64_t n : {3, 16, 37}) {
+    std::vector<float> x(static_cast<size_t>(n)), y(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) x[size_t(i)] = 5.0f - 3.1f * float(i);
+    x[1] = -INFINITY;
+    double want_sum = 0;
+    const double sum = softmax_numerators_of(x.data(), n, 5.0f, y.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const double d = double(x[size_t(i)]) - 5.0, want = d > -87 ? std::exp(d) : 0.0;
+      if (want == 0)
+        EXPECT_EQ(y[size_t(i)], 0.0f) << i;
+      else
+        EXPECT_NEAR(y[size_t(i)], want, want * 3e-7) << i;
+      want_sum += want;
+    }
+    EXPECT_NEAR(sum, want_sum, want_sum * 3e-7);
+  }
+}
+
 }  // namespace
 }  // namespace rwkv::kernels

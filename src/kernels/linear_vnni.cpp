@@ -135,151 +135,67 @@ inline void store_group(float* y, __m512 v, int64_t n) {
   _mm512_mask_storeu_ps(y, __mmask16((1u << n) - 1), v);
 }
 
-// One token against one group, streamed once. Every output is a chain over the blocks in
-// order, sum = fma(S, d_w * d_x, sum) (then fma(m_w, d_x * sum q, sum) for Q4_1/Q5_1): the
-// scalar reference's arithmetic, so this kernel equals it bit for bit, and one token equals the
-// same token in a chunk (panel_tile below). n: the group's rows that exist.
-template <DType kType>
-void one_token_group(const uint8_t* group, const Int8Activations& x, float* y, int64_t n) {
+// TT tokens (one to kTokensAtOnce, from t0) against one group: each block is unpacked once, in
+// registers, for all of them. Every output is a chain over the blocks in order,
+// sum = fma(S, d_w * d_x, sum) (then fma(m_w, d_x * sum q, sum) for Q4_1/Q5_1): the scalar
+// reference's arithmetic, so this kernel equals it bit for bit whatever the tokens it runs
+// with. n: the group's rows that exist.
+template <DType kType, int TT>
+void few_tokens_group(const uint8_t* group, const Int8Activations& x, int64_t t0, float* y,
+                      int64_t ldy, int64_t n) {
   const int64_t blocks = x.K / 32;
-  __m512 sum = _mm512_setzero_ps();
+  __m512 sum[TT];
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) sum[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* ahead = group + b * kGroupBlockBytes<kType> + kPrefetchBytes;
     RWKV_UNROLL
     for (int64_t at = 0; at < kGroupBlockBytes<kType>; at += 64)
       _mm_prefetch(reinterpret_cast<const char*>(ahead + at), _MM_HINT_NTA);
     const GroupBlock<kType> block(group, b);
-    sum = chain_step<kType>(sum, block.dot(x, 0, b), block.d, block.m, x, 0, b);
-  }
-  store_group(y, sum, n);
-}
-
-// Several tokens: the groups' blocks are unpacked once into a panel, so that each tile of
-// tokens meets ready levels (one vpdpbusd per four columns, the four activation bytes
-// broadcast).
-struct Panel {
-  __m512i* levels = nullptr;          // [block][group][8 columns of four bytes]
-  __m512 *d = nullptr, *m = nullptr;  // [block][group]
-  std::vector<uint8_t> storage;
-
-  // Room for `blocks` blocks of up to 2 groups. Aligned by hand: std::vector does not promise
-  // 64-byte alignment.
-  void reserve(int64_t blocks) {
-    const size_t n = size_t(blocks * 2);
-    storage.resize(64 * (10 * n + 1));
-    levels = reinterpret_cast<__m512i*>((reinterpret_cast<uintptr_t>(storage.data()) + 63) &
-                                        ~uintptr_t(63));
-    d = reinterpret_cast<__m512*>(levels + 8 * n);
-    m = d + n;
-  }
-
-  template <DType kType>
-  void unpack(const uint8_t* const* group, int groups, int64_t blocks) {
-    for (int64_t b = 0; b < blocks; ++b)
-      for (int s = 0; s < groups; ++s) {
-        const GroupBlock<kType> block(group[s], b);
-        const size_t i = size_t(b * groups + s);
-        RWKV_UNROLL
-        for (int c = 0; c < 8; ++c) _mm512_store_si512(levels + 8 * i + c, block.column[c]);
-        d[i] = block.d;
-        m[i] = block.m;
-      }
-  }
-};
-
-// G unpacked groups (16 G rows) against TT tokens from t0, each output the chain of
-// one_token_group().
-template <DType kType, int G, int TT>
-void panel_tile(const Panel& panel, const Int8Activations& x, int64_t t0, float* y, int64_t ldy,
-                int64_t n_last) {
-  const int64_t blocks = x.K / 32;
-  __m512 sum[G][TT];
-  RWKV_UNROLL
-  for (int r = 0; r < G; ++r) {
-    RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) sum[r][t] = _mm512_setzero_ps();
-  }
-  for (int64_t b = 0; b < blocks; ++b) {
-    __m512i dot[G][TT];
-    RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) {
-      const __m512i bias = _mm512_set1_epi32(x.block_bias[size_t((t0 + t) * blocks + b)]);
-      RWKV_UNROLL
-      for (int r = 0; r < G; ++r) dot[r][t] = bias;
-    }
-    const __m512i* levels = panel.levels + b * G * 8;
-    RWKV_UNROLL
-    for (int c = 0; c < 8; ++c) {
-      __m512i w[G];
-      RWKV_UNROLL
-      for (int r = 0; r < G; ++r) w[r] = _mm512_load_si512(levels + r * 8 + c);
-      RWKV_UNROLL
-      for (int t = 0; t < TT; ++t) {
-        int32_t four;
-        std::memcpy(&four, x.row_q(t0 + t) + 32 * b + 4 * c, 4);
-        const __m512i a = _mm512_set1_epi32(four);
-        RWKV_UNROLL
-        for (int r = 0; r < G; ++r) dot[r][t] = _mm512_dpbusd_epi32(dot[r][t], w[r], a);
-      }
-    }
-    RWKV_UNROLL
-    for (int r = 0; r < G; ++r) {
-      const __m512 d = panel.d[size_t(b * G + r)], m = panel.m[size_t(b * G + r)];
-      RWKV_UNROLL
-      for (int t = 0; t < TT; ++t)
-        sum[r][t] = chain_step<kType>(sum[r][t], dot[r][t], d, m, x, t0 + t, b);
-    }
-  }
-  RWKV_UNROLL
-  for (int r = 0; r < G; ++r) {
     RWKV_UNROLL
     for (int t = 0; t < TT; ++t)
-      store_group(y + t * ldy + kGroup * r, sum[r][t], r == G - 1 ? n_last : kGroup);
+      sum[t] = chain_step<kType>(sum[t], block.dot(x, t0 + t, b), block.d, block.m, x, t0 + t, b);
   }
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) store_group(y + t * ldy, sum[t], n);
 }
 
-// All tokens against G unpacked groups, kTile tokens at a time.
-template <DType kType, int G>
-void panel_tokens(const Panel& panel, const Int8Activations& x, float* y, int64_t O,
-                  int64_t n_last) {
-  constexpr int kTile = 4;
-  int64_t t = 0;
-  for (; t + kTile <= x.T; t += kTile)
-    panel_tile<kType, G, kTile>(panel, x, t, y + t * O, O, n_last);
-  for (; t < x.T; ++t) panel_tile<kType, G, 1>(panel, x, t, y + t * O, O, n_last);
+// Tokens per pass over a group. One token streams each group from DRAM; more tokens take it in
+// passes of up to eight, the group (18-35 KB) staying in L1 after the first. Unpacking each
+// group block again per pass measured faster at every T than unpacking the groups once into a
+// panel that every token reread from L2 (that panel: 2 tokens 3.6x one token's time, 512
+// tokens -7-9%).
+constexpr int64_t kTokensAtOnce = 8;
+
+// few_tokens_group() for `tokens` (1 to kTokensAtOnce) tokens from t0.
+template <DType kType, int TT = 1>
+void few_tokens(const uint8_t* group, const Int8Activations& x, int64_t t0, int64_t tokens,
+                float* y, int64_t ldy, int64_t n) {
+  if constexpr (TT < kTokensAtOnce)
+    if (tokens != TT) return few_tokens<kType, TT + 1>(group, x, t0, tokens, y, ldy, n);
+  few_tokens_group<kType, TT>(group, x, t0, y + t0 * ldy, ldy, n);
 }
 
+// One group at a time: a single sequential stream per thread (two groups interleaved, two
+// streams, read 15-20% slower from DRAM).
 template <DType kType>
 void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1) {
-  const int64_t O = w.rows(), blocks = x.K / 32;
+  const int64_t O = w.rows();
   const uint64_t group_bytes = kGroup * w.row_bytes();
-  // One token streams one group at a time: a single sequential stream per thread (two groups
-  // interleaved, two streams, read 15-20% slower from DRAM). Several tokens unpack two groups
-  // (32 rows) into the panel: each broadcast of activations then feeds two vpdpbusd.
-  const int step_groups = x.T == 1 ? 1 : 2;
   thread_local std::vector<uint8_t> packed;  // for a tensor not packed at load (tests)
-  thread_local Panel panel;
-  if (x.T > 1) panel.reserve(blocks);
-  for (int64_t r = r0; r < r1; r += step_groups * kGroup) {
-    const int64_t n = std::min<int64_t>(step_groups * kGroup, r1 - r);
-    const int64_t g = r / kGroup, groups = (n + kGroup - 1) / kGroup;
-    const uint8_t* group[2];
+  for (int64_t r = r0; r < r1; r += kGroup) {
+    const int64_t n = std::min<int64_t>(kGroup, r1 - r), g = r / kGroup;
+    const uint8_t* group;
     if (w.int8_groups) {
-      for (int s = 0; s < groups; ++s) group[s] = w.int8_groups + uint64_t(g + s) * group_bytes;
+      group = w.int8_groups + uint64_t(g) * group_bytes;
     } else {
-      packed.resize(size_t(groups * group_bytes));
-      pack_int8_groups(w, g, g + groups, packed.data());
-      for (int s = 0; s < groups; ++s) group[s] = packed.data() + uint64_t(s) * group_bytes;
+      packed.resize(size_t(group_bytes));
+      pack_int8_groups(w, g, g + 1, packed.data());
+      group = packed.data();
     }
-    if (x.T == 1) {
-      one_token_group<kType>(group[0], x, y + r, n);
-      continue;
-    }
-    panel.unpack<kType>(group, int(groups), blocks);
-    if (groups == 2)
-      panel_tokens<kType, 2>(panel, x, y + r, O, n - kGroup);
-    else
-      panel_tokens<kType, 1>(panel, x, y + r, O, n);
+    for (int64_t t0 = 0; t0 < x.T; t0 += kTokensAtOnce)
+      few_tokens<kType>(group, x, t0, std::min(kTokensAtOnce, x.T - t0), y + r, O, n);
   }
 }
 

@@ -155,8 +155,8 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
     }
     for (int64_t k = 0, b = 0; k < K; k += 32, b += bb) {
       __m512 w[R][2];
-      // Only where the weights stream (one token); larger tiles reread them from L1.
-      if constexpr (TT == 1) {
+      // Only where the weights stream (one row at a time); larger tiles reread them from L1.
+      if constexpr (R == 1) {
         RWKV_UNROLL
         for (int i = 0; i < R; ++i)
           _mm_prefetch(reinterpret_cast<const char*>(rows[i] + b + kPrefetchBytes), _MM_HINT_NTA);
@@ -180,9 +180,9 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
   } else {
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
-      // Where the weights stream (one token), as for ggml blocks above; every vector (twice a
-      // line for 16-bit types) measured faster than once a line.
-      if constexpr (TT == 1) {
+      // Where the weights stream (one row at a time), as for ggml blocks above; every vector (twice
+      // a line for 16-bit types) measured faster than once a line.
+      if constexpr (R == 1) {
         RWKV_UNROLL
         for (int i = 0; i < R; ++i)
           _mm_prefetch(
@@ -318,6 +318,20 @@ void decode_row(const uint8_t* row, int64_t K, float* out) {
   }
 }
 
+// Up to this many tokens stream the weights one row at a time, each row meeting every token
+// (tile() with one row): blocking rows for several tokens (a decoded panel, or four rows at
+// once) made two tokens, a server's step for two sequences, cost 1.7-3x one.
+constexpr int64_t kStreamedTokens = 4;
+
+// tile<kType, 1, T>() over `rows` consecutive rows from row0.
+template <DType kType, int TT = 1>
+void rows_streamed(const uint8_t* row0, uint64_t row_bytes, const float* x, int64_t T, int64_t K,
+                   float* y, int64_t O, int64_t rows) {
+  if constexpr (TT < kStreamedTokens)
+    if (T != TT) return rows_streamed<kType, TT + 1>(row0, row_bytes, x, T, K, y, O, rows);
+  for (int64_t i = 0; i < rows; ++i, row0 += row_bytes) tile<kType, 1, TT>(&row0, x, K, y + i, O);
+}
+
 template <DType kType>
 void linear_direct(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
   const int64_t K = w.cols(), O = w.rows();
@@ -327,8 +341,8 @@ void linear_direct(const Tensor& w, const float* x, int64_t T, float* y, int64_t
   // One row at a time for a single token: one sequential stream reads DRAM much faster than
   // interleaved ones (a 256 MB F16 matrix on one thread: ~33 vs ~22 GB/s for four rows), and
   // the row's FMA chains still keep up with it.
-  if (T == 1) {
-    for (; r < r1; ++r, row0 += row_bytes) tile<kType, 1, 1>(&row0, x, K, y + r, O);
+  if (T <= kStreamedTokens) {
+    rows_streamed<kType>(row0, row_bytes, x, T, K, y + r, O, r1 - r);
     return;
   }
   if constexpr (kIsBlock<kType>) {

@@ -99,16 +99,16 @@ struct GroupBlock {
             : _mm512_setzero_ps();
   }
 
-  // The exact integer dot products of the block with token t's activations, one row per lane:
-  // two chains of four vpdpbusd, each column meeting its four activation bytes broadcast.
-  __m512i dot(const Int8Activations& x, int64_t t, int64_t b) const {
-    const int8_t* q = x.row_q(t) + 32 * b;
+  // The exact integer dot products of the block with a token's activation bytes q (this block's
+  // 32) and its block bias, one row per lane: two chains of four vpdpbusd, each column meeting
+  // its four activation bytes broadcast.
+  __m512i dot(const int8_t* q, int32_t bias) const {
     const auto four = [&](int c) {
       int32_t v;
       std::memcpy(&v, q + 4 * c, 4);
       return _mm512_set1_epi32(v);
     };
-    __m512i low = _mm512_set1_epi32(x.block_bias[size_t(t * (x.K / 32) + b)]);
+    __m512i low = _mm512_set1_epi32(bias);
     __m512i high = _mm512_setzero_si512();
     RWKV_UNROLL
     for (int c = 0; c < 4; ++c) {
@@ -119,15 +119,12 @@ struct GroupBlock {
   }
 };
 
-// sum + block b's term for 16 outputs: S the exact block dot products, d and m the weights'.
+// sum + a block's term for 16 outputs: S the exact block dot products, d and m the weights',
+// scale and qsum the token's for that block.
 template <DType kType>
-inline __m512 chain_step(__m512 sum, __m512i S, __m512 d, __m512 m, const Int8Activations& x,
-                         int64_t t, int64_t b) {
-  const int64_t i = t * (x.K / 32) + b;
-  sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S), _mm512_mul_ps(d, _mm512_set1_ps(x.scale[size_t(i)])),
-                        sum);
-  if constexpr (kHasMin<kType>)
-    sum = _mm512_fmadd_ps(m, _mm512_set1_ps(x.block_qsum[size_t(i)]), sum);
+inline __m512 chain_step(__m512 sum, __m512i S, __m512 d, __m512 m, float scale, float qsum) {
+  sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S), _mm512_mul_ps(d, _mm512_set1_ps(scale)), sum);
+  if constexpr (kHasMin<kType>) sum = _mm512_fmadd_ps(m, _mm512_set1_ps(qsum), sum);
   return sum;
 }
 
@@ -143,7 +140,13 @@ inline void store_group(float* y, __m512 v, int64_t n) {
 template <DType kType, int TT>
 void few_tokens_group(const uint8_t* group, const Int8Activations& x, int64_t t0, float* y,
                       int64_t ldy, int64_t n) {
-  const int64_t blocks = x.K / 32;
+  const int64_t blocks = x.K / 32, q_stride = x.pairs * 64;
+  // Token t0's activations; token t0 + t's lie t strides on (addressed from here, one token ran
+  // 1-3% slower per product than with its own code).
+  const int8_t* q = x.row_q(t0);
+  const float* scale = x.scale.data() + t0 * blocks;
+  const float* qsum = x.block_qsum.data() + t0 * blocks;
+  const int32_t* bias = x.block_bias.data() + t0 * blocks;
   __m512 sum[TT];
   RWKV_UNROLL
   for (int t = 0; t < TT; ++t) sum[t] = _mm512_setzero_ps();
@@ -155,7 +158,9 @@ void few_tokens_group(const uint8_t* group, const Int8Activations& x, int64_t t0
     const GroupBlock<kType> block(group, b);
     RWKV_UNROLL
     for (int t = 0; t < TT; ++t)
-      sum[t] = chain_step<kType>(sum[t], block.dot(x, t0 + t, b), block.d, block.m, x, t0 + t, b);
+      sum[t] = chain_step<kType>(sum[t], block.dot(q + t * q_stride + 32 * b, bias[t * blocks + b]),
+                                 block.d, block.m, scale[t * blocks + b],
+                                 kHasMin<kType> ? qsum[t * blocks + b] : 0.0f);
   }
   RWKV_UNROLL
   for (int t = 0; t < TT; ++t) store_group(y + t * ldy, sum[t], n);

@@ -306,22 +306,28 @@ TEST_F(RepackedModel, AnUnwritableCacheDirectoryOnlyWarns) {
   EXPECT_EQ(run_tokens(*model, tokens_).logits, run_tokens(*load("none"), tokens_).logits);
 }
 
+// dir/m.safetensors: a random RWKV-7 of 512 x n_layer (vocab 1024) in Q8_0, 4 MB a layer.
+fs::path write_q8_0_model(const fs::path& dir, int n_layer, uint64_t seed) {
+  InitOptions init;
+  init.arch = "7";
+  init.n_embd = 512;
+  init.n_layer = n_layer;
+  init.n_vocab = 1024;
+  init.seed = seed;
+  const fs::path path = dir / "m.safetensors";
+  write_safetensors(
+      quantize_model(std::make_shared<const TensorMap>(init_model(init)), DType::Q8_0),
+      path.string());
+  return path;
+}
+
 // A cache of whole 2 MiB pages: mapped, it says how much of it the kernel maps by 2 MiB pages
 // (all of it where the file system keeps files in large folios), with the logits of reading it
 // and of repacking in memory.
 TEST(RepackedLargerModel, MappedSaysHowMuchIsInHugePagesAndEqualsRead) {
   if (!kernels::packs_int8_groups())
     GTEST_SKIP() << "the int8 kernel here reads rows as stored (no AVX-512 VNNI)";
-  const fs::path dir = temp_dir(), model = dir / "m.safetensors";
-  InitOptions init;
-  init.arch = "7";
-  init.n_embd = 512;
-  init.n_layer = 4;
-  init.n_vocab = 1024;
-  init.seed = 5;
-  write_safetensors(
-      quantize_model(std::make_shared<const TensorMap>(init_model(init)), DType::Q8_0),
-      model.string());
+  const fs::path dir = temp_dir(), model = write_q8_0_model(dir, 4, 5);
   const auto load = [&](const std::string& cache_dir, bool map) {
     LoadOptions options;
     options.int8_activations = true;
@@ -376,16 +382,7 @@ uint64_t resident_bytes_of(const fs::path& path) {
 TEST(RepackedLargerModel, LeavesOnlyWhatRunsFromTheFileResident) {
   if (!kernels::packs_int8_groups())
     GTEST_SKIP() << "the int8 kernel here reads rows as stored (no AVX-512 VNNI)";
-  const fs::path dir = temp_dir(), model = dir / "m.safetensors";
-  InitOptions init;
-  init.arch = "7";
-  init.n_embd = 512;
-  init.n_layer = 6;
-  init.n_vocab = 1024;
-  init.seed = 6;
-  write_safetensors(
-      quantize_model(std::make_shared<const TensorMap>(init_model(init)), DType::Q8_0),
-      model.string());
+  const fs::path dir = temp_dir(), model = write_q8_0_model(dir, 6, 6);
   const uint64_t file_bytes = fs::file_size(model), huge = uint64_t(2) << 20;
   ASSERT_GE(file_bytes, 8 * huge);
   LoadOptions options;

@@ -81,7 +81,6 @@ class Sampler {
   // Steps 1-4: the tokens that may be drawn, in id order, with their probabilities (one token
   // with probability 1 for greedy).
   void choose(std::span<float> logits, Work& w) const;
-  int draw(std::span<float> logits);
 
   SamplerParams params_;
   int n_vocab_;

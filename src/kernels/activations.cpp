@@ -81,29 +81,14 @@ template <Fn kFn>
   return 0;
 }
 
-// Sum of exp(x[i] - shift), in double lanes, so 65536 terms keep float32's precision each.
-[[gnu::always_inline]] inline double sum_of_exp(const float* x, int64_t n, float shift) {
-  using D = double __attribute__((vector_size(8 * kW)));
-  D total = D{};
-  int64_t i = 0;
-  for (; i + kW <= n; i += kW)
-    total += __builtin_convertvector(exp_lanes(simd::load<kW>(x + i) - shift), D);
-  double sum = 0;
-  for (int j = 0; j < kW; ++j) sum += total[j];
-  if (i < n) {
-    float in[kW] = {}, out[kW];
-    std::copy(x + i, x + n, in);
-    simd::store<kW>(out, exp_lanes(simd::load<kW>(in) - shift));
-    for (int64_t j = 0; j < n - i; ++j) sum += double(out[j]);
-  }
-  return sum;
-}
-
-// y = exp(x - shift), 0 where x - shift <= -87 (or is NaN); returns the sum of y in double.
+// exp(x - shift), 0 where x - shift <= -87 (or is NaN).
 [[gnu::always_inline]] inline V numerator_lanes(V x, float shift) {
   const V d = x - shift;
   return d > -87.0f ? exp_lanes(d) : V{} - V{};
 }
+// The sum of numerator_lanes() over x[0, n), in double lanes so that 65536 terms keep float32's
+// precision each; with kStore, each term also goes to y.
+template <bool kStore>
 [[gnu::always_inline]] inline double softmax_numerators(const float* x, int64_t n, float shift,
                                                         float* y) {
   using D = double __attribute__((vector_size(8 * kW)));
@@ -111,7 +96,7 @@ template <Fn kFn>
   int64_t i = 0;
   for (; i + kW <= n; i += kW) {
     const V e = numerator_lanes(simd::load<kW>(x + i), shift);
-    simd::store<kW>(y + i, e);
+    if constexpr (kStore) simd::store<kW>(y + i, e);
     total += __builtin_convertvector(e, D);
   }
   double sum = 0;
@@ -120,7 +105,8 @@ template <Fn kFn>
     float in[kW] = {}, out[kW];
     std::copy(x + i, x + n, in);
     simd::store<kW>(out, numerator_lanes(simd::load<kW>(in), shift));
-    for (int64_t j = 0; j < n - i; ++j) sum += double(y[i + j] = out[j]);
+    if constexpr (kStore) std::copy(out, out + (n - i), y + i);
+    for (int64_t j = 0; j < n - i; ++j) sum += double(out[j]);
   }
   return sum;
 }
@@ -146,12 +132,12 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) in
 
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) double sum_exp(
     const float* x, int64_t n, float shift) {
-  return sum_of_exp(x, n, shift);
+  return softmax_numerators<false>(x, n, shift, nullptr);
 }
 
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) double
 softmax_numerators_of(const float* x, int64_t n, float shift, float* y) {
-  return softmax_numerators(x, n, shift, y);
+  return softmax_numerators<true>(x, n, shift, y);
 }
 
 }  // namespace rwkv::kernels

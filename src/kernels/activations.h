@@ -20,11 +20,10 @@ void relu_squared_of(const float* x, float* y, int64_t n);
 // Index of the first largest of x[0, n) (a NaN is never the largest; 0 when every one is NaN):
 // greedy decoding's pick, vectorized (std::max_element took 190 us over 65536 logits).
 int64_t argmax(const float* x, int64_t n);
-// Sum of exp(x[i] - shift) in double, the exps as exp_of's: a log-softmax's denominator with
-// shift = the largest x (terms more than 87.3 below it count as about 1e-38 each).
-double sum_exp(const float* x, int64_t n, float shift);
 // y = exp(x - shift) as exp_of's, exactly 0 where x - shift <= -87 (a banned token's -inf among
 // them), and their sum in double: a softmax's numerators and denominator, shift = the largest x.
 double softmax_numerators_of(const float* x, int64_t n, float shift, float* y);
+// That sum alone (a log-softmax's denominator).
+double sum_exp(const float* x, int64_t n, float shift);
 
 }  // namespace rwkv::kernels

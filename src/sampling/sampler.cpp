@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
 
 #include "kernels/activations.h"
 #include "rwkv/error.h"
@@ -172,12 +171,10 @@ int Sampler::sample_valid(std::span<const float> logits, int n_valid) {
   work_.logits.assign(logits.begin(), logits.end());
   std::fill(work_.logits.begin() + std::clamp<ptrdiff_t>(n_valid, 0, ptrdiff_t(logits.size())),
             work_.logits.end(), -std::numeric_limits<float>::infinity());
-  return draw(work_.logits);
+  return sample(work_.logits);
 }
 
-int Sampler::sample(std::span<float> logits) { return draw(logits); }
-
-int Sampler::draw(std::span<float> logits) {
+int Sampler::sample(std::span<float> logits) {
   choose(logits, work_);
   int token = work_.kept.front().token;
   if (params_.temperature != 0) {

@@ -334,6 +334,13 @@ struct alignas(64) InputState {
   std::atomic<int> state{0};  // 0 not started, 1 being prepared, 2 ready
 };
 
+// scaled (T, I) = x (T, I) times scale (I) per column: an I8 matmul's inputs meet its rows'
+// scales before its stored integers.
+void scale_inputs(const float* x, const float* scale, int64_t T, int64_t I, float* scaled) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < I; ++i) scaled[t * I + i] = x[t * I + i] * scale[i];
+}
+
 // prepare() once, on whichever thread gets here first; the others wait for it.
 template <typename Prepare>
 void ensure_ready(InputState& input, const Prepare& prepare) {
@@ -418,8 +425,7 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
       job.x = xs;
       scaled_at += size_t(T * I);
       if (!job.w->transposed)  // by columns, over parallel_for: scaled here
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t i = 0; i < I; ++i) xs[t * I + i] = unscaled[t * I + i] * job.w->row_scale[i];
+        scale_inputs(unscaled, job.w->row_scale, T, I, xs);
     }
     if (!job.w->transposed) {
       by_columns.push_back(job);
@@ -441,12 +447,8 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
     inputs[j].state.store(by_rows[j].qx || by_rows[j].unscaled ? 0 : 2, std::memory_order_relaxed);
   const auto prepare = [&](size_t j) {
     const RowJob& job = by_rows[j];
-    if (job.unscaled) {
-      const int64_t I = job.w->cols();  // the view's columns are the matmul's inputs
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t i = 0; i < I; ++i)
-          job.scaled[t * I + i] = job.unscaled[t * I + i] * job.input_scale[i];
-    }
+    // The view's columns are the matmul's inputs.
+    if (job.unscaled) scale_inputs(job.unscaled, job.input_scale, T, job.w->cols(), job.scaled);
     if (job.qx)
       (vnni ? vnni::quantize_activations : scalar::quantize_activations)(job.w->dtype, job.x, T,
                                                                          job.w->cols(), *job.qx);

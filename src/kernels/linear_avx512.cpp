@@ -338,9 +338,9 @@ void linear_direct(const Tensor& w, const float* x, int64_t T, float* y, int64_t
   const uint64_t row_bytes = w.row_bytes();
   const uint8_t* row0 = w.data + uint64_t(r0) * row_bytes;
   int64_t r = r0;
-  // One row at a time for a single token: one sequential stream reads DRAM much faster than
-  // interleaved ones (a 256 MB F16 matrix on one thread: ~33 vs ~22 GB/s for four rows), and
-  // the row's FMA chains still keep up with it.
+  // One row at a time for one to kStreamedTokens tokens: one sequential stream reads DRAM much
+  // faster than interleaved ones (a 256 MB F16 matrix on one thread: ~33 vs ~22 GB/s for four
+  // rows), and the row's FMA chains still keep up with it.
   if (T <= kStreamedTokens) {
     rows_streamed<kType>(row0, row_bytes, x, T, K, y + r, O, r1 - r);
     return;

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "cli.h"
+#include "core/cpu.h"
 #include "core/dtype.h"
 #include "kernels/activations.h"
 #include "kernels/kernels.h"
@@ -202,6 +203,7 @@ void run(const BenchOptions& o) {
                         {"rss_peak_mb", peak_mb},
                         {"rss_budget_mb", rss_budget_mb},
                         {"kernels", kernels::variant_name(kernels::active_variant())},
+                        {"prefetch", cpu_features().prefetch_non_temporal ? "nta" : "t1"},
                         {"int8_activations", info.int8_activations},
                         {"repacked", info.repacked},
                         {"repack_cache", info.repack_cache},
@@ -218,8 +220,9 @@ void run(const BenchOptions& o) {
   }
   fmt::print("model:      {} (RWKV-{}, {} layers x {}, vocab {}, {:.2f}M params)\n", info.path,
              info.version, info.n_layer, info.n_embd, info.n_vocab, double(info.n_params) / 1e6);
-  fmt::print("threads:    {} ({} kernels{})\n", pool->size(),
+  fmt::print("threads:    {} ({} kernels, weights prefetched {}{})\n", pool->size(),
              kernels::variant_name(kernels::active_variant()),
+             cpu_features().prefetch_non_temporal ? "non-temporally" : "into L2",
              info.int8_activations ? ", int8 activations for block weights" : "");
   fmt::print(
       "load:       {:.3f} s{}{}\n", load_s,

@@ -14,6 +14,7 @@ const CpuFeatures& cpu_features() {
 #if defined(__GNUC__) && __GNUC__ >= 12
     f.avx512_bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16");
 #endif
+    f.prefetch_non_temporal = __builtin_cpu_is("amd");
     return f;
   }();
   return features;

@@ -14,6 +14,7 @@
 #include "core/quant.h"
 #include "core/simd.h"
 #include "kernels/int8.h"
+#include "kernels/prefetch.h"
 #include "kernels/variants.h"
 
 #if defined(__clang__)
@@ -138,8 +139,7 @@ inline float quarters_sum(const __m256 (&a)[4]) {
 }
 
 // How far ahead of a streaming row it is prefetched (about two 2048-wide BF16 rows): one thread
-// streamed a BF16 matrix at ~29 GB/s with 1 KB, ~40 with 8 KB. Non-temporal, as in
-// linear_vnni.cpp.
+// streamed a BF16 matrix at ~29 GB/s with 1 KB, ~40 with 8 KB (hint: kernels/prefetch.h).
 constexpr int64_t kPrefetchBytes = 8192;
 
 // One token: the row streams once, one row at a time (a single sequential stream reads DRAM
@@ -150,7 +150,7 @@ inline float row_dot(const uint8_t* row, const float* x, int64_t K) {
                  _mm256_setzero_ps()};
   if constexpr (kIsBlock<kType>) {
     for (int64_t k = 0; k < K; k += 32, row += kBlockBytes<kType>) {
-      _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchBytes), _MM_HINT_NTA);
+      prefetch_streamed(row + kPrefetchBytes);
       __m256 w[4];
       block_vectors<kType>(row, w);
       RWKV_UNROLL
@@ -161,8 +161,7 @@ inline float row_dot(const uint8_t* row, const float* x, int64_t K) {
   } else {
     int64_t k = 0;
     for (; k + 32 <= K; k += 32) {
-      _mm_prefetch(reinterpret_cast<const char*>(row + kElementBytes<kType> * k + kPrefetchBytes),
-                   _MM_HINT_NTA);
+      prefetch_streamed(row + kElementBytes<kType> * k + kPrefetchBytes);
       RWKV_UNROLL
       for (int q = 0; q < 4; ++q)
         a[q] = _mm256_fmadd_ps(load8<kType>(row, k + 8 * q), _mm256_loadu_ps(x + k + 8 * q), a[q]);
@@ -549,7 +548,7 @@ void group_one_token(const RowGroup<kType>& g, const Int8Activations& x, float* 
   __m256 sum = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     for (int64_t at = b * share; at < std::min(next_bytes, (b + 1) * share); at += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(next + at), _MM_HINT_NTA);
+      prefetch_streamed(next + at);
     const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * b));
     __m256i lanes[kRows];
     RWKV_UNROLL

@@ -13,6 +13,7 @@
 
 #include "core/simd.h"
 #include "kernels/int8.h"
+#include "kernels/prefetch.h"
 #include "kernels/variants.h"
 
 #if defined(__clang__)
@@ -125,10 +126,10 @@ inline void block_vectors(const uint8_t* b, __m512& lo, __m512& hi) {
 // which stay in L2 (2 MiB or more on the CPUs this targets) while every token passes.
 constexpr uint64_t kRowBlockBytes = 256 << 10;
 
-// How far ahead of a one-token tile each weight row is prefetched (into L1, about two 2048-wide
-// BF16 rows ahead). The hardware prefetchers alone left one thread streaming a BF16 matrix at
+// How far ahead of a one-token tile each weight row is prefetched (about two 2048-wide BF16 rows
+// ahead). On Zen 5 the hardware prefetchers alone left one thread streaming a BF16 matrix at
 // ~30 GB/s; 8 KB ahead, ~38 (2 threads: 43-55 -> 49-74 GB/s, with the machine's probe at 50-78).
-// Non-temporal (linear_vnni.cpp says why): BF16 generation +4-7%.
+// The hint: kernels/prefetch.h.
 constexpr int64_t kPrefetchBytes = 8192;
 
 // out[i][t] = dot(row i, x row t) for R weight rows and TT tokens: R x TT accumulators of 16
@@ -158,8 +159,7 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
       // Only where the weights stream (one row at a time); larger tiles reread them from L1.
       if constexpr (R == 1) {
         RWKV_UNROLL
-        for (int i = 0; i < R; ++i)
-          _mm_prefetch(reinterpret_cast<const char*>(rows[i] + b + kPrefetchBytes), _MM_HINT_NTA);
+        for (int i = 0; i < R; ++i) prefetch_streamed(rows[i] + b + kPrefetchBytes);
       }
       RWKV_UNROLL
       for (int i = 0; i < R; ++i) block_vectors<kType>(rows[i] + b, w[i][0], w[i][1]);
@@ -185,9 +185,7 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
       if constexpr (R == 1) {
         RWKV_UNROLL
         for (int i = 0; i < R; ++i)
-          _mm_prefetch(
-              reinterpret_cast<const char*>(rows[i] + k * kElementBytes<kType> + kPrefetchBytes),
-              _MM_HINT_NTA);
+          prefetch_streamed(rows[i] + k * kElementBytes<kType> + kPrefetchBytes);
       }
       __m512 w[R];
       RWKV_UNROLL

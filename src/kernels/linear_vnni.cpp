@@ -16,6 +16,7 @@
 #include "core/quant.h"
 #include "core/simd.h"
 #include "kernels/int8.h"
+#include "kernels/prefetch.h"
 
 #if defined(__clang__)
 #pragma clang attribute push(                                                          \
@@ -52,9 +53,8 @@ template <DType kType>
 constexpr int64_t kFifthBitsAt = kHasMin<kType> ? 64 : 32;
 
 // How far ahead of its reads one token prefetches a group: the hardware prefetcher
-// alone does not keep a core's stream fed (as in the float kernels). Non-temporal, as in
-// every kernel that streams weights: weights read once per token then do not push the WKV
-// states and activations out of L2/L3 (RWKV-6/7 generation +2-8% on Zen 5, all types).
+// alone does not keep a core's stream fed (as in the float kernels; the hint:
+// kernels/prefetch.h).
 constexpr int64_t kPrefetchBytes = 8192;
 
 // Block b of a group: its eight columns of four elements, a row's unsigned levels in each lane,
@@ -152,8 +152,7 @@ void few_tokens_group(const uint8_t* group, const Int8Activations& x, int64_t t0
   for (int64_t b = 0; b < blocks; ++b) {
     const uint8_t* ahead = group + b * kGroupBlockBytes<kType> + kPrefetchBytes;
     RWKV_UNROLL
-    for (int64_t at = 0; at < kGroupBlockBytes<kType>; at += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(ahead + at), _MM_HINT_NTA);
+    for (int64_t at = 0; at < kGroupBlockBytes<kType>; at += 64) prefetch_streamed(ahead + at);
     const GroupBlock<kType> block(group, b);
     RWKV_UNROLL
     for (int t = 0; t < TT; ++t)

@@ -274,13 +274,12 @@ void add_bench_command(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   o->model.add_to(*cmd, /*required=*/false);
   cmd->add_option("--prompt", o->prompt, "Prompt tokens for the prefill measurement (default 512)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--gen", o->gen, "Tokens generated one by one (default 64)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
+  cmd->add_option("--gen", o->gen, "Tokens generated one by one (default 64)")->check(kPositive);
   cmd->add_option("--runs", o->runs, "Repetitions; medians are reported (default 3)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--chunk", o->chunk, "Tokens per step in sequence mode (default 64)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->add_flag("--profile", o->profile,
                 "Then time one more generation pass by weight product: where a token's time goes");

@@ -345,7 +345,7 @@ void add_chat_command(CLI::App& app) {
   o->sampling.add_to(*cmd);
   cmd->add_flag("-v,--verbose", o->verbose, "After each answer, tokens processed and speeds");
   cmd->add_option("--chunk", o->chunk, "Tokens per step when processing a message (default 64)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->callback([o] { run(*o); });
 }
 

@@ -50,6 +50,12 @@ struct SamplingOptions {
 // and the first word that is not a non-negative integer.
 std::vector<int> parse_token_ids(std::string_view text, std::string_view source);
 
+// Checks of numeric options whose failures say what is wanted ("--runs: must be greater than
+// zero, got 0"); CLI11 2.1's PositiveNumber printed "Value 0 not in range 0.000000 to" and 309
+// digits of DBL_MAX.
+extern const CLI::Validator kPositive;     // > 0
+extern const CLI::Validator kNonNegative;  // >= 0
+
 void add_info_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_convert_command(CLI::App& app);

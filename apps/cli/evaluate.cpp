@@ -107,17 +107,15 @@ void add_eval_commands(CLI::App& app) {
   auto* ppl = app.add_subcommand("perplexity", "Mean negative log-likelihood and perplexity of a text");
   auto p = std::make_shared<EvalCliOptions>();
   add_common(ppl, *p, "Text file ('-' = stdin)");
-  ppl->add_option("--chunk", p->chunk, "Tokens per forward call (default 512)")
-      ->check(CLI::PositiveNumber);
+  ppl->add_option("--chunk", p->chunk, "Tokens per forward call (default 512)")->check(kPositive);
   ppl->callback([p] { run_perplexity(*p); });
 
   auto* lam = app.add_subcommand("lambada", "LAMBADA last-word accuracy and perplexity");
   auto l = std::make_shared<EvalCliOptions>();
   add_common(lam, *l, "LAMBADA jsonl, one {\"text\": ...} per line");
   lam->add_option("--batch", l->batch, "Documents per batched forward call (default 16)")
-      ->check(CLI::PositiveNumber);
-  lam->add_option("--limit", l->limit, "Evaluate only the first N documents")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
+  lam->add_option("--limit", l->limit, "Evaluate only the first N documents")->check(kPositive);
   lam->callback([l] { run_lambada(*l); });
 }
 

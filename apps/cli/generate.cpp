@@ -127,8 +127,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--state-out", o->state_out, "Save the final state to this file");
   cmd->add_flag("--json", o->json, "One JSON object per generated token, then a summary");
   cmd->add_flag("--echo", o->echo, "Print the prompt before the generated text");
-  cmd->add_option("--chunk", o->chunk, "Prompt tokens per step (default 64)")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--chunk", o->chunk, "Prompt tokens per step (default 64)")->check(kPositive);
   cmd->callback([o] { run(*o); });
 }
 

@@ -34,17 +34,17 @@ void add_grad_command(CLI::App& app) {
   cmd->add_option("--out", o->out, "Output .safetensors: 'loss' and the gradients")->required();
   cmd->add_option("--chunk", o->chunk,
                   "Tokens per chunk; the state carries across chunks (default: all at once)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--threads", o->threads, "Threads (default: one per core)")
       ->check(CLI::Range(1, 1024));
   cmd->add_option("--l2wrap", o->l2wrap,
                   "Add RWKV-LM's L2Wrap term with this coefficient to the gradients, as "
                   "`rwkv train` does (default 0: the loss's own gradients)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--repeat", o->repeat,
                   "Run the pass this many times and report the last, as a training step after "
                   "the first finds its buffers allocated (default 1)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->callback([o] {
     const std::vector<int> ids = parse_token_ids(o->tokens, "--tokens");
     if (ids.size() < 2) throw Error("--tokens: need at least 2 tokens (inputs and targets)");

@@ -23,23 +23,19 @@ void add_init_command(CLI::App& app) {
   cmd->add_option("--arch", o->arch, "Architecture: v4, v5 (the 5.2 layout), v6 or v7")
       ->required()
       ->check(CLI::IsMember({"v4", "v5", "v6", "v7", "4", "5", "6", "7"}));
-  cmd->add_option("--n-embd", o->n_embd, "Embedding size C")
-      ->required()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--n-layer", o->n_layer, "Number of layers")
-      ->required()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--vocab", o->n_vocab, "Vocabulary size")->required()->check(CLI::PositiveNumber);
+  cmd->add_option("--n-embd", o->n_embd, "Embedding size C")->required()->check(kPositive);
+  cmd->add_option("--n-layer", o->n_layer, "Number of layers")->required()->check(kPositive);
+  cmd->add_option("--vocab", o->n_vocab, "Vocabulary size")->required()->check(kPositive);
   cmd->add_option("--head-size", o->head_size, "Head size of RWKV-5/6/7 (default 64)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--ffn-dim", o->ffn_dim,
                   "FFN width (default: 4C for v4/v7, 3.5C rounded down to 32 for v5/v6)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--seed", o->seed, "Random seed (default 0); same seed, same file");
   cmd->add_option("--dtype", *dtype, "Type of every tensor: F32 (default), F16 or BF16")
       ->check(CLI::IsMember({"F32", "F16", "BF16"}, CLI::ignore_case));
   cmd->add_option("--threads", *threads, "Threads generating weights (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--out", *out, "Output .safetensors file (replaced atomically)")->required();
   cmd->callback([=] {
     std::string upper = *dtype;

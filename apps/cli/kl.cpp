@@ -117,20 +117,16 @@ void add_kl_command(CLI::App& app) {
   cmd->add_option("--tokenizer", o->tokenizer,
                   "Vocab file, or 'byte' (default: byte-level for 256 tokens, else the known "
                   "vocab file next to MODEL_A)");
-  cmd->add_option("--chunk", o->chunk, "Tokens per forward call (default 512)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--max-tokens", o->max_tokens, "Use only the first N tokens")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--threads", o->threads, "Threads (default: one per core)")
-      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--chunk", o->chunk, "Tokens per forward call (default 512)")->check(kPositive);
+  cmd->add_option("--max-tokens", o->max_tokens, "Use only the first N tokens")->check(kPositive);
+  cmd->add_option("--threads", o->threads, "Threads (default: one per core)")->check(kNonNegative);
   cmd->add_option("--arch", o->arch, "Architecture to assume for both models")
       ->check(CLI::IsMember({"4", "5", "5.0", "5.1", "5.2", "6", "7", "v4", "v5", "v6", "v7"}));
   cmd->add_option("--int8-activations", o->int8_activations,
                   "Which models round their matrix products' inputs to int8 (ggml block "
                   "weights only; see rwkv generate --help): a, b or both")
       ->check(CLI::IsMember({"a", "b", "both"}));
-  cmd->add_option("--ln-x-eps", o->ln_x_eps, "GroupNorm eps for both models")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--ln-x-eps", o->ln_x_eps, "GroupNorm eps for both models")->check(kPositive);
   cmd->add_flag("--json", o->json, "Print one JSON object");
   cmd->callback([o] {
     if (o->file.empty() && o->tokens_file.empty())

@@ -79,12 +79,12 @@ void add_logits_command(CLI::App& app) {
   cmd->add_option("--out", o->out,
                   "Write raw little-endian float32 logits (n_vocab per reported position)");
   cmd->add_option("--top", o->top, "Print the K largest logits with their token ids")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--mode", o->mode,
                   "seq: all tokens in one sequence call (default); rnn: one call per token")
       ->check(CLI::IsMember({"seq", "rnn"}));
   cmd->add_option("--chunk", o->chunk, "Tokens per step in seq mode (bounds memory; default 64)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--state-in", o->state_in,
                   "Start from this state file instead of the initial state")
       ->check(CLI::ExistingFile);

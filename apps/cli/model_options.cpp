@@ -20,7 +20,7 @@ void ModelOptions::add_to(CLI::App& cmd, bool required) {
   cmd.add_option("--ln-x-eps", ln_x_eps,
                  "GroupNorm eps of RWKV-5/6/7 (default: the file's convention, 64e-5 for "
                  "official checkpoints, 1e-5 for rwkv.cpp v5 .bin files)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd.add_flag("--int8-activations", int8_activations,
                "For weights in ggml blocks (Q8_0, Q5_x, Q4_x) and I8: round each matrix "
                "product's input to int8 per 32 values and use integer dot products (AVX-512 VNNI "

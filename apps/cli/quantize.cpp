@@ -54,8 +54,7 @@ void add_quantize_command(CLI::App& app) {
   cmd->add_flag("--search", *search,
                 "Search each block's scale for the least squared error instead of ggml's "
                 "round-to-nearest (lower weight error, not reliably lower KL; no effect on I8)");
-  cmd->add_option("--threads", *threads, "Threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", *threads, "Threads (default: all cores)")->check(kNonNegative);
   cmd->callback([=] {
     const DType target = parse_type(*type);
     QuantizeOptions o;

@@ -7,18 +7,20 @@
 namespace rwkv::cli {
 
 void SamplingOptions::add_to(CLI::App& cmd) {
-  cmd.add_option("-n,--max-tokens", max_tokens, fmt::format("Tokens to generate at most (default {})", max_tokens))
-      ->check(CLI::NonNegativeNumber);
-  cmd.add_option("--temperature", params.temperature, fmt::format("0 = greedy (default {})", params.temperature))
-      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("-n,--max-tokens", max_tokens,
+                 fmt::format("Tokens to generate at most (default {})", max_tokens))
+      ->check(kNonNegative);
+  cmd.add_option("--temperature", params.temperature,
+                 fmt::format("0 = greedy (default {})", params.temperature))
+      ->check(kNonNegative);
   cmd.add_option("--top-k", params.top_k, "Keep the K most likely tokens (default 0 = off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd.add_option("--top-p", params.top_p, fmt::format("Nucleus sampling (default {}, 1 = off)", params.top_p))
       ->check(CLI::Range(0.0f, 1.0f));
   cmd.add_option("--min-p", params.min_p, "Drop tokens below min-p x the top one (default 0)")
       ->check(CLI::Range(0.0f, 1.0f));
   cmd.add_option("--repetition-penalty", params.repetition_penalty, "CTRL-style (default 1 = off)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd.add_option("--presence-penalty", params.presence_penalty, fmt::format("ChatRWKV alpha_presence (default {})", params.presence_penalty));
   cmd.add_option("--frequency-penalty", params.frequency_penalty,
                  fmt::format("ChatRWKV alpha_frequency (default {})", params.frequency_penalty));

@@ -68,13 +68,11 @@ void add_train_command(CLI::App& app) {
   t.init.n_layer = 4;
   cmd->add_option("--arch", o->arch, "Architecture to train from scratch: v7 (default) or v6")
       ->check(CLI::IsMember({"v7", "v6", "7", "6"}));
-  cmd->add_option("--n-embd", t.init.n_embd, "Embedding size (default 256)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--n-layer", t.init.n_layer, "Layers (default 4)")->check(CLI::PositiveNumber);
-  cmd->add_option("--head-size", t.init.head_size, "Head size (default 64)")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--n-embd", t.init.n_embd, "Embedding size (default 256)")->check(kPositive);
+  cmd->add_option("--n-layer", t.init.n_layer, "Layers (default 4)")->check(kPositive);
+  cmd->add_option("--head-size", t.init.head_size, "Head size (default 64)")->check(kPositive);
   cmd->add_option("--vocab", t.init.n_vocab, "Vocabulary size (default: the tokenizer's)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--tokenizer", o->tokenizer,
                   "Tokenizer for text data: byte (default), or a vocab file (World .txt, "
                   "tokenizer.json)");
@@ -86,37 +84,35 @@ void add_train_command(CLI::App& app) {
                   "Output: the model (.safetensors), or the state file (--tune state), or the "
                   "adapters (--tune lora); the checkpoint is OUT.ckpt")
       ->required();
-  cmd->add_option("--ctx-len", t.ctx_len, "Tokens per sequence (default 512)")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--ctx-len", t.ctx_len, "Tokens per sequence (default 512)")->check(kPositive);
   cmd->add_option("--chunk-len", t.chunk_len,
                   "Tokens per chunk, the state carried between chunks (default: ctx-len)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--batch", t.batch, "Sequences per step (default 1)")->check(CLI::PositiveNumber);
-  cmd->add_option("--steps", t.adam.steps, "Optimizer steps")->required()->check(CLI::PositiveNumber);
-  cmd->add_option("--lr", t.adam.lr, "Peak learning rate (default 1e-3)")->check(CLI::PositiveNumber);
+      ->check(kNonNegative);
+  cmd->add_option("--batch", t.batch, "Sequences per step (default 1)")->check(kPositive);
+  cmd->add_option("--steps", t.adam.steps, "Optimizer steps")->required()->check(kPositive);
+  cmd->add_option("--lr", t.adam.lr, "Peak learning rate (default 1e-3)")->check(kPositive);
   cmd->add_option("--lr-final", t.adam.lr_final, "Learning rate at the end (default 1e-5)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--warmup", t.adam.warmup, "Warm-up steps (default 0)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
+  cmd->add_option("--warmup", t.adam.warmup, "Warm-up steps (default 0)")->check(kNonNegative);
   cmd->add_option("--weight-decay", t.adam.weight_decay,
                   "AdamW weight decay of the matrices (default 0)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--grad-clip", t.adam.grad_clip, "Clip the gradient norm (default 1; 0 = off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--beta2", t.adam.beta2, "Adam beta2 (default 0.99)")->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--l2wrap", t.l2wrap,
                   "RWKV-LM's L2Wrap: pull every position's largest logit towards 0 with this "
                   "coefficient (default 1e-4; 0 = off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--seed", t.seed, "Seed of the initial weights and the batches (default 0)");
   cmd->add_option("--save-every", t.save_every, "Checkpoint every N steps (default: at the end)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_flag("--resume", t.resume, "Continue from OUT.ckpt (same options)");
   cmd->add_option("--init", t.init_model, "Start from this model instead of a random one")
       ->check(CLI::ExistingFile);
   cmd->add_option("--tune", t.tune, "What to train: full (default), state or lora")
       ->check(CLI::IsMember({"full", "state", "lora"}));
-  cmd->add_option("--lora-rank", t.lora_rank, "LoRA rank (default 8)")->check(CLI::PositiveNumber);
+  cmd->add_option("--lora-rank", t.lora_rank, "LoRA rank (default 8)")->check(kPositive);
   cmd->add_option("--merge", t.merge_out,
                   "With --tune lora: also write the model with the adapters merged here");
   cmd->add_option("--log", o->log, "CSV log of every step (default OUT.csv)");

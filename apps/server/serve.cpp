@@ -163,21 +163,24 @@ void add_serve_command(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--cache-mb", o->cache_mb, "Prefix state cache size in MiB (default 256, 0 = off)");
   cmd->add_option("--max-body", o->max_body, "Largest request body in bytes (default 1 MiB)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--max-prompt-tokens", o->limits.max_prompt_tokens, "Longest prompt (default 8192)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--max-tokens-limit", o->limits.max_tokens, "Largest max_tokens a request may ask (default 4096)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--default-max-tokens", o->limits.default_max_tokens, "max_tokens when a request gives none (default 512)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
+  cmd->add_option("--max-prompt-tokens", o->limits.max_prompt_tokens,
+                  "Longest prompt (default 8192)")
+      ->check(kPositive);
+  cmd->add_option("--max-tokens-limit", o->limits.max_tokens,
+                  "Largest max_tokens a request may ask (default 4096)")
+      ->check(kPositive);
+  cmd->add_option("--default-max-tokens", o->limits.default_max_tokens,
+                  "max_tokens when a request gives none (default 512)")
+      ->check(kPositive);
   cmd->add_option("--max-connections", o->max_connections,
                   "Connections served at once; more wait to be accepted (default 64)")
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--timeout", o->limits.timeout_s, "Seconds a request may take (default 600)")
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--shutdown-grace", o->shutdown_grace_s,
                   "Seconds running requests get to finish on SIGTERM (default 10)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->callback([o] { run(*o); });
 }
 

@@ -249,6 +249,14 @@ TEST_F(Cli, BadFlags) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--arch"), std::string::npos) << r.err;
   EXPECT_NE(run("frobnicate").exit_code, 0);
+  // Numeric bounds say what is wanted (CLI11's own check printed 309 digits of DBL_MAX).
+  r = run("bench " + tiny("tiny-rwkv-7v0-834K-FP32.bin") + " --runs 0");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.err.rfind("--runs: must be greater than zero, got 0\n", 0), 0u) << r.err;
+  r = run("generate " + tiny("tiny-rwkv-7v0-834K-FP32.bin") + " x --temperature -1");
+  EXPECT_EQ(r.err.rfind("--temperature: must be zero or more, got -1\n", 0), 0u) << r.err;
+  r = run("generate " + tiny("tiny-rwkv-7v0-834K-FP32.bin") + " x -n lots");
+  EXPECT_EQ(r.err.rfind("--max-tokens: 'lots' is not a number\n", 0), 0u) << r.err;
   // Forcing an architecture the tensors contradict names the missing tensor.
   expect_error(run("logits " + tiny("tiny-rwkv-7v0-834K-FP32.bin") + " --tokens 1 --arch 6"),
                "missing tensor blocks.0.att.time_faaaa");

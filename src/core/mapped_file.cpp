@@ -159,13 +159,6 @@ void reread(const Bytes& file, uintptr_t begin, uintptr_t end) {
 }
 }  // namespace
 
-uint64_t populate_mapped(const Bytes& file) {
-  if (!file.mapped || file.data.empty()) return 0;
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(file.data.data());
-  if (!populate(begin, begin + file.data.size())) return 0;
-  return pmd_mapped_bytes(file.data.data());
-}
-
 uint64_t map_by_huge_pages(const Bytes& file, std::vector<std::span<const uint8_t>> ranges) {
   if (!file.mapped || file.data.empty()) return 0;
   const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));

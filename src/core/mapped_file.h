@@ -23,11 +23,6 @@ struct Bytes {
 // where the kernel and file system can (ext4 on Linux 6.16+, XFS, tmpfs with huge=).
 Bytes map_file(const std::string& path, bool huge_pages = false);
 
-// Faults in every page of `file` (a map_file() mapping), reading what the page cache lacks,
-// and returns how many of its bytes are mapped by 2 MiB pages (FilePmdMapped in
-// /proc/self/smaps); 0 where that cannot be told.
-uint64_t populate_mapped(const Bytes& file);
-
 // Faults in the pages of `ranges` (inside `file`, a map_file() mapping with huge_pages) and
 // returns how many bytes of the mapping are mapped by 2 MiB pages (0 where that cannot be told).
 // Where the page cache holds those ranges mostly in small folios (the file was written, or read

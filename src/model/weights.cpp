@@ -50,8 +50,10 @@ WeightLoader::WeightLoader(const TensorMap& map, const ModelInfo& info)
     return;
   }
   cache_ = RepackCache::open(cache_path_, source_, &cache_problem_);
-  // Faulted in now rather than by the first tokens, and how much of it by 2 MiB pages.
-  if (map_cache_ && !cache_.empty()) huge_bytes_ = populate_mapped(cache_.file());
+  // Faulted in now rather than by the first tokens, by 2 MiB pages where the kernel can (what
+  // the page cache holds in small folios is read back once, as for the model file).
+  if (map_cache_ && !cache_.empty())
+    huge_bytes_ = map_by_huge_pages(cache_.file(), {cache_.file().data});
 }
 
 Tensor WeightLoader::tensor(const std::string& name, const std::vector<int64_t>& shape) {

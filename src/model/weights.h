@@ -63,7 +63,7 @@ class WeightLoader {
   std::string cache_problem_;  // why an existing cache file was not used
   std::set<std::string> used_;
   bool map_cache_;                   // use cached_ in place instead of copying them
-  uint64_t huge_bytes_ = 0;          // of the cache's mapping, by 2 MiB pages (populate_mapped)
+  uint64_t huge_bytes_ = 0;          // of the cache's mapping, by 2 MiB pages (map_by_huge_pages)
   std::vector<RepackEntry> cached_;  // found in the cache (their copies, or in place)
   std::vector<RepackEntry> packed_;  // packed at this load
   std::vector<Tensor> in_place_;     // matrices used from the model file

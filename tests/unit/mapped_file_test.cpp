@@ -35,7 +35,8 @@ TEST(MapByHugePages, KeepsTheBytesAndMapsWholeHugePagesWhereTheFileSystemCan) {
   const std::string probe = (dir / "probe.bin").string();
   write_by_small_pages(probe, bytes);
   evict_file_cache(probe);
-  if (populate_mapped(map_file(probe, /*huge_pages=*/true)) == 0)
+  const Bytes probe_file = map_file(probe, /*huge_pages=*/true);
+  if (map_by_huge_pages(probe_file, {probe_file.data}) == 0)
     GTEST_SKIP() << "this kernel or file system maps " << probe << " by 4 KiB pages only";
 
   const std::string path = (dir / "weights.bin").string();

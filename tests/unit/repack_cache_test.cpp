@@ -342,6 +342,16 @@ TEST(RepackedLargerModel, MappedSaysHowMuchIsInHugePagesAndEqualsRead) {
   const uint64_t size = fs::file_size(built->info().repack_cache), huge = uint64_t(2) << 20;
   ASSERT_GE(size, 4 * huge);
 
+  // The same bytes written again 4 KiB at a time: the page cache then holds them in small
+  // folios, as it may after the cache was read under memory pressure.
+  const std::vector<uint8_t> cache_bytes = read_bytes(built->info().repack_cache);
+  {
+    std::ofstream out(built->info().repack_cache, std::ios::binary | std::ios::in);
+    for (size_t at = 0; at < cache_bytes.size(); at += 4096)
+      out.write(reinterpret_cast<const char*>(cache_bytes.data() + at),
+                std::streamsize(std::min<size_t>(4096, cache_bytes.size() - at)))
+          .flush();
+  }
   const auto mapped = load(cache_dir, true);
   const auto read = load(cache_dir, false);
   EXPECT_EQ(mapped->info().repacked, "mapped");
@@ -351,6 +361,12 @@ TEST(RepackedLargerModel, MappedSaysHowMuchIsInHugePagesAndEqualsRead) {
   EXPECT_EQ(read->info().repack_huge_bytes, 0u);
   std::printf("repack cache of %.1f MB, %.1f MB of it mapped by 2 MiB pages\n", double(size) / 1e6,
               double(mapped->info().repack_huge_bytes) / 1e6);
+  // Where the file system keeps files in 2 MiB folios (an exact load then maps the model file,
+  // just written, by 2 MiB pages), those small folios are read back once and the cache is mapped
+  // by 2 MiB pages in full (a 1.5B model's cache was found 2% so, and generated 5-11% slower).
+  if (Model::load(model.string())->info().file_huge_bytes > 0) {
+    EXPECT_EQ(mapped->info().repack_huge_bytes, size / huge * huge);
+  }
   const std::vector<int> tokens = {3, 700, 41, 1000, 5};
   const RunResult want = run_tokens(*load("none", false), tokens);
   EXPECT_EQ(run_tokens(*built, tokens).logits, want.logits);

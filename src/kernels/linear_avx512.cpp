@@ -180,12 +180,12 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
   } else {
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
-      // Where the weights stream (one row at a time), as for ggml blocks above; every vector (twice
-      // a line for 16-bit types) measured faster than once a line.
+      // Where the weights stream (one row at a time), as for ggml blocks above. For 16-bit types
+      // every vector (twice a line) measured faster than once a line on AMD, and 9-10% slower
+      // (RWKV-7 F16 and BF16 generation) on Intel, where the prefetch goes into L2.
       if constexpr (R == 1) {
-        RWKV_UNROLL
-        for (int i = 0; i < R; ++i)
-          prefetch_streamed(rows[i] + k * kElementBytes<kType> + kPrefetchBytes);
+        if (kElementBytes<kType> == 4 || kPrefetchNonTemporal || k % 32 == 0)
+          prefetch_streamed(rows[0] + k * kElementBytes<kType> + kPrefetchBytes);
       }
       __m512 w[R];
       RWKV_UNROLL

@@ -56,6 +56,15 @@ double peak_rss_mb() {
   return double(u.ru_maxrss) * 1024 / 1e6;  // Linux reports KiB
 }
 
+// How the kernels prefetch the weights they stream (kernels/prefetch.h); the scalar reference
+// does not. For --json ("nta", "t1", "none") or for the text (", weights prefetched ...").
+std::string prefetch_hint(bool json) {
+  if (kernels::active_variant() == kernels::KernelVariant::kScalar) return json ? "none" : "";
+  if (cpu_features().prefetch_non_temporal)
+    return json ? "nta" : ", weights prefetched non-temporally";
+  return json ? "t1" : ", weights prefetched into L2";
+}
+
 struct Probes {
   double read_gbps;
   double fma_gflops;
@@ -203,7 +212,7 @@ void run(const BenchOptions& o) {
                         {"rss_peak_mb", peak_mb},
                         {"rss_budget_mb", rss_budget_mb},
                         {"kernels", kernels::variant_name(kernels::active_variant())},
-                        {"prefetch", cpu_features().prefetch_non_temporal ? "nta" : "t1"},
+                        {"prefetch", prefetch_hint(true)},
                         {"int8_activations", info.int8_activations},
                         {"repacked", info.repacked},
                         {"repack_cache", info.repack_cache},
@@ -220,9 +229,8 @@ void run(const BenchOptions& o) {
   }
   fmt::print("model:      {} (RWKV-{}, {} layers x {}, vocab {}, {:.2f}M params)\n", info.path,
              info.version, info.n_layer, info.n_embd, info.n_vocab, double(info.n_params) / 1e6);
-  fmt::print("threads:    {} ({} kernels, weights prefetched {}{})\n", pool->size(),
-             kernels::variant_name(kernels::active_variant()),
-             cpu_features().prefetch_non_temporal ? "non-temporally" : "into L2",
+  fmt::print("threads:    {} ({} kernels{}{})\n", pool->size(),
+             kernels::variant_name(kernels::active_variant()), prefetch_hint(false),
              info.int8_activations ? ", int8 activations for block weights" : "");
   fmt::print(
       "load:       {:.3f} s{}{}\n", load_s,

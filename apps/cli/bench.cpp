@@ -11,7 +11,6 @@
 #include <random>
 
 #include "cli.h"
-#include "core/cpu.h"
 #include "core/dtype.h"
 #include "kernels/activations.h"
 #include "kernels/kernels.h"
@@ -56,13 +55,11 @@ double peak_rss_mb() {
   return double(u.ru_maxrss) * 1024 / 1e6;  // Linux reports KiB
 }
 
-// How the kernels prefetch the weights they stream (kernels/prefetch.h); the scalar reference
-// does not. For --json ("nta", "t1", "none") or for the text (", weights prefetched ...").
-std::string prefetch_hint(bool json) {
-  if (kernels::active_variant() == kernels::KernelVariant::kScalar) return json ? "none" : "";
-  if (cpu_features().prefetch_non_temporal)
-    return json ? "nta" : ", weights prefetched non-temporally";
-  return json ? "t1" : ", weights prefetched into L2";
+// The kernels' prefetch hint as the text's "threads:" line puts it.
+std::string prefetch_words() {
+  const std::string hint = kernels::prefetch_hint();
+  if (hint == "none") return "";
+  return hint == "nta" ? ", weights prefetched non-temporally" : ", weights prefetched into L2";
 }
 
 struct Probes {
@@ -212,7 +209,7 @@ void run(const BenchOptions& o) {
                         {"rss_peak_mb", peak_mb},
                         {"rss_budget_mb", rss_budget_mb},
                         {"kernels", kernels::variant_name(kernels::active_variant())},
-                        {"prefetch", prefetch_hint(true)},
+                        {"prefetch", kernels::prefetch_hint()},
                         {"int8_activations", info.int8_activations},
                         {"repacked", info.repacked},
                         {"repack_cache", info.repack_cache},
@@ -230,7 +227,7 @@ void run(const BenchOptions& o) {
   fmt::print("model:      {} (RWKV-{}, {} layers x {}, vocab {}, {:.2f}M params)\n", info.path,
              info.version, info.n_layer, info.n_embd, info.n_vocab, double(info.n_params) / 1e6);
   fmt::print("threads:    {} ({} kernels{}{})\n", pool->size(),
-             kernels::variant_name(kernels::active_variant()), prefetch_hint(false),
+             kernels::variant_name(kernels::active_variant()), prefetch_words(),
              info.int8_activations ? ", int8 activations for block weights" : "");
   fmt::print(
       "load:       {:.3f} s{}{}\n", load_s,

@@ -16,6 +16,7 @@
 #include "core/cpu.h"
 #include "kernels/int8.h"
 #include "kernels/kernels.h"
+#include "kernels/prefetch.h"
 #include "kernels/variants.h"
 #include "rwkv/error.h"
 
@@ -69,6 +70,11 @@ KernelVariant active_variant() {
     return available.back();
   }();
   return chosen;
+}
+
+const char* prefetch_hint(KernelVariant v) {
+  if (v == KernelVariant::kScalar) return "none";
+  return kPrefetchNonTemporal ? "nta" : "t1";
 }
 
 namespace {

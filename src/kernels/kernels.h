@@ -19,6 +19,9 @@ const char* variant_name(KernelVariant v);
 std::vector<KernelVariant> available_variants();
 // The best available variant, unless RWKV_KERNELS=scalar|avx2|avx512 says otherwise.
 KernelVariant active_variant();
+// How `variant` prefetches the weights it streams (kernels/prefetch.h): "nta" (non-temporal),
+// "t1" (into L2), or "none" (the scalar reference).
+const char* prefetch_hint(KernelVariant variant = active_variant());
 
 // Whether linear()'s int8-activation path (Tensor::int8_activations) has a SIMD kernel for
 // `variant` on this CPU (AVX2, or AVX-512 with VNNI); otherwise it runs the scalar reference.

@@ -157,10 +157,7 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
     for (int64_t k = 0, b = 0; k < K; k += 32, b += bb) {
       __m512 w[R][2];
       // Only where the weights stream (one row at a time); larger tiles reread them from L1.
-      if constexpr (R == 1) {
-        RWKV_UNROLL
-        for (int i = 0; i < R; ++i) prefetch_streamed(rows[i] + b + kPrefetchBytes);
-      }
+      if constexpr (R == 1) prefetch_streamed(rows[0] + b + kPrefetchBytes);
       RWKV_UNROLL
       for (int i = 0; i < R; ++i) block_vectors<kType>(rows[i] + b, w[i][0], w[i][1]);
       RWKV_UNROLL
@@ -180,11 +177,10 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
   } else {
     int64_t k = 0;
     for (; k + 16 <= K; k += 16) {
-      // Where the weights stream (one row at a time), as for ggml blocks above. For 16-bit types
-      // every vector (twice a line) measured faster than once a line on AMD, and 9-10% slower
-      // (RWKV-7 F16 and BF16 generation) on Intel, where the prefetch goes into L2.
+      // Where the weights stream (one row at a time), as for ggml blocks above; 16-bit types
+      // read half a line a vector (kernels/prefetch.h says when that prefetches).
       if constexpr (R == 1) {
-        if (kElementBytes<kType> == 4 || kPrefetchNonTemporal || k % 32 == 0)
+        if (kElementBytes<kType> == 4 || kPrefetchEveryStep || k % 32 == 0)
           prefetch_streamed(rows[0] + k * kElementBytes<kType> + kPrefetchBytes);
       }
       __m512 w[R];

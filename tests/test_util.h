@@ -1,6 +1,7 @@
 // Shared helpers for tests: locating ../shared test data, reading reference outputs, temp files.
 #pragma once
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,6 +42,22 @@ inline std::vector<uint8_t> read_bytes(const std::filesystem::path& p) {
 inline void write_bytes(const std::filesystem::path& p, const std::vector<uint8_t>& b) {
   std::ofstream f(p, std::ios::binary);
   f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+}
+
+// Writes `bytes` to `path` 4 KiB at a time (over what it held, then cut to size) and syncs it: the
+// page cache then holds the file in 4 KiB folios, the case map_by_huge_pages() reads back
+// (dirty pages could not be dropped from the page cache).
+inline void write_by_small_pages(const std::filesystem::path& path,
+                                 const std::vector<uint8_t>& bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT, 0644);
+  ASSERT_GE(fd, 0) << path;
+  for (size_t at = 0; at < bytes.size(); at += 4096) {
+    const size_t n = std::min<size_t>(4096, bytes.size() - at);
+    ASSERT_EQ(::write(fd, bytes.data() + at, n), ssize_t(n));
+  }
+  ASSERT_EQ(::ftruncate(fd, off_t(bytes.size())), 0);
+  ASSERT_EQ(::fsync(fd), 0);
+  ::close(fd);
 }
 
 inline std::string read_text(const std::filesystem::path& p) {

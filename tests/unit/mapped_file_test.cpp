@@ -16,16 +16,6 @@ namespace {
 
 constexpr size_t kMiB = size_t(1) << 20;
 
-// 4 KiB writes leave the page cache in 4 KiB folios: the case that map_by_huge_pages reads back.
-void write_by_small_pages(const std::string& path, const std::vector<uint8_t>& bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  ASSERT_GE(fd, 0);
-  for (size_t at = 0; at < bytes.size(); at += 4096)
-    ASSERT_EQ(::write(fd, bytes.data() + at, 4096), 4096);
-  ASSERT_EQ(::fsync(fd), 0);  // dirty pages cannot be dropped from the page cache
-  ::close(fd);
-}
-
 TEST(MapByHugePages, KeepsTheBytesAndMapsWholeHugePagesWhereTheFileSystemCan) {
   const auto dir = test::temp_dir();
   std::vector<uint8_t> bytes(9 * kMiB);
@@ -33,14 +23,14 @@ TEST(MapByHugePages, KeepsTheBytesAndMapsWholeHugePagesWhereTheFileSystemCan) {
   // Whether this kernel and file system can: a file dropped from the page cache and faulted in
   // through a hinted mapping comes back in 2 MiB folios, mapped as such.
   const std::string probe = (dir / "probe.bin").string();
-  write_by_small_pages(probe, bytes);
+  test::write_by_small_pages(probe, bytes);
   evict_file_cache(probe);
   const Bytes probe_file = map_file(probe, /*huge_pages=*/true);
   if (map_by_huge_pages(probe_file, {probe_file.data}) == 0)
     GTEST_SKIP() << "this kernel or file system maps " << probe << " by 4 KiB pages only";
 
   const std::string path = (dir / "weights.bin").string();
-  write_by_small_pages(path, bytes);
+  test::write_by_small_pages(path, bytes);
   const Bytes file = map_file(path, /*huge_pages=*/true);
   // From byte 1000 to 5 bytes before the end: the 2 MiB pages wholly inside are 2-4, 4-6, 6-8 MiB.
   const uint64_t huge = map_by_huge_pages(file, {file.data.subspan(1000, 9 * kMiB - 1005)});
@@ -83,7 +73,7 @@ TEST(DropMappedPagesOutside, KeepsOnlyTheTwoMiBBlocksHoldingKeptBytes) {
   std::vector<uint8_t> bytes(10 * kMiB);
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * 2654435761u >> 13);
   const std::string path = (dir / "weights.bin").string();
-  write_by_small_pages(path, bytes);
+  test::write_by_small_pages(path, bytes);
   const Bytes file = map_file(path);
   const uint64_t sum = touch(file.data);
   const std::vector<std::span<const uint8_t>> kept = {file.data.subspan(7 * kMiB - 10, 20),
@@ -112,7 +102,7 @@ TEST(ReadMapped, CopiesWithoutMappingThePages) {
   std::vector<uint8_t> bytes(64 * 1024);
   for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * 7 + 3);
   const std::string path = (dir / "weights.bin").string();
-  write_by_small_pages(path, bytes);
+  test::write_by_small_pages(path, bytes);
   const Bytes file = map_file(path);
   std::vector<uint8_t> out(5000);
   ASSERT_TRUE(read_mapped(file, file.data.data() + 20000, out.size(), out.data()));

@@ -344,14 +344,7 @@ TEST(RepackedLargerModel, MappedSaysHowMuchIsInHugePagesAndEqualsRead) {
 
   // The same bytes written again 4 KiB at a time: the page cache then holds them in small
   // folios, as it may after the cache was read under memory pressure.
-  const std::vector<uint8_t> cache_bytes = read_bytes(built->info().repack_cache);
-  {
-    std::ofstream out(built->info().repack_cache, std::ios::binary | std::ios::in);
-    for (size_t at = 0; at < cache_bytes.size(); at += 4096)
-      out.write(reinterpret_cast<const char*>(cache_bytes.data() + at),
-                std::streamsize(std::min<size_t>(4096, cache_bytes.size() - at)))
-          .flush();
-  }
+  write_by_small_pages(built->info().repack_cache, read_bytes(built->info().repack_cache));
   const auto mapped = load(cache_dir, true);
   const auto read = load(cache_dir, false);
   EXPECT_EQ(mapped->info().repacked, "mapped");

@@ -13,6 +13,7 @@
 
 #include "core/quant.h"
 #include "core/simd.h"
+#include "kernels/half_table.h"
 #include "kernels/int8.h"
 #include "kernels/prefetch.h"
 #include "kernels/variants.h"
@@ -28,11 +29,11 @@ namespace rwkv::kernels::avx2 {
 
 namespace {
 
-// The fp16 at p in all 8 lanes: a broadcast load and one conversion.
+// The fp16 at p in all 8 lanes: one broadcast load from the table.
 inline __m256 broadcast_half(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
-  return _mm256_cvtph_ps(_mm_set1_epi16(short(h)));
+  return _mm256_set1_ps(kHalfToFloat[h]);
 }
 
 template <DType kType>
@@ -90,22 +91,26 @@ inline void block_vectors(const uint8_t* b, __m256 (&w)[4]) {
     }
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     const __m128i mask = _mm_set1_epi8(0x0f);
-    const __m128i halves[2] = {_mm_and_si128(bytes, mask),
-                               _mm_and_si128(_mm_srli_epi16(bytes, 4), mask)};
+    __m128i halves[2] = {_mm_and_si128(bytes, mask), _mm_and_si128(_mm_srli_epi16(bytes, 4), mask)};
+    // Q4_0's levels less 8 as signed bytes: two subtractions a block instead of four.
+    constexpr bool kSignedBytes = !kHasMin<kType> && !kFiveBit<kType>;
+    if constexpr (kSignedBytes) {
+      for (__m128i& h : halves) h = _mm_sub_epi8(h, _mm_set1_epi8(8));
+    }
     // Bit j of a lane's index selects the fifth bit from qh.
     const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     RWKV_UNROLL
     for (int j = 0; j < 4; ++j) {
       const __m128i src = j % 2 == 0 ? halves[j / 2] : _mm_srli_si128(halves[j / 2], 8);
-      __m256i q = _mm256_cvtepu8_epi32(src);
+      __m256i q = kSignedBytes ? _mm256_cvtepi8_epi32(src) : _mm256_cvtepu8_epi32(src);
       if constexpr (kFiveBit<kType>) {
         const __m256i bits =
             _mm256_and_si256(_mm256_set1_epi32(int((qh >> (8 * j)) & 0xff)), lane_bit);
         q = _mm256_add_epi32(
             q, _mm256_and_si256(_mm256_cmpeq_epi32(bits, lane_bit), _mm256_set1_epi32(16)));
       }
-      if constexpr (!kHasMin<kType>)
-        q = _mm256_sub_epi32(q, _mm256_set1_epi32(kFiveBit<kType> ? 16 : 8));
+      if constexpr (kFiveBit<kType> && !kHasMin<kType>)
+        q = _mm256_sub_epi32(q, _mm256_set1_epi32(16));
       const __m256 v = _mm256_cvtepi32_ps(q);
       w[j] = kHasMin<kType> ? _mm256_fmadd_ps(v, d, m) : _mm256_mul_ps(v, d);
     }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/simd.h"
+#include "kernels/half_table.h"
 #include "kernels/int8.h"
 #include "kernels/prefetch.h"
 #include "kernels/variants.h"
@@ -36,12 +37,11 @@ namespace rwkv::kernels::avx512 {
 
 namespace {
 
-// The fp16 at p in all 16 lanes: a broadcast load and one conversion (one instruction fewer per
-// block than converting a scalar and broadcasting the float).
+// The fp16 at p in all 16 lanes: one broadcast load from the table (no shuffle-port work).
 inline __m512 broadcast_half(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
-  return _mm512_cvtph_ps(_mm256_set1_epi16(short(h)));
+  return _mm512_set1_ps(kHalfToFloat[h]);
 }
 
 // 16 weights of a plain-float row starting at element k, as float32.
@@ -96,7 +96,7 @@ inline void block_vectors(const uint8_t* b, __m512& lo, __m512& hi) {
     const __m512 m = kHasMin<kType> ? broadcast_half(b + 2) : _mm512_setzero_ps();
     const __m512 base =
         kHasMin<kType> ? level : _mm512_sub_ps(level, _mm512_set1_ps(kFiveBit<kType> ? 16 : 8));
-    const __m512 table0 = _mm512_fmadd_ps(base, d, m);
+    const __m512 table0 = kHasMin<kType> ? _mm512_fmadd_ps(base, d, m) : _mm512_mul_ps(base, d);
     const uint8_t* p = b + (kHasMin<kType> ? 4 : 2);
     uint32_t qh = 0;
     if constexpr (kFiveBit<kType>) {
@@ -154,6 +154,7 @@ inline void tile(const uint8_t* const* rows, const float* x, int64_t K, float* y
       RWKV_UNROLL
       for (int t = 0; t < TT; ++t) acc_hi[i][t] = _mm512_setzero_ps();
     }
+#pragma GCC unroll 4
     for (int64_t k = 0, b = 0; k < K; k += 32, b += bb) {
       __m512 w[R][2];
       // Only where the weights stream (one row at a time); larger tiles reread them from L1.

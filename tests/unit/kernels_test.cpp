@@ -11,6 +11,7 @@
 #include "core/cpu.h"
 #include "core/quant.h"
 #include "io/tensor_map.h"
+#include "kernels/half_table.h"
 #include "kernels/int8.h"
 #include "rwkv/error.h"
 #include "rwkv/thread_pool.h"
@@ -185,6 +186,15 @@ TEST_P(KernelVariants, MatmulMatchesReference) {
             }
         }
       }
+}
+
+// The SIMD kernels take ggml block scales from a table built at compile time: it must be the
+// scalar conversion for every fp16 value, subnormals, infinities and NaNs included.
+TEST(Kernels, HalfTableIsTheScalarConversionOfEveryFp16) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float table = kHalfToFloat[h], scalar = fp16_to_fp32(uint16_t(h));
+    ASSERT_EQ(std::memcmp(&table, &scalar, 4), 0) << "fp16 bits " << h;
+  }
 }
 
 // A product over no inputs (a zero-rank matrix from a file) is zero, not a crash.

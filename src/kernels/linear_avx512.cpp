@@ -98,21 +98,30 @@ inline void block_vectors(const uint8_t* b, __m512& lo, __m512& hi) {
         kHasMin<kType> ? level : _mm512_sub_ps(level, _mm512_set1_ps(kFiveBit<kType> ? 16 : 8));
     const __m512 table0 = kHasMin<kType> ? _mm512_fmadd_ps(base, d, m) : _mm512_mul_ps(base, d);
     const uint8_t* p = b + (kHasMin<kType> ? 4 : 2);
-    uint32_t qh = 0;
-    if constexpr (kFiveBit<kType>) {
-      std::memcpy(&qh, p, 4);
-      p += 4;
-    }
+    const uint8_t* qh = p;
+    if constexpr (kFiveBit<kType>) p += 4;
     // Byte j holds element j (low nibble) and j + 16 (high nibble).
     const __m512i bytes =
         _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     const __m512i hi_nibbles = _mm512_srli_epi32(bytes, 4);
     if constexpr (kFiveBit<kType>) {
       const __m512 table1 = _mm512_fmadd_ps(_mm512_add_ps(base, _mm512_set1_ps(16)), d, m);
-      const __m512i bit4 = _mm512_set1_epi32(16);
-      const __m512i lo_nibbles = _mm512_and_si512(bytes, _mm512_set1_epi32(0x0f));
-      const __m512i q0 = _mm512_mask_or_epi32(lo_nibbles, __mmask16(qh), lo_nibbles, bit4);
-      const __m512i q1 = _mm512_mask_or_epi32(hi_nibbles, __mmask16(qh >> 16), hi_nibbles, bit4);
+      // Fifth bits: qh in every lane, rotated so that lane j has bit j (or j + 16) at bit 4,
+      // then merged under the nibble (bits above 4 are left as they are: the permute reads
+      // only bits 0-4). Shifts and bitwise operations run on either vector port; moving qh
+      // to mask registers instead took two more operations on the shuffle port.
+      int32_t qh_bits;
+      std::memcpy(&qh_bits, qh, 4);
+      const __m512i qh_lanes = _mm512_set1_epi32(qh_bits);
+      const __m512i lo_bit4 = _mm512_rorv_epi32(
+          qh_lanes, _mm512_setr_epi32(28, 29, 30, 31, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11));
+      const __m512i hi_bit4 = _mm512_rorv_epi32(
+          qh_lanes,
+          _mm512_setr_epi32(12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27));
+      // (nibble & 0x0f) | (bit4 & ~0x0f): ternary logic table 0xe4 on (A, B, C).
+      const __m512i low4 = _mm512_set1_epi32(0x0f);
+      const __m512i q0 = _mm512_ternarylogic_epi32(bytes, lo_bit4, low4, 0xe4);
+      const __m512i q1 = _mm512_ternarylogic_epi32(hi_nibbles, hi_bit4, low4, 0xe4);
       lo = _mm512_permutex2var_ps(table0, q0, table1);
       hi = _mm512_permutex2var_ps(table0, q1, table1);
     } else {

@@ -541,30 +541,56 @@ inline void store_rows(float* y, __m256 v, int64_t n) {
   std::copy(out, out + n, y);
 }
 
-// One token against a group of rows, each row streamed once: per block, the 8 rows' lane dot
-// products are summed down to one lane per row. The next group is prefetched meanwhile, a share
-// per block: 8 interleaved rows are more streams than the hardware prefetcher follows.
-template <DType kType>
-void group_one_token(const RowGroup<kType>& g, const Int8Activations& x, float* y, int64_t n,
-                     const uint8_t* next, int64_t next_bytes) {
+// TT tokens against a group of rows, each row streamed once: per block, each row's bytes are
+// unpacked once for all the tokens, and each token's 8 rows' lane dot products are summed down
+// to one lane per row. The next group is prefetched meanwhile, a share per block: 8 interleaved
+// rows are more streams than the hardware prefetcher follows.
+template <DType kType, int TT>
+void group_tokens(const RowGroup<kType>& g, const Int8Activations& x, int64_t t0, float* y,
+                  int64_t ldy, int64_t n, const uint8_t* next, int64_t next_bytes) {
   const int64_t blocks = x.K / 32;
   const int64_t share = (next_bytes / blocks + 64) & ~int64_t(63);
-  const int8_t* q = x.row_q(0);
-  __m256 sum = _mm256_setzero_ps();
+  __m256 sum[TT];
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) sum[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     for (int64_t at = b * share; at < std::min(next_bytes, (b + 1) * share); at += 64)
       prefetch_streamed(next + at);
-    const __m256i qb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * b));
-    __m256i lanes[kRows];
+    __m256i qb[TT];
     RWKV_UNROLL
-    for (int i = 0; i < kRows; ++i)
-      lanes[i] = lane_dots<kType>(block_bytes<kType>(g.row[i] + b * kBlockBytes<kType>), qb);
+    for (int t = 0; t < TT; ++t)
+      qb[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.row_q(t0 + t) + 32 * b));
+    __m256i lanes[TT][kRows];
+    RWKV_UNROLL
+    for (int i = 0; i < kRows; ++i) {
+      const __m256i w = block_bytes<kType>(g.row[i] + b * kBlockBytes<kType>);
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) lanes[t][i] = lane_dots<kType>(w, qb[t]);
+    }
     __m256 d, m;
     g.scales(b, d, m);
-    sum = chain_step<kType>(sum, _mm256_add_epi32(row_sums(lanes), block_start<kType>(x, 0, b)), d,
-                            m, x, 0, b);
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t)
+      sum[t] = chain_step<kType>(
+          sum[t], _mm256_add_epi32(row_sums(lanes[t]), block_start<kType>(x, t0 + t, b)), d, m, x,
+          t0 + t, b);
   }
-  store_rows(y, sum, n);
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) store_rows(y + t * ldy, sum[t], n);
+}
+
+// Up to this many tokens stream the rows (group_tokens()); more transpose each group once into
+// a panel that they all read.
+constexpr int64_t kStreamedTokens = 4;
+
+// group_tokens() for `tokens` (1 to kStreamedTokens) tokens from t0.
+template <DType kType, int TT = 1>
+void streamed_tokens(const RowGroup<kType>& g, const Int8Activations& x, int64_t t0, int64_t tokens,
+                     float* y, int64_t ldy, int64_t n, const uint8_t* next, int64_t next_bytes) {
+  if constexpr (TT < kStreamedTokens)
+    if (tokens != TT)
+      return streamed_tokens<kType, TT + 1>(g, x, t0, tokens, y, ldy, n, next, next_bytes);
+  group_tokens<kType, TT>(g, x, t0, y + t0 * ldy, ldy, n, next, next_bytes);
 }
 
 // Several tokens: the group's bytes are transposed once into a panel, one vector per block and
@@ -675,11 +701,11 @@ template <DType kType>
 void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1) {
   const int64_t O = w.rows(), blocks = x.K / 32;
   const uint64_t row_bytes = w.row_bytes();
-  if (x.T == 1) {
+  if (x.T <= kStreamedTokens) {
     for (int64_t r = r0; r < r1; r += kRows) {
       const int64_t n = std::min<int64_t>(kRows, r1 - r);
       const int64_t next = std::min(r + kRows, r1), next_n = std::min<int64_t>(kRows, r1 - next);
-      group_one_token<kType>(RowGroup<kType>(w.data, row_bytes, r, n), x, y + r, n,
+      streamed_tokens<kType>(RowGroup<kType>(w.data, row_bytes, r, n), x, 0, x.T, y + r, O, n,
                              w.data + uint64_t(next) * row_bytes, int64_t(next_n * row_bytes));
     }
     return;

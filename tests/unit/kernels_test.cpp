@@ -426,9 +426,9 @@ TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
 }
 
 // The int8-activation path (kernels/int8.h) for every block type and shape, including an odd
-// number of blocks and row counts that leave part of a 16-row group. The VNNI kernel follows the
-// scalar reference's arithmetic and order, so it must equal it bit for bit; the AVX2 kernel
-// differs from it only by float32 summation order (bound as above, over the per-lane products).
+// number of blocks and row counts that leave part of a 16-row group, and token counts on both
+// sides of the AVX2 kernel's switch from streamed rows to a panel. The VNNI and AVX2 kernels
+// follow the scalar reference's arithmetic and order, so they must equal it bit for bit.
 // Against exact float decoding the reference differs by at most the activation rounding: half a
 // step d_x of each block times sum |w| over the block.
 TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
@@ -447,7 +447,7 @@ TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
         pack_int8_groups(w, 0, (rows + 15) / 16, groups.data());
         Tensor packed = w;
         packed.int8_groups = groups.data();
-        for (int64_t T : {1, 3, 6, 9}) {
+        for (int64_t T : {1, 2, 3, 4, 6, 9}) {
           std::vector<float> x(size_t(T * K)), exact(size_t(T * rows)), ref(exact.size()),
               got(exact.size());
           std::mt19937 rng{static_cast<unsigned>(T + K)};

@@ -147,35 +147,47 @@ inline float quarters_sum(const __m256 (&a)[4]) {
 // streamed a BF16 matrix at ~29 GB/s with 1 KB, ~40 with 8 KB (hint: kernels/prefetch.h).
 constexpr int64_t kPrefetchBytes = 8192;
 
-// One token: the row streams once, one row at a time (a single sequential stream reads DRAM
-// faster than interleaved ones), blocks unpacked in registers.
-template <DType kType>
-inline float row_dot(const uint8_t* row, const float* x, int64_t K) {
-  __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                 _mm256_setzero_ps()};
-  if constexpr (kIsBlock<kType>) {
-    for (int64_t k = 0; k < K; k += 32, row += kBlockBytes<kType>) {
-      prefetch_streamed(row + kPrefetchBytes);
-      __m256 w[4];
-      block_vectors<kType>(row, w);
+// One to three tokens: the row streams once, one row at a time (a single sequential stream
+// reads DRAM faster than interleaved ones), blocks unpacked in registers once for all the
+// tokens. TT x 4 accumulators and the 4 weight vectors fill the 16 registers at TT = 3.
+template <DType kType, int TT>
+[[gnu::always_inline]] inline void row_dots(const uint8_t* row, const float* x, int64_t K, float* y,
+                                            int64_t ldy) {
+  __m256 a[TT][4];
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t)
+    for (__m256& e : a[t]) e = _mm256_setzero_ps();
+  // 32 weights a step: one ggml block, or 32 plain elements.
+  constexpr int64_t kStepBytes = kIsBlock<kType> ? kBlockBytes<kType> : 32 * kElementBytes<kType>;
+  int64_t k = 0;
+  for (const uint8_t* at = row; k + 32 <= K; k += 32, at += kStepBytes) {
+    prefetch_streamed(at + kPrefetchBytes);
+    __m256 w[4];
+    if constexpr (kIsBlock<kType>) {
+      block_vectors<kType>(at, w);
+    } else {
+      RWKV_UNROLL
+      for (int q = 0; q < 4; ++q) w[q] = load8<kType>(at, 8 * q);
+    }
+    RWKV_UNROLL
+    for (int t = 0; t < TT; ++t) {
       RWKV_UNROLL
       for (int q = 0; q < 4; ++q)
-        a[q] = _mm256_fmadd_ps(w[q], _mm256_loadu_ps(x + k + 8 * q), a[q]);
+        a[t][q] = _mm256_fmadd_ps(w[q], _mm256_loadu_ps(x + t * K + k + 8 * q), a[t][q]);
     }
-    return quarters_sum(a);
-  } else {
-    int64_t k = 0;
-    for (; k + 32 <= K; k += 32) {
-      prefetch_streamed(row + kElementBytes<kType> * k + kPrefetchBytes);
-      RWKV_UNROLL
-      for (int q = 0; q < 4; ++q)
-        a[q] = _mm256_fmadd_ps(load8<kType>(row, k + 8 * q), _mm256_loadu_ps(x + k + 8 * q), a[q]);
+  }
+  RWKV_UNROLL
+  for (int t = 0; t < TT; ++t) {
+    if constexpr (kIsBlock<kType>) {
+      y[t * ldy] = quarters_sum(a[t]);  // K is a whole number of blocks
+    } else {
+      int64_t kt = k;
+      for (int q = 0; kt + 8 <= K; kt += 8, ++q)
+        a[t][q] = _mm256_fmadd_ps(load8<kType>(row, kt), _mm256_loadu_ps(x + t * K + kt), a[t][q]);
+      float sum = quarters_sum(a[t]);
+      for (; kt < K; ++kt) sum = std::fma(load1<kType>(row, kt), x[t * K + kt], sum);
+      y[t * ldy] = sum;
     }
-    for (int q = 0; k + 8 <= K; k += 8, ++q)
-      a[q] = _mm256_fmadd_ps(load8<kType>(row, k), _mm256_loadu_ps(x + k), a[q]);
-    float sum = quarters_sum(a);
-    for (; k < K; ++k) sum = std::fma(load1<kType>(row, k), x[k], sum);
-    return sum;
   }
 }
 
@@ -270,11 +282,22 @@ void plain_rows_times_tokens(const Tensor& w, const float* x, int64_t T, float* 
   }
 }
 
+// Up to this many tokens stream the weights (row_dots()); more share a decoded panel, which
+// made two tokens of Q4_0 cost 3x one token's time (Q5_1 2.2x, F16 1.3x). At four tokens the
+// panel measured faster for Q5_1 and F16 (RWKV-7 2048 x 24).
+constexpr int64_t kStreamedTokens = 3;
+
 template <DType kType>
 void linear_typed(const Tensor& w, const float* x, int64_t T, float* y, int64_t r0, int64_t r1) {
   const int64_t K = w.cols(), O = w.rows();
-  if (T == 1) {
-    for (int64_t r = r0; r < r1; ++r) y[r] = row_dot<kType>(w.row(r), x, K);
+  if (T <= kStreamedTokens) {
+    const uint64_t row_bytes = w.row_bytes();
+    const uint8_t* row = w.row(r0);
+    for (int64_t r = r0; r < r1; ++r, row += row_bytes) {
+      if (T == 1) row_dots<kType, 1>(row, x, K, y + r, O);
+      if (T == 2) row_dots<kType, 2>(row, x, K, y + r, O);
+      if (T == 3) row_dots<kType, 3>(row, x, K, y + r, O);
+    }
     return;
   }
   int64_t r = r0;
@@ -580,14 +603,14 @@ void group_tokens(const RowGroup<kType>& g, const Int8Activations& x, int64_t t0
 }
 
 // Up to this many tokens stream the rows (group_tokens()); more transpose each group once into
-// a panel that they all read.
-constexpr int64_t kStreamedTokens = 4;
+// a panel that they all read, which made two tokens cost 1.5x one token's time.
+constexpr int64_t kStreamedInt8Tokens = 4;
 
-// group_tokens() for `tokens` (1 to kStreamedTokens) tokens from t0.
+// group_tokens() for `tokens` (1 to kStreamedInt8Tokens) tokens from t0.
 template <DType kType, int TT = 1>
 void streamed_tokens(const RowGroup<kType>& g, const Int8Activations& x, int64_t t0, int64_t tokens,
                      float* y, int64_t ldy, int64_t n, const uint8_t* next, int64_t next_bytes) {
-  if constexpr (TT < kStreamedTokens)
+  if constexpr (TT < kStreamedInt8Tokens)
     if (tokens != TT)
       return streamed_tokens<kType, TT + 1>(g, x, t0, tokens, y, ldy, n, next, next_bytes);
   group_tokens<kType, TT>(g, x, t0, y + t0 * ldy, ldy, n, next, next_bytes);
@@ -701,7 +724,7 @@ template <DType kType>
 void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, int64_t r1) {
   const int64_t O = w.rows(), blocks = x.K / 32;
   const uint64_t row_bytes = w.row_bytes();
-  if (x.T <= kStreamedTokens) {
+  if (x.T <= kStreamedInt8Tokens) {
     for (int64_t r = r0; r < r1; r += kRows) {
       const int64_t n = std::min<int64_t>(kRows, r1 - r);
       const int64_t next = std::min(r + kRows, r1), next_n = std::min<int64_t>(kRows, r1 - next);

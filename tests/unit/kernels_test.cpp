@@ -395,12 +395,13 @@ TEST(Kernels, ProductsEqualOneByOne) {
 TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
   for (KernelVariant v : available_variants()) {
     for (DType dtype : kAllTypes) {
-      // T covers every token group of the kernels (6, 4, 3, 2, 1 at a time); at 2055 F32
+      // T covers every token group of the kernels (6, 4, 3, 2, 1 at a time) and the few
+      // tokens that stream rows as one token does (2, 3, 4); at 2055 F32
       // columns the 37 rows span two of the AVX-512 kernel's row blocks; 8192 (8199) is the
       // FFN value matrix's row length.
       for (int64_t cols : {int64_t(160), int64_t(is_integer(dtype) ? 2048 : 2055),
                            int64_t(is_integer(dtype) ? 8192 : 8199)})
-        for (int64_t T : {5, 8, 9, 10, 13}) {
+        for (int64_t T : {2, 3, 4, 5, 8, 9, 10, 13}) {
           TensorMap map;
           const int64_t rows = 37;
           Tensor w = random_tensor(map, dtype, rows, cols, 11);

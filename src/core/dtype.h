@@ -2,6 +2,7 @@
 // A quantized type packs `block_elems` weights into `block_bytes` bytes along a row.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -30,7 +31,16 @@ inline bool is_integer(DType t) { return is_quantized(t) || t == DType::I8; }
 // Bytes taken by `n` elements, or nullopt if `n` is not a whole number of blocks.
 std::optional<uint64_t> dtype_bytes(DType t, uint64_t n);
 
-float fp16_to_fp32(uint16_t h);
+// Exact (every fp16 is a float32); constexpr so that kernels can tabulate it at compile time.
+constexpr float fp16_to_fp32(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  if (exp == 0) {
+    const float f = float(mant) * (1.0f / 16777216.0f);  // zero or subnormal: mant * 2^-24
+    return sign ? -f : f;
+  }
+  if (exp == 31) return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13));
+  return std::bit_cast<float>(sign | ((exp + 112) << 23) | (mant << 13));
+}
 uint16_t fp32_to_fp16(float f);
 inline float bf16_to_fp32(uint16_t b) {
   uint32_t u = uint32_t(b) << 16;

@@ -188,8 +188,9 @@ TEST_P(KernelVariants, MatmulMatchesReference) {
       }
 }
 
-// The SIMD kernels take ggml block scales from a table built at compile time: it must be the
-// scalar conversion for every fp16 value, subnormals, infinities and NaNs included.
+// The SIMD kernels take ggml block scales from a table built at compile time: it must hold
+// fp16_to_fp32() (checked against known values in quant_test) at every index, as evaluated at
+// run time, subnormals, infinities and NaNs included.
 TEST(Kernels, HalfTableIsTheScalarConversionOfEveryFp16) {
   for (uint32_t h = 0; h < 65536; ++h) {
     const float table = kHalfToFloat[h], scalar = fp16_to_fp32(uint16_t(h));

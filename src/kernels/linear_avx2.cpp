@@ -564,13 +564,13 @@ inline void store_rows(float* y, __m256 v, int64_t n) {
   std::copy(out, out + n, y);
 }
 
-// TT tokens against a group of rows, each row streamed once: per block, each row's bytes are
-// unpacked once for all the tokens, and each token's 8 rows' lane dot products are summed down
+// All TT tokens of x against a group of rows, each row streamed once: per block, each row's bytes
+// are unpacked once for all the tokens, and each token's 8 rows' lane dot products are summed down
 // to one lane per row. The next group is prefetched meanwhile, a share per block: 8 interleaved
 // rows are more streams than the hardware prefetcher follows.
 template <DType kType, int TT>
-void group_tokens(const RowGroup<kType>& g, const Int8Activations& x, int64_t t0, float* y,
-                  int64_t ldy, int64_t n, const uint8_t* next, int64_t next_bytes) {
+void group_tokens(const RowGroup<kType>& g, const Int8Activations& x, float* y, int64_t ldy,
+                  int64_t n, const uint8_t* next, int64_t next_bytes) {
   const int64_t blocks = x.K / 32;
   const int64_t share = (next_bytes / blocks + 64) & ~int64_t(63);
   __m256 sum[TT];
@@ -582,7 +582,7 @@ void group_tokens(const RowGroup<kType>& g, const Int8Activations& x, int64_t t0
     __m256i qb[TT];
     RWKV_UNROLL
     for (int t = 0; t < TT; ++t)
-      qb[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.row_q(t0 + t) + 32 * b));
+      qb[t] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.row_q(t) + 32 * b));
     __m256i lanes[TT][kRows];
     RWKV_UNROLL
     for (int i = 0; i < kRows; ++i) {
@@ -595,8 +595,7 @@ void group_tokens(const RowGroup<kType>& g, const Int8Activations& x, int64_t t0
     RWKV_UNROLL
     for (int t = 0; t < TT; ++t)
       sum[t] = chain_step<kType>(
-          sum[t], _mm256_add_epi32(row_sums(lanes[t]), block_start<kType>(x, t0 + t, b)), d, m, x,
-          t0 + t, b);
+          sum[t], _mm256_add_epi32(row_sums(lanes[t]), block_start<kType>(x, t, b)), d, m, x, t, b);
   }
   RWKV_UNROLL
   for (int t = 0; t < TT; ++t) store_rows(y + t * ldy, sum[t], n);
@@ -606,14 +605,13 @@ void group_tokens(const RowGroup<kType>& g, const Int8Activations& x, int64_t t0
 // a panel that they all read, which made two tokens cost 1.5x one token's time.
 constexpr int64_t kStreamedInt8Tokens = 4;
 
-// group_tokens() for `tokens` (1 to kStreamedInt8Tokens) tokens from t0.
+// group_tokens() for x.T (1 to kStreamedInt8Tokens) tokens.
 template <DType kType, int TT = 1>
-void streamed_tokens(const RowGroup<kType>& g, const Int8Activations& x, int64_t t0, int64_t tokens,
-                     float* y, int64_t ldy, int64_t n, const uint8_t* next, int64_t next_bytes) {
+void streamed_tokens(const RowGroup<kType>& g, const Int8Activations& x, float* y, int64_t ldy,
+                     int64_t n, const uint8_t* next, int64_t next_bytes) {
   if constexpr (TT < kStreamedInt8Tokens)
-    if (tokens != TT)
-      return streamed_tokens<kType, TT + 1>(g, x, t0, tokens, y, ldy, n, next, next_bytes);
-  group_tokens<kType, TT>(g, x, t0, y + t0 * ldy, ldy, n, next, next_bytes);
+    if (x.T != TT) return streamed_tokens<kType, TT + 1>(g, x, y, ldy, n, next, next_bytes);
+  group_tokens<kType, TT>(g, x, y, ldy, n, next, next_bytes);
 }
 
 // Several tokens: the group's bytes are transposed once into a panel, one vector per block and
@@ -728,7 +726,7 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
     for (int64_t r = r0; r < r1; r += kRows) {
       const int64_t n = std::min<int64_t>(kRows, r1 - r);
       const int64_t next = std::min(r + kRows, r1), next_n = std::min<int64_t>(kRows, r1 - next);
-      streamed_tokens<kType>(RowGroup<kType>(w.data, row_bytes, r, n), x, 0, x.T, y + r, O, n,
+      streamed_tokens<kType>(RowGroup<kType>(w.data, row_bytes, r, n), x, y + r, O, n,
                              w.data + uint64_t(next) * row_bytes, int64_t(next_n * row_bytes));
     }
     return;

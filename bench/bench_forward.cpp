@@ -14,6 +14,7 @@
 #include "kernels/int8.h"
 #include "kernels/kernels.h"
 #include "kernels/wkv.h"
+#include "rwkv/aligned.h"
 #include "rwkv/model.h"
 #include "rwkv/thread_pool.h"
 
@@ -65,7 +66,7 @@ void BM_Matvec(benchmark::State& st, rwkv::DType dtype) {
   const int64_t n = st.range(0);
   rwkv::TensorMap map = random_matrix(dtype, n, n);
   const rwkv::Tensor& w = map.at("w");
-  std::vector<float> x(static_cast<size_t>(n), 0.5f), y(static_cast<size_t>(n));
+  rwkv::AlignedVector<float> x(static_cast<size_t>(n), 0.5f), y(static_cast<size_t>(n));
   for (auto _ : st) {
     rwkv::kernels::linear(w, x.data(), 1, y.data());
     benchmark::DoNotOptimize(y.data());
@@ -113,7 +114,7 @@ void BM_Linear(benchmark::State& st, rwkv::DType dtype) {
   const int64_t n = st.range(0), T = st.range(1);
   rwkv::TensorMap map = random_matrix(dtype, n, n);
   const rwkv::Tensor& w = map.at("w");
-  std::vector<float> x(static_cast<size_t>(n * T), 0.5f), y(static_cast<size_t>(n * T));
+  rwkv::AlignedVector<float> x(static_cast<size_t>(n * T), 0.5f), y(static_cast<size_t>(n * T));
   for (auto _ : st) {
     rwkv::kernels::linear(w, x.data(), T, y.data());
     benchmark::DoNotOptimize(y.data());
@@ -146,7 +147,7 @@ void BM_Stream(benchmark::State& st, rwkv::DType dtype) {
     ws.push_back(w);
   }
   rwkv::ThreadPool pool(threads);
-  std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows));
+  rwkv::AlignedVector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows));
   for (auto _ : st) {
     for (const rwkv::Tensor& w : ws) rwkv::kernels::linear(w, x.data(), 1, y.data(), &pool);
     benchmark::DoNotOptimize(y.data());
@@ -184,7 +185,8 @@ void BM_Lora(benchmark::State& st) {
     bytes += w.nbytes;
   }
   rwkv::ThreadPool pool(threads);
-  std::vector<float> x(static_cast<size_t>(C), 0.5f), hidden(512), y(static_cast<size_t>(4 * C));
+  rwkv::AlignedVector<float> x(static_cast<size_t>(C), 0.5f), hidden(512),
+      y(static_cast<size_t>(4 * C));
   const bool together = st.range(2) != 0;
   for (auto _ : st) {
     for (size_t i = 0; i < ws.size(); i += 8) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "rwkv/aligned.h"
 #include "rwkv/error.h"
 #include "rwkv/thread_pool.h"
 
@@ -79,17 +80,18 @@ struct ModelInfo {
 };
 
 // Reusable buffers for the forward passes; keeps the per-token path free of allocations.
-// Each slot is an independent region (the driver and the layers use different slots).
+// Each slot is an independent region (the driver and the layers use different slots), aligned
+// to a cache line (rwkv/aligned.h).
 class Scratch {
  public:
   float* get(size_t n, int slot = 0) {
-    std::vector<float>& buf = bufs_[slot];
+    AlignedVector<float>& buf = bufs_[slot];
     if (buf.size() < n) buf.resize(n);
     return buf.data();
   }
 
  private:
-  std::vector<float> bufs_[2];
+  AlignedVector<float> bufs_[2];
 };
 
 // One sequence of a batch: its tokens, its state (updated in place) and where its logits go:

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "rwkv/aligned.h"
 
 namespace rwkv::kernels {
 
@@ -24,7 +25,7 @@ namespace rwkv::kernels {
 struct Int8Activations {
   DType dtype = DType::Q8_0;
   int64_t T = 0, K = 0, pairs = 0;  // pairs = ceil(K / 64) per row
-  std::vector<int8_t> q;            // (T, pairs, 64)
+  AlignedVector<int8_t> q;          // (T, pairs, 64): 64-byte rows, each one aligned load
   std::vector<float> scale;         // (T, K / 32): d = max |x| / 127 of each block
   std::vector<int32_t> block_bias;  // (T, K / 32): -block_zero_level(dtype) * sum of q
   std::vector<float> block_qsum;    // (T, K / 32): d * sum of q (the offset term of Q4_1/Q5_1)

@@ -14,6 +14,7 @@
 #include "kernels/half_table.h"
 #include "kernels/int8.h"
 #include "rwkv/error.h"
+#include "rwkv/model.h"
 #include "rwkv/thread_pool.h"
 
 namespace rwkv::kernels {
@@ -195,6 +196,22 @@ TEST(Kernels, HalfTableIsTheScalarConversionOfEveryFp16) {
   for (uint32_t h = 0; h < 65536; ++h) {
     const float table = kHalfToFloat[h], scalar = fp16_to_fp32(uint16_t(h));
     ASSERT_EQ(std::memcmp(&table, &scalar, 4), 0) << "fp16 bits " << h;
+  }
+}
+
+// The kernels read activations with 64-byte loads; from a buffer 16 bytes past a line (where
+// malloc puts large blocks) each load touches two lines, and a multi-token tile ran at half
+// speed. Sizes from one float to well past malloc's mmap threshold.
+TEST(Kernels, ScratchAndInt8ActivationsAreCacheLineAligned) {
+  Scratch scratch;
+  for (size_t n : {size_t(1), size_t(1000), size_t(1) << 16, size_t(1) << 22}) {
+    for (int slot = 0; slot < 2; ++slot)
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(scratch.get(n, slot)) % 64, 0u) << n << " " << slot;
+  }
+  for (int64_t T : {1, 64}) {
+    Int8Activations a;
+    a.reset(DType::Q4_0, T, 2048);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(a.q.data()) % 64, 0u) << T;
   }
 }
 

@@ -17,6 +17,7 @@
 #include "kernels/int8.h"
 #include "kernels/prefetch.h"
 #include "kernels/variants.h"
+#include "rwkv/aligned.h"
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
@@ -314,7 +315,7 @@ void linear_typed(const Tensor& w, const float* x, int64_t T, float* y, int64_t 
       return plain_rows_times_tokens<kType>(w, x, T, y, r0, r1);
     // Several tokens: four rows are decoded once into an L1 panel that every token reads.
     const int64_t ld = K + 8;  // rows a little more than K apart, so they do not share L1 sets
-    thread_local std::vector<float> panel;
+    thread_local AlignedVector<float> panel;  // 32-byte loads within one line
     panel.resize(size_t(4 * ld));
     const auto* panel_rows = reinterpret_cast<const uint8_t*>(panel.data());
     for (; r + 4 <= r1; r += 4) {

@@ -1,8 +1,8 @@
 // AVX-512 variants of linear() and matmul(). Plain float weights (F32, F16, BF16) are widened to
 // float32 while they are loaded; ggml blocks are unpacked to float32 in registers inside the
-// multiply tile (measured faster than decoding rows into a buffer first, for one token and for
-// 64). Products and sums stay in float32 (exact decoding, FMA), so results differ from the
-// scalar reference only by summation order.
+// multiply tile for up to four tokens, and into a small panel of rows shared by more. Products
+// and sums stay in float32 (exact decoding, FMA), so results differ from the scalar reference
+// only by summation order.
 // Headers come before the target pragma so that no inline function they define is compiled
 // for this ISA and then shared with code that runs on any CPU.
 #include <immintrin.h>
@@ -245,82 +245,74 @@ inline void rows_times_tokens(const uint8_t* const* rows, const float* x, int64_
   }
 }
 
-// Weights read straight from the tensor (plain floats widened, blocks unpacked in the tile).
 // The block order of tile() (the first and the second 16 elements of every block summed in two
-// accumulators, added at the end) over R rows already decoded to float32 (R x K). The two sums
-// advance in turns over chunks of K, R x TT accumulators at a time, so 6 rows x 4 tokens fit the
-// registers. A chunk of 6 rows and 4 tokens is 40 KB, in L1 (48 KB) while both sums pass it;
-// chunks of 256 (fewer rows and tokens too) ran 10-15% slower at K = 1024 and 2048.
+// accumulators, added at the end) over R rows decoded to float32 with the halves apart
+// (split_row()), against x split alike: each sum is one contiguous pass over K / 2 columns.
+// (Both sums over naturally ordered rows need twice the accumulators, so they took turns over
+// chunks of K: 5-10% slower at K = 1024 and 2048.)
 template <int R, int TT>
-inline void decoded_block_tile(const float* rows, int64_t ld_rows, const float* x, int64_t K,
-                               float* y, int64_t ldy) {
-  constexpr int64_t kChunk = 1024;
-  __m512 sums[2][R][TT];
-  RWKV_UNROLL
-  for (int i = 0; i < R; ++i) {
+inline void split_block_tile(const float* rows, int64_t ld_rows, const float* x, int64_t K,
+                             float* y, int64_t ldy) {
+  const int64_t H = K / 2;
+  __m512 first[R][TT];
+  for (int half = 0; half < 2; ++half) {
+    __m512 acc[R][TT];
     RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) sums[0][i][t] = sums[1][i][t] = _mm512_setzero_ps();
-  }
-  for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
-    const int64_t k1 = std::min(K, k0 + kChunk);
-    for (int half = 0; half < 2; ++half) {
-      __m512 acc[R][TT];
+    for (int i = 0; i < R; ++i) {
       RWKV_UNROLL
-      for (int i = 0; i < R; ++i) {
-        RWKV_UNROLL
-        for (int t = 0; t < TT; ++t) acc[i][t] = sums[half][i][t];
-      }
-      for (int64_t k = k0 + 16 * half; k < k1; k += 32) {
-        __m512 w[R];
-        RWKV_UNROLL
-        for (int i = 0; i < R; ++i) w[i] = _mm512_loadu_ps(rows + i * ld_rows + k);
-        RWKV_UNROLL
-        for (int t = 0; t < TT; ++t) {
-          const __m512 xv = _mm512_loadu_ps(x + t * K + k);
-          RWKV_UNROLL
-          for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(w[i], xv, acc[i][t]);
-        }
-      }
+      for (int t = 0; t < TT; ++t) acc[i][t] = _mm512_setzero_ps();
+    }
+    for (int64_t k = half * H; k < (half + 1) * H; k += 16) {
+      __m512 w[R];
       RWKV_UNROLL
-      for (int i = 0; i < R; ++i) {
+      for (int i = 0; i < R; ++i) w[i] = _mm512_load_ps(rows + i * ld_rows + k);
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) {
+        const __m512 xv = _mm512_load_ps(x + t * K + k);
         RWKV_UNROLL
-        for (int t = 0; t < TT; ++t) sums[half][i][t] = acc[i][t];
+        for (int i = 0; i < R; ++i) acc[i][t] = _mm512_fmadd_ps(w[i], xv, acc[i][t]);
       }
     }
-  }
-  RWKV_UNROLL
-  for (int i = 0; i < R; ++i) {
     RWKV_UNROLL
-    for (int t = 0; t < TT; ++t) y[t * ldy + i] = hsum(_mm512_add_ps(sums[0][i][t], sums[1][i][t]));
+    for (int i = 0; i < R; ++i) {
+      RWKV_UNROLL
+      for (int t = 0; t < TT; ++t) {
+        if (half == 0)
+          first[i][t] = acc[i][t];
+        else
+          y[t * ldy + i] = hsum(_mm512_add_ps(first[i][t], acc[i][t]));
+      }
+    }
   }
 }
 
 template <int R>
-inline void decoded_rows_times_tokens(const float* rows, int64_t ld_rows, const float* x, int64_t T,
-                                      int64_t K, float* y, int64_t ldy) {
+inline void split_rows_times_tokens(const float* rows, int64_t ld_rows, const float* x, int64_t T,
+                                    int64_t K, float* y, int64_t ldy) {
   int64_t t = 0;
-  for (; t + 4 <= T; t += 4)
-    decoded_block_tile<R, 4>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
+  for (; t + 4 <= T; t += 4) split_block_tile<R, 4>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
   switch (T - t) {
     case 3:
-      return decoded_block_tile<R, 3>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
+      return split_block_tile<R, 3>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
     case 2:
-      return decoded_block_tile<R, 2>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
+      return split_block_tile<R, 2>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
     case 1:
-      return decoded_block_tile<R, 1>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
+      return split_block_tile<R, 1>(rows, ld_rows, x + t * K, K, y + t * ldy, ldy);
     default:
       return;
   }
 }
 
+// A row of ggml blocks as float32, each block's first 16 values in the row's first half and its
+// second 16 in the second half, block by block.
 template <DType kType>
-void decode_row(const uint8_t* row, int64_t K, float* out) {
+void split_row(const uint8_t* row, int64_t K, float* out) {
   const int64_t bb = kBlockBytes<kType>;
   for (int64_t i = 0; i < K / 32; ++i) {
     __m512 lo, hi;
     block_vectors<kType>(row + i * bb, lo, hi);
-    _mm512_storeu_ps(out + 32 * i, lo);
-    _mm512_storeu_ps(out + 32 * i + 16, hi);
+    _mm512_store_ps(out + 16 * i, lo);
+    _mm512_store_ps(out + K / 2 + 16 * i, hi);
   }
 }
 
@@ -356,16 +348,23 @@ void linear_direct(const Tensor& w, const float* x, int64_t T, float* y, int64_t
     // token then reads. Six rows read each x vector for 24 products instead of 16.
     // Rows one cache line further apart than K, so that they do not share L1 sets.
     const int64_t ld_panel = K + 16;
-    thread_local AlignedVector<float> panel_buffer;
+    thread_local AlignedVector<float> panel_buffer, x_buffer;
     panel_buffer.resize(size_t(6 * ld_panel));
+    x_buffer.resize(size_t(T * K));
     float* panel = panel_buffer.data();
+    float* x_split = x_buffer.data();
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < K / 32; ++b) {
+        _mm512_store_ps(x_split + t * K + 16 * b, _mm512_loadu_ps(x + t * K + 32 * b));
+        _mm512_store_ps(x_split + t * K + K / 2 + 16 * b, _mm512_loadu_ps(x + t * K + 32 * b + 16));
+      }
     for (; r + 6 <= r1; r += 6, row0 += 6 * row_bytes) {
-      for (int i = 0; i < 6; ++i) decode_row<kType>(row0 + i * row_bytes, K, panel + i * ld_panel);
-      decoded_rows_times_tokens<6>(panel, ld_panel, x, T, K, y + r, O);
+      for (int i = 0; i < 6; ++i) split_row<kType>(row0 + i * row_bytes, K, panel + i * ld_panel);
+      split_rows_times_tokens<6>(panel, ld_panel, x_split, T, K, y + r, O);
     }
     for (; r + 4 <= r1; r += 4, row0 += 4 * row_bytes) {
-      for (int i = 0; i < 4; ++i) decode_row<kType>(row0 + i * row_bytes, K, panel + i * ld_panel);
-      decoded_rows_times_tokens<4>(panel, ld_panel, x, T, K, y + r, O);
+      for (int i = 0; i < 4; ++i) split_row<kType>(row0 + i * row_bytes, K, panel + i * ld_panel);
+      split_rows_times_tokens<4>(panel, ld_panel, x_split, T, K, y + r, O);
     }
   } else {
     // Tokens outside, rows inside, over blocks of rows that stay in L2: a tile's 4-6 token rows

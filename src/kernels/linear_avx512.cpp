@@ -316,6 +316,18 @@ void split_row(const uint8_t* row, int64_t K, float* out) {
   }
 }
 
+// x's T rows of K with each block's halves apart, as split_row() lays out the weights.
+inline void split_tokens(const float* x, int64_t T, int64_t K, float* out) {
+  for (int64_t t = 0; t < T; ++t, x += K, out += K)
+    for (int64_t b = 0; b < K / 32; ++b) {
+      _mm512_store_ps(out + 16 * b, _mm512_loadu_ps(x + 32 * b));
+      _mm512_store_ps(out + K / 2 + 16 * b, _mm512_loadu_ps(x + 32 * b + 16));
+    }
+}
+
+// Tokens a panel of split rows serves at a time.
+constexpr int64_t kSplitTokens = 64;
+
 // Up to this many tokens stream the weights one row at a time, each row meeting every token
 // (tile() with one row): blocking rows for several tokens (a decoded panel, or four rows at
 // once) made two tokens, a server's step for two sequences, cost 1.7-3x one.
@@ -344,28 +356,35 @@ void linear_direct(const Tensor& w, const float* x, int64_t T, float* y, int64_t
     return;
   }
   if constexpr (kIsBlock<kType>) {
-    // Several tokens: six rows (then four) are unpacked once into a float32 panel, which every
-    // token then reads. Six rows read each x vector for 24 products instead of 16.
+    // Several tokens: six rows (then four) are unpacked into a float32 panel, which every token
+    // of a group of up to kSplitTokens then reads (the group bounds the copy of x: 2 MB at K =
+    // 8192). Six rows read each x vector for 24 products instead of 16.
     // Rows one cache line further apart than K, so that they do not share L1 sets.
     const int64_t ld_panel = K + 16;
     thread_local AlignedVector<float> panel_buffer, x_buffer;
     panel_buffer.resize(size_t(6 * ld_panel));
-    x_buffer.resize(size_t(T * K));
+    x_buffer.resize(size_t(std::min(T, kSplitTokens) * K));
     float* panel = panel_buffer.data();
     float* x_split = x_buffer.data();
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t b = 0; b < K / 32; ++b) {
-        _mm512_store_ps(x_split + t * K + 16 * b, _mm512_loadu_ps(x + t * K + 32 * b));
-        _mm512_store_ps(x_split + t * K + K / 2 + 16 * b, _mm512_loadu_ps(x + t * K + 32 * b + 16));
+    // Rows in panels of six, then one of four; singles are left to the tail below.
+    const int64_t rows = (r1 - r) / 6 * 6 + (r1 - r) % 6 / 4 * 4;
+    for (int64_t t0 = 0; t0 < T && rows > 0; t0 += kSplitTokens) {
+      const int64_t n = std::min(kSplitTokens, T - t0);
+      split_tokens(x + t0 * K, n, K, x_split);
+      const uint8_t* row = row0;
+      for (int64_t i = r; i < r + rows;) {
+        const int R = i + 6 <= r + rows ? 6 : 4;
+        for (int j = 0; j < R; ++j) split_row<kType>(row + j * row_bytes, K, panel + j * ld_panel);
+        if (R == 6)
+          split_rows_times_tokens<6>(panel, ld_panel, x_split, n, K, y + t0 * O + i, O);
+        else
+          split_rows_times_tokens<4>(panel, ld_panel, x_split, n, K, y + t0 * O + i, O);
+        i += R;
+        row += R * row_bytes;
       }
-    for (; r + 6 <= r1; r += 6, row0 += 6 * row_bytes) {
-      for (int i = 0; i < 6; ++i) split_row<kType>(row0 + i * row_bytes, K, panel + i * ld_panel);
-      split_rows_times_tokens<6>(panel, ld_panel, x_split, T, K, y + r, O);
     }
-    for (; r + 4 <= r1; r += 4, row0 += 4 * row_bytes) {
-      for (int i = 0; i < 4; ++i) split_row<kType>(row0 + i * row_bytes, K, panel + i * ld_panel);
-      split_rows_times_tokens<4>(panel, ld_panel, x_split, T, K, y + r, O);
-    }
+    r += rows;
+    row0 += rows * row_bytes;
   } else {
     // Tokens outside, rows inside, over blocks of rows that stay in L2: a tile's 4-6 token rows
     // of x stay in L1 while the block's weight rows pass by, instead of x streaming from L2.

@@ -118,7 +118,7 @@ TEST_P(KernelVariants, LinearMatchesReferenceForEveryTypeAndShape) {
         for (int64_t rows : {1, 5, 67}) {
           TensorMap map;
           const Tensor& w = random_tensor(map, dtype, rows, cols, unsigned(rows * 131 + cols));
-          for (int64_t T : {1, 2, 3, 4, 5, 9}) {
+          for (int64_t T : {1, 2, 3, 4, 5, 9, 70}) {
             std::vector<float> x(size_t(T * cols)), want(size_t(T * rows)), got(want.size());
             std::mt19937 rng{static_cast<unsigned>(T)};
             std::normal_distribution<float> normal;

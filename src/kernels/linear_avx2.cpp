@@ -622,13 +622,12 @@ void streamed_tokens(const RowGroup<kType>& g, const Int8Activations& x, float* 
 struct Panel {
   __m256i* bytes = nullptr;           // [block][8 columns of four bytes]
   __m256 *d = nullptr, *m = nullptr;  // [block]
-  std::vector<uint8_t> storage;
+  AlignedVector<uint8_t> storage;
 
-  // Room for `blocks` blocks. Aligned by hand: std::vector does not promise 32-byte alignment.
+  // Room for `blocks` blocks.
   void reserve(int64_t blocks) {
-    storage.resize(size_t(32 * (10 * blocks + 1)));
-    bytes = reinterpret_cast<__m256i*>((reinterpret_cast<uintptr_t>(storage.data()) + 31) &
-                                       ~uintptr_t(31));
+    storage.resize(size_t(32 * 10 * blocks));
+    bytes = reinterpret_cast<__m256i*>(storage.data());
     d = reinterpret_cast<__m256*>(bytes + 8 * blocks);
     m = d + blocks;
   }

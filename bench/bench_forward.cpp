@@ -109,11 +109,21 @@ const bool kModelsRegistered = [] {
 }();
 
 // linear() over T token rows of an n x n matrix (T = 1 is generation, larger T prefill); the
-// GFLOPS counter is 2 n^2 T per CPU second.
+// GFLOPS counter is 2 n^2 T per CPU second. A third argument of 1 takes the int8-activation path
+// (block types), with the weights packed as the loader packs them for that kernel.
 void BM_Linear(benchmark::State& st, rwkv::DType dtype) {
   const int64_t n = st.range(0), T = st.range(1);
   rwkv::TensorMap map = random_matrix(dtype, n, n);
-  const rwkv::Tensor& w = map.at("w");
+  rwkv::Tensor w = map.at("w");
+  std::vector<uint8_t> groups;
+  if (st.range(2) != 0) {
+    w.int8_activations = true;
+    if (rwkv::kernels::packs_int8_groups()) {
+      groups.resize(size_t(rwkv::kernels::int8_groups_bytes(w)));
+      rwkv::kernels::pack_int8_groups(w, 0, (n + 15) / 16, groups.data());
+      w.int8_groups = groups.data();
+    }
+  }
   rwkv::AlignedVector<float> x(static_cast<size_t>(n * T), 0.5f), y(static_cast<size_t>(n * T));
   for (auto _ : st) {
     rwkv::kernels::linear(w, x.data(), T, y.data());
@@ -264,15 +274,15 @@ BENCHMARK_CAPTURE(BM_Matvec, Q5_1, rwkv::DType::Q5_1)->Arg(1024);
 BENCHMARK_CAPTURE(BM_Matvec, Q4_0, rwkv::DType::Q4_0)->Arg(1024);
 BENCHMARK_CAPTURE(BM_Matvec, Q4_1, rwkv::DType::Q4_1)->Arg(1024);
 BENCHMARK_CAPTURE(BM_Matvec, Q5_0, rwkv::DType::Q5_0)->Arg(1024);
-#define RWKV_LINEAR_BENCH(type)                         \
+#define RWKV_LINEAR_BENCH(type, int8)                   \
   BENCHMARK_CAPTURE(BM_Linear, type, rwkv::DType::type) \
-      ->ArgsProduct({{256, 1024, 2048}, {1, 4, 16, 64}})
-RWKV_LINEAR_BENCH(F32);
-RWKV_LINEAR_BENCH(F16);
-RWKV_LINEAR_BENCH(BF16);
-RWKV_LINEAR_BENCH(Q8_0);
-RWKV_LINEAR_BENCH(Q5_1);
-RWKV_LINEAR_BENCH(Q4_0);
+      ->ArgsProduct({{256, 1024, 2048}, {1, 4, 16, 64}, int8})
+RWKV_LINEAR_BENCH(F32, {0});
+RWKV_LINEAR_BENCH(F16, {0});
+RWKV_LINEAR_BENCH(BF16, {0});
+RWKV_LINEAR_BENCH(Q8_0, benchmark::CreateDenseRange(0, 1, 1));
+RWKV_LINEAR_BENCH(Q5_1, benchmark::CreateDenseRange(0, 1, 1));
+RWKV_LINEAR_BENCH(Q4_0, benchmark::CreateDenseRange(0, 1, 1));
 #define RWKV_STREAM_BENCH(type, int8)                   \
   BENCHMARK_CAPTURE(BM_Stream, type, rwkv::DType::type) \
       ->ArgsProduct({{1, 2}, int8, {65536, 2048}})      \

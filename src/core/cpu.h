@@ -10,6 +10,9 @@ struct CpuFeatures {
   bool avx512 = false;    // AVX-512 F, BW, VL, DQ
   bool avx512_bf16 = false;
   bool avx512_vnni = false;
+  // AMX tiles with int8 products, and the kernel's permission to use them (Linux grants the
+  // 8 KB of tile state per process on request).
+  bool amx_int8 = false;
   // Whether weights streamed once per token are best prefetched non-temporally (AMD): see
   // kernels/prefetch.h.
   bool prefetch_non_temporal = false;

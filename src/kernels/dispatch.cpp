@@ -34,6 +34,7 @@ const VariantFns& fns(KernelVariant v) {
       {scalar::linear_rows, scalar::matmul_cols},
       {avx2::linear_rows, avx2::matmul_cols},
       {avx512::linear_rows, avx512::matmul_cols},
+      {avx512::linear_rows, avx512::matmul_cols},  // AMX only adds an int8 kernel
   };
   return table[static_cast<int>(v)];
 }
@@ -48,6 +49,8 @@ const char* variant_name(KernelVariant v) {
       return "avx2";
     case KernelVariant::kAvx512:
       return "avx512";
+    case KernelVariant::kAmx:
+      return "amx";
   }
   return "?";
 }
@@ -56,6 +59,7 @@ std::vector<KernelVariant> available_variants() {
   std::vector<KernelVariant> out = {KernelVariant::kScalar};
   if (cpu_features().avx2_fma) out.push_back(KernelVariant::kAvx2);
   if (cpu_features().avx512) out.push_back(KernelVariant::kAvx512);
+  if (cpu_features().amx_int8) out.push_back(KernelVariant::kAmx);
   return out;
 }
 
@@ -114,7 +118,12 @@ void split_rows(int64_t rows, ThreadPool* pool,
 // each segment is a contiguous piece of the matrix. Fixed, so no result depends on T or threads.
 constexpr int64_t kMatmulSegmentRows = 256;
 
-bool use_vnni(KernelVariant v) { return v == KernelVariant::kAvx512 && cpu_features().avx512_vnni; }
+bool use_vnni(KernelVariant v) {
+  return v == KernelVariant::kAmx || (v == KernelVariant::kAvx512 && cpu_features().avx512_vnni);
+}
+
+// From how many tokens the AMX kernel beats VNNI's (it unpacks each group once per call).
+constexpr int64_t kAmxMinTokens = 12;
 
 // The kernels multiply I8 weights as their stored integers; each row's scale is applied here,
 // once per output, while the outputs are still in cache.
@@ -374,7 +383,9 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
   const double start_s = profile ? seconds_now() : 0;
   const VariantFns& f = fns(v);
   const bool vnni = use_vnni(v);
-  const auto rows_int8 = vnni                        ? vnni::linear_rows_int8
+  const bool amx_tiles = v == KernelVariant::kAmx && T >= kAmxMinTokens;
+  const auto rows_int8 = amx_tiles                   ? amx::linear_rows_int8
+                         : vnni                      ? vnni::linear_rows_int8
                          : v == KernelVariant::kAvx2 ? avx2::linear_rows_int8
                                                      : scalar::linear_rows_int8;
   // What runs by weight rows: each linear(), and each matmul() stored transposed as a view of
@@ -455,9 +466,11 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
     const RowJob& job = by_rows[j];
     // The view's columns are the matmul's inputs.
     if (job.unscaled) scale_inputs(job.unscaled, job.input_scale, T, job.w->cols(), job.scaled);
-    if (job.qx)
+    if (job.qx) {
       (vnni ? vnni::quantize_activations : scalar::quantize_activations)(job.w->dtype, job.x, T,
                                                                          job.w->cols(), *job.qx);
+      if (amx_tiles) amx::prepare_tiles(*job.qx);
+    }
   };
   const double set_up_s = profile ? seconds_now() : 0;
   if (!by_rows.empty()) {

@@ -15,7 +15,8 @@ void Int8Activations::reset(DType weight_dtype, int64_t rows, int64_t k) {
   T = rows;
   K = k;
   pairs = (K + 63) / 64;
-  q.assign(size_t(T * pairs * 64), 0);
+  const int64_t tile = amx::kTileTokens;
+  q.assign(size_t((T + tile - 1) / tile * tile * pairs * 64), 0);
   scale.resize(size_t(T * (K / 32)));
   block_bias.resize(size_t(T * (K / 32)));
   block_qsum.resize(size_t(T * (K / 32)));
@@ -65,6 +66,23 @@ void pack_int8_groups(const Tensor& w, int64_t g0, int64_t g1, uint8_t* out) {
     }
   }
 }
+
+namespace amx {
+
+void prepare_tiles(Int8Activations& x) {
+  const int64_t blocks = x.K / 32, tiles = (x.T + kTileTokens - 1) / kTileTokens;
+  x.tile_terms.assign(size_t(tiles * blocks * 2 * kTileTokens), 0.0f);
+  for (int64_t t = 0; t < x.T; ++t) {
+    float* terms =
+        x.tile_terms.data() + (t / kTileTokens) * blocks * 2 * kTileTokens + t % kTileTokens;
+    for (int64_t b = 0; b < blocks; ++b) {
+      terms[2 * kTileTokens * b] = x.scale[size_t(t * blocks + b)];
+      terms[2 * kTileTokens * b + kTileTokens] = x.block_qsum[size_t(t * blocks + b)];
+    }
+  }
+}
+
+}  // namespace amx
 
 namespace scalar {
 

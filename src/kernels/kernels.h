@@ -13,18 +13,19 @@
 
 namespace rwkv::kernels {
 
-enum class KernelVariant { kScalar, kAvx2, kAvx512 };
+// kAmx: the AVX-512 kernels, with AMX tiles for several tokens on the int8-activation path.
+enum class KernelVariant { kScalar, kAvx2, kAvx512, kAmx };
 const char* variant_name(KernelVariant v);
 // The variants this CPU can run, scalar first.
 std::vector<KernelVariant> available_variants();
-// The best available variant, unless RWKV_KERNELS=scalar|avx2|avx512 says otherwise.
+// The best available variant, unless RWKV_KERNELS=scalar|avx2|avx512|amx says otherwise.
 KernelVariant active_variant();
 // How `variant` prefetches the weights it streams (kernels/prefetch.h): "nta" (non-temporal),
 // "t1" (into L2), or "none" (the scalar reference).
 const char* prefetch_hint(KernelVariant variant = active_variant());
 
 // Whether linear()'s int8-activation path (Tensor::int8_activations) has a SIMD kernel for
-// `variant` on this CPU (AVX2, or AVX-512 with VNNI); otherwise it runs the scalar reference.
+// `variant` on this CPU (AVX2, AVX-512 with VNNI, AMX); otherwise it runs the scalar reference.
 bool has_fast_int8(KernelVariant variant = active_variant());
 // Whether that kernel reads its weights repacked (Tensor::int8_groups, kernels/int8.h), which
 // the loader then makes once.

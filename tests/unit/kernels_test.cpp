@@ -446,14 +446,15 @@ TEST(Kernels, LinearOfAChunkEqualsLinearOfEachTokenAlone) {
 
 // The int8-activation path (kernels/int8.h) for every block type and shape, including an odd
 // number of blocks and row counts that leave part of a 16-row group, and token counts on both
-// sides of the AVX2 kernel's switch from streamed rows to a panel. The VNNI and AVX2 kernels
-// follow the scalar reference's arithmetic and order, so they must equal it bit for bit.
+// sides of the AVX2 kernel's switch from streamed rows to a panel and of the switch to AMX tiles
+// (whole tiles of 16 tokens and a padded last one). The VNNI, AMX and AVX2 kernels follow the
+// scalar reference's arithmetic and order, so they must equal it bit for bit.
 // Against exact float decoding the reference differs by at most the activation rounding: half a
 // step d_x of each block times sum |w| over the block.
 TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
   for (KernelVariant v : available_variants()) {
-    const bool equals_reference =
-        v == KernelVariant::kAvx2 || (v == KernelVariant::kAvx512 && cpu_features().avx512_vnni);
+    const bool equals_reference = v == KernelVariant::kAvx2 || v == KernelVariant::kAmx ||
+                                  (v == KernelVariant::kAvx512 && cpu_features().avx512_vnni);
     for (DType dtype : kBlockTypes) {
       for (auto [rows, K] :
            {std::pair<int64_t, int64_t>{67, 32}, {67, 96}, {20, 160}, {67, 2048}}) {
@@ -466,7 +467,7 @@ TEST(Kernels, Int8ActivationsMatchTheirReferenceAndStayWithinRoundingOfExact) {
         pack_int8_groups(w, 0, (rows + 15) / 16, groups.data());
         Tensor packed = w;
         packed.int8_groups = groups.data();
-        for (int64_t T : {1, 2, 3, 4, 6, 9}) {
+        for (int64_t T : {1, 2, 3, 4, 6, 9, 16, 35}) {
           std::vector<float> x(size_t(T * K)), exact(size_t(T * rows)), ref(exact.size()),
               got(exact.size());
           std::mt19937 rng{static_cast<unsigned>(T + K)};

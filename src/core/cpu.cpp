@@ -33,8 +33,9 @@ const CpuFeatures& cpu_features() {
     f.avx512_vnni = f.avx512 && __builtin_cpu_supports("avx512vnni");
 #if defined(__GNUC__) && __GNUC__ >= 12
     f.avx512_bf16 = f.avx512 && __builtin_cpu_supports("avx512bf16");
-    f.amx_int8 = f.avx512_vnni && __builtin_cpu_supports("amx-tile") &&
-                 __builtin_cpu_supports("amx-int8") && os_allows_amx();
+    const bool amx = f.avx512_vnni && __builtin_cpu_supports("amx-tile") && os_allows_amx();
+    f.amx_int8 = amx && __builtin_cpu_supports("amx-int8");
+    f.amx_bf16 = amx && f.avx512_bf16 && __builtin_cpu_supports("amx-bf16");
 #endif
     f.prefetch_non_temporal = __builtin_cpu_is("amd");
     return f;
@@ -50,6 +51,7 @@ std::string cpu_features_string() {
   if (f.avx512_bf16) s += "avx512_bf16 ";
   if (f.avx512_vnni) s += "avx512_vnni ";
   if (f.amx_int8) s += "amx_int8 ";
+  if (f.amx_bf16) s += "amx_bf16 ";
   if (!s.empty()) s.pop_back();
   return s.empty() ? "scalar" : s;
 }

@@ -13,6 +13,7 @@ struct CpuFeatures {
   // AMX tiles with int8 products, and the kernel's permission to use them (Linux grants the
   // 8 KB of tile state per process on request).
   bool amx_int8 = false;
+  bool amx_bf16 = false;  // AMX tiles with bf16 products (and that permission)
   // Whether weights streamed once per token are best prefetched non-temporally (AMD): see
   // kernels/prefetch.h.
   bool prefetch_non_temporal = false;

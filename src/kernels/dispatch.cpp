@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/cpu.h"
+#include "kernels/amx_bf16.h"
 #include "kernels/int8.h"
 #include "kernels/kernels.h"
 #include "kernels/prefetch.h"
@@ -396,6 +397,7 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
     const float* x;
     Int8Activations* qx;  // int8 path: x rounded once and read by every thread
     float* y;
+    amx::Bf16Inputs* bx = nullptr;  // AMX BF16 path: x split once and read by every thread
     bool row_scales;  // I8 linear(): each output times its row's scale
     // I8 matmul stored transposed: x (= scaled) is `unscaled` times `input_scale` (the
     // matmul's row scales), made when first needed.
@@ -408,6 +410,7 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
   thread_local std::vector<Tensor> view_buffer;
   thread_local std::vector<const Tensor*> weights_buffer;
   thread_local std::vector<Int8Activations> int8_buffers;  // one per linear() and matmul()
+  thread_local std::vector<amx::Bf16Inputs> bf16_buffers;  // likewise
   thread_local std::vector<float> scaled;
   thread_local std::unique_ptr<InputState[]> input_buffer;
   thread_local size_t input_capacity = 0;
@@ -418,12 +421,18 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
   // One per linear() and matmul(): I8 matmuls marked for int8 activations round x too.
   if (int8_buffers.size() < linears.size() + matmuls.size())
     int8_buffers.resize(linears.size() + matmuls.size());
+  if (bf16_buffers.size() < linears.size() + matmuls.size())
+    bf16_buffers.resize(linears.size() + matmuls.size());
+  // The AMX BF16 kernel runs a matrix whatever T is, so one token equals it in a chunk.
+  const auto bf16_inputs = [&](const Tensor& w, size_t j) {
+    return v == KernelVariant::kAmx && T > 0 && amx::runs_bf16(w) ? &bf16_buffers[j] : nullptr;
+  };
   if (view_buffer.size() < matmuls.size()) view_buffer.resize(matmuls.size());
   for (size_t j = 0; j < linears.size(); ++j) {
     const LinearJob& job = linears[j];
     Int8Activations* qx = nullptr;
     if (job.w->int8_activations && is_integer(job.w->dtype)) qx = &int8_buffers[j];
-    by_rows.push_back({job.w, job.x, qx, job.y, true});
+    by_rows.push_back({job.w, job.x, qx, job.y, bf16_inputs(*job.w, j), true});
   }
   // I8: row i of w (input i) has scale s_i, so x_i * s_i meets the stored integers.
   size_t scaled_size = 0;
@@ -453,7 +462,8 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
     Int8Activations* qx = nullptr;
     if (job.w->int8_activations && job.w->dtype == DType::I8)
       qx = &int8_buffers[linears.size() + j];
-    by_rows.push_back({&stored, job.x, qx, job.y, false, unscaled, job.w->row_scale, xs});
+    by_rows.push_back({&stored, job.x, qx, job.y, bf16_inputs(stored, linears.size() + j), false,
+                       unscaled, job.w->row_scale, xs});
   }
   if (input_capacity < by_rows.size()) {
     input_capacity = by_rows.size();
@@ -461,7 +471,8 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
   }
   InputState* inputs = input_buffer.get();  // inside the lambda, the caller's buffer
   for (size_t j = 0; j < by_rows.size(); ++j)
-    inputs[j].state.store(by_rows[j].qx || by_rows[j].unscaled ? 0 : 2, std::memory_order_relaxed);
+    inputs[j].state.store(by_rows[j].qx || by_rows[j].bx || by_rows[j].unscaled ? 0 : 2,
+                          std::memory_order_relaxed);
   const auto prepare = [&](size_t j) {
     const RowJob& job = by_rows[j];
     // The view's columns are the matmul's inputs.
@@ -471,6 +482,7 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
                                                                          job.w->cols(), *job.qx);
       if (amx_tiles) amx::prepare_tiles(*job.qx);
     }
+    if (job.bx) amx::split_inputs(job.x, T, job.w->cols(), *job.bx);
   };
   const double set_up_s = profile ? seconds_now() : 0;
   if (!by_rows.empty()) {
@@ -486,6 +498,8 @@ void products(std::span<const LinearJob> linears, std::span<const MatmulJob> mat
       const RowJob& job = by_rows[j];
       if (job.qx)
         rows_int8(*job.w, *job.qx, job.y, r0, r1);
+      else if (job.bx)
+        amx::linear_rows_bf16(*job.w, *job.bx, job.y, r0, r1);
       else
         f.linear_rows(*job.w, job.x, T, job.y, r0, r1);
       if (job.row_scales) apply_row_scales(*job.w, T, job.y, r0, r1);

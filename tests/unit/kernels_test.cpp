@@ -577,7 +577,8 @@ TEST_P(KernelVariants, OneTokenLongRowsMatchTheReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, KernelVariants,
-                         ::testing::Values(KernelVariant::kAvx2, KernelVariant::kAvx512),
+                         ::testing::Values(KernelVariant::kAvx2, KernelVariant::kAvx512,
+                                           KernelVariant::kAmx),
                          [](const auto& info) { return std::string(variant_name(info.param)); });
 
 }  // namespace

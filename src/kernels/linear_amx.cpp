@@ -38,66 +38,37 @@
 #endif
 
 // Needs the ISA, so after the pragma (its helpers have internal linkage).
+#include "kernels/amx_tiles.h"
 #include "kernels/int8_groups_avx512.h"
 
 namespace rwkv::kernels::amx {
 
 namespace {
 
-// GCC's tile intrinsics are asm statements that do not tell the compiler they read or write
-// memory; this keeps the stores that fill the buffers they read before them.
-inline void memory_barrier() { asm volatile("" ::: "memory"); }
-
-// Palette 1. Tiles 0 and 1: activations (16 tokens x one block's 32 bytes); 2 and 3: weights
-// (8 rows of 64 bytes); 4 and 5: products (16 tokens x 16 rows, int32). Tile numbers are literal
-// in the intrinsics (GCC spells them into the instruction), hence the two spelled-out sets.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
-
-void load_tile_config() {
+// Tiles 0 and 1: activations (16 tokens x one block's 32 bytes); 2 and 3: weights (8 rows of 64
+// bytes); 4 and 5: products (16 tokens x 16 rows, int32): two sets taking turns.
+void configure_tiles() {
   TileConfig config;
   for (int a : {0, 1}) config.bytes_per_row[a] = 32, config.rows[a] = kTileTokens;
   for (int b : {2, 3}) config.bytes_per_row[b] = 64, config.rows[b] = 8;
   for (int c : {4, 5}) config.bytes_per_row[c] = 64, config.rows[c] = kTileTokens;
-  memory_barrier();
-  _tile_loadconfig(&config);
+  load_tile_config(config);
 }
 
 // Bytes of one unpacked block of a group: 8 tile rows of 16 x 4 signed levels.
 using UnpackedBlock = int8_t[8 * 64];
 
 // Starts the block product of tile set kSet: q the tokens' bytes of the block (rows q_stride
-// apart), `levels` the unpacked block. The weights' load is spelled as asm naming the block, so
-// that the compiler keeps the stores that unpack it before it.
+// apart), `levels` the unpacked block.
 template <int kSet>
 inline void start_block(const int8_t* q, int64_t q_stride, const UnpackedBlock& levels) {
-  asm volatile("tileloadd (%[base],%[stride],1), %%tmm%c[tile]"
-               :
-               : [tile] "i"(2 + kSet), [base] "r"(levels), [stride] "r"(int64_t(64)), "m"(levels));
-  if constexpr (kSet == 0) {
-    _tile_loadd(0, q, q_stride);
-    _tile_zero(4);
-    _tile_dpbssd(4, 0, 2);
-  } else {
-    _tile_loadd(1, q, q_stride);
-    _tile_zero(5);
-    _tile_dpbssd(5, 1, 3);
-  }
+  tile_load_stored<2 + kSet>(levels);
+  tile_load<kSet>(q, q_stride);
+  tile_zero<4 + kSet>();
+  tile_dot_int8<4 + kSet, kSet, 2 + kSet>();
 }
 
-// Stores the products of tile set kSet. Spelled as asm here, naming the buffer it writes, so
-// that the compiler keeps the buffer's loads on the right side of it without a full memory
-// barrier (which would send the 16 chains through memory).
 using BlockProducts = int32_t[kTileTokens * 16];
-template <int kSet>
-inline void store_block(BlockProducts& products) {
-  asm volatile("tilestored %%tmm%c[tile], (%[base],%[stride],1)"
-               : "=m"(products)
-               : [tile] "i"(4 + kSet), [base] "r"(products), [stride] "r"(int64_t(64)));
-}
 
 // Unpacks block b of a packed group: its signed levels to `levels`, the rows' d then m to
 // `scales` (32 floats).
@@ -157,9 +128,9 @@ void tile_of_tokens(const uint8_t* group, UnpackedBlock* levels, float* scales, 
   const auto step = [&](int64_t b) __attribute__((always_inline)) {
     if (b + 1 < blocks) start(b + 1);
     if (b % 2 == 0)
-      store_block<0>(products[0]);
+      tile_store<4>(products[0]);
     else
-      store_block<1>(products[1]);
+      tile_store<5>(products[1]);
   };
   for (int64_t b = 0; b < kUnpackAhead; ++b) unpack(b);
   start(0);
@@ -186,7 +157,7 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
   levels.resize(size_t(blocks * sizeof(UnpackedBlock)));
   scales.resize(size_t(blocks * 32));
   auto* unpacked = reinterpret_cast<UnpackedBlock*>(levels.data());
-  load_tile_config();
+  configure_tiles();
   for (int64_t r = r0; r < r1; r += kGroup) {
     const int64_t n = std::min<int64_t>(kGroup, r1 - r), g = r / kGroup;
     const uint8_t* group;
@@ -206,7 +177,7 @@ void rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64_t r0, 
                                               n);
     }
   }
-  _tile_release();
+  tile_release();
 }
 
 }  // namespace

@@ -29,6 +29,9 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+// Needs the ISA, so after the pragma (its helpers have internal linkage).
+#include "kernels/amx_tiles.h"
+
 namespace rwkv::kernels::amx {
 
 namespace {
@@ -36,42 +39,11 @@ namespace {
 constexpr int64_t kGroupTokens = 16;
 constexpr int64_t kRows = 16;  // weight rows of a tile
 
-// The tile instructions, spelled as asm with the tile numbers as immediates (the intrinsics
-// need literal numbers), and naming the memory they write.
-template <int kTile>
-inline void tile_load(const void* base, int64_t stride) {
-  asm volatile("tileloadd (%[base],%[stride],1), %%tmm%c[tile]"
-               :
-               : [tile] "i"(kTile), [base] "r"(base), [stride] "r"(stride));
-}
-template <int kTile>
-inline void tile_zero() {
-  asm volatile("tilezero %%tmm%c[tile]" : : [tile] "i"(kTile));
-}
-// C += A . B
-template <int kC, int kA, int kB>
-inline void tile_dot() {
-  asm volatile("tdpbf16ps %%tmm%c[b], %%tmm%c[a], %%tmm%c[c]"
-               :
-               : [c] "i"(kC), [a] "i"(kA), [b] "i"(kB));
-}
 using TileFloats = float[kRows * 16];
-template <int kTile>
-inline void tile_store(TileFloats& out) {
-  asm volatile("tilestored %%tmm%c[tile], (%[base],%[stride],1)"
-               : "=m"(out)
-               : [tile] "i"(kTile), [base] "r"(out), [stride] "r"(int64_t(64)));
-}
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
 
 // Tiles: 0 and 1 weights (A), taking turns; 2, 3, 4 the column tiles of the inputs (B); 5, 6, 7
 // their sums (C).
-void load_tile_config(const Bf16Inputs& x) {
+void configure_tiles(const Bf16Inputs& x) {
   TileConfig config;
   const int last_columns = int(3 * x.group_tokens - 16 * (x.column_tiles - 1));
   for (int a : {0, 1}) config.bytes_per_row[a] = 64, config.rows[a] = kRows;
@@ -80,8 +52,7 @@ void load_tile_config(const Bf16Inputs& x) {
     config.bytes_per_row[2 + c] = bytes, config.rows[2 + c] = 16;
     config.bytes_per_row[5 + c] = bytes, config.rows[5 + c] = kRows;
   }
-  asm volatile("" ::: "memory");
-  _tile_loadconfig(&config);
+  load_tile_config(config);
 }
 
 // Prefetches kLines lines from p on, into L2 (the Intel hint, kernels/prefetch.h; AMX is
@@ -108,14 +79,14 @@ void row_group(const uint8_t* a, const uint8_t* next, int64_t stride, const Bf16
     if (next) prefetch_lines<kRows>(next + k * kRows * 64);
     tile_load<kA>(a + k * 64, stride);
     tile_load<2>(x.tile(g, k, 0), 64);
-    tile_dot<5, kA, 2>();
+    tile_dot_bf16<5, kA, 2>();
     if constexpr (kColumnTiles >= 2) {
       tile_load<3>(x.tile(g, k, 1), 64);
-      tile_dot<6, kA, 3>();
+      tile_dot_bf16<6, kA, 3>();
     }
     if constexpr (kColumnTiles == 3) {
       tile_load<4>(x.tile(g, k, 2), 64);
-      tile_dot<7, kA, 4>();
+      tile_dot_bf16<7, kA, 4>();
     }
   };
   int64_t k = 0;
@@ -138,7 +109,7 @@ void rows_bf16(const Tensor& w, const Bf16Inputs& x, float* y, int64_t r0, int64
   const int64_t groups = (x.T + kGroupTokens - 1) / kGroupTokens;
   thread_local AlignedVector<uint8_t> padded;
   alignas(64) TileFloats sums[kColumnTiles];
-  load_tile_config(x);
+  configure_tiles(x);
   for (int64_t r = r0; r < r1; r += kRows) {
     const uint8_t* a = w.data + r * stride;
     if (r + kRows > O) {  // rows past the matrix read as zero
@@ -164,7 +135,7 @@ void rows_bf16(const Tensor& w, const Bf16Inputs& x, float* y, int64_t r0, int64
         }
     }
   }
-  _tile_release();
+  tile_release();
 }
 
 }  // namespace

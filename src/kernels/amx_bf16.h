@@ -26,7 +26,13 @@ struct Bf16Inputs {
   AlignedVector<uint16_t> tiles;
 
   const uint16_t* tile(int64_t group, int64_t chunk, int64_t c) const {
-    return tiles.data() + ((group * (K / 32) + chunk) * column_tiles + c) * 512;
+    return tiles.data() + tile_at(group, chunk, c);
+  }
+  uint16_t* tile(int64_t group, int64_t chunk, int64_t c) {
+    return tiles.data() + tile_at(group, chunk, c);
+  }
+  int64_t tile_at(int64_t group, int64_t chunk, int64_t c) const {
+    return ((group * (K / 32) + chunk) * column_tiles + c) * 512;
   }
 };
 

@@ -35,7 +35,7 @@ const VariantFns& fns(KernelVariant v) {
       {scalar::linear_rows, scalar::matmul_cols},
       {avx2::linear_rows, avx2::matmul_cols},
       {avx512::linear_rows, avx512::matmul_cols},
-      {avx512::linear_rows, avx512::matmul_cols},  // AMX only adds an int8 kernel
+      {avx512::linear_rows, avx512::matmul_cols},  // AMX's kernels are picked in products()
   };
   return table[static_cast<int>(v)];
 }

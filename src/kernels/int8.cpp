@@ -15,8 +15,7 @@ void Int8Activations::reset(DType weight_dtype, int64_t rows, int64_t k) {
   T = rows;
   K = k;
   pairs = (K + 63) / 64;
-  const int64_t tile = amx::kTileTokens;
-  q.assign(size_t((T + tile - 1) / tile * tile * pairs * 64), 0);
+  q.assign(size_t(T * pairs * 64), 0);
   scale.resize(size_t(T * (K / 32)));
   block_bias.resize(size_t(T * (K / 32)));
   block_qsum.resize(size_t(T * (K / 32)));
@@ -71,6 +70,9 @@ namespace amx {
 
 void prepare_tiles(Int8Activations& x) {
   const int64_t blocks = x.K / 32, tiles = (x.T + kTileTokens - 1) / kTileTokens;
+  // A last tile reads 16 rows of bytes: zero rows past T (here, not in reset(), which one token
+  // calls per product).
+  x.q.resize(size_t(tiles * kTileTokens * x.pairs * 64), 0);
   x.tile_terms.assign(size_t(tiles * blocks * 2 * kTileTokens), 0.0f);
   for (int64_t t = 0; t < x.T; ++t) {
     float* terms =

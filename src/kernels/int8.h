@@ -25,13 +25,13 @@ namespace rwkv::kernels {
 struct Int8Activations {
   DType dtype = DType::Q8_0;
   int64_t T = 0, K = 0, pairs = 0;  // pairs = ceil(K / 64) per row
-  AlignedVector<int8_t> q;          // (T, pairs, 64): 64-byte rows, each one aligned load, and
-                                    // zero rows up to a multiple of 16 (an AMX tile reads 16)
+  AlignedVector<int8_t> q;          // (T, pairs, 64): 64-byte rows, each one aligned load
   std::vector<float> scale;         // (T, K / 32): d = max |x| / 127 of each block
   std::vector<int32_t> block_bias;  // (T, K / 32): -block_zero_level(dtype) * sum of q
   std::vector<float> block_qsum;    // (T, K / 32): d * sum of q (the offset term of Q4_1/Q5_1)
-  // For the AMX kernel (amx::prepare_tiles): per tile of 16 tokens and block, the 16 tokens'
-  // scale then block_qsum (zero past T), so that one pointer reaches a block's tokens.
+  // For the AMX kernel (amx::prepare_tiles, which also pads q with zero rows to a multiple of
+  // 16): per tile of 16 tokens and block, the 16 tokens' scale then block_qsum (zero past T), so
+  // that one pointer reaches a block's tokens.
   AlignedVector<float> tile_terms;  // (ceil(T / 16), K / 32, 2, 16)
 
   // Sizes every array for T rows of K, zeroed (so a padded last block reads as zero).
@@ -130,7 +130,8 @@ void linear_rows_int8(const Tensor& w, const Int8Activations& x, float* y, int64
 
 namespace amx {
 constexpr int64_t kTileTokens = 16;
-// Fills x.tile_terms from x's scales and block sums (once per call, before any thread runs).
+// Fills x.tile_terms from x's scales and block sums, and pads x.q with zero rows to a whole
+// tile (once per call, before any thread runs).
 void prepare_tiles(Int8Activations& x);
 // AMX tiles (16 tokens x 16 rows x one block per product; kernels/linear_amx.cpp): the
 // reference's arithmetic in its order, so equal to it and to the VNNI kernel bit for bit. Same

@@ -13,7 +13,8 @@
 
 namespace rwkv::kernels {
 
-// kAmx: the AVX-512 kernels, with AMX tiles for several tokens on the int8-activation path.
+// kAmx: the AVX-512 kernels, with AMX tiles for BF16 weights (every token count) and for
+// several tokens on the int8-activation path.
 enum class KernelVariant { kScalar, kAvx2, kAvx512, kAmx };
 const char* variant_name(KernelVariant v);
 // The variants this CPU can run, scalar first.

@@ -172,8 +172,7 @@ void split_inputs(const float* x, int64_t T, int64_t K, Bf16Inputs& out) {
         rest0 = _mm512_sub_ps(rest0, widened0);
         rest1 = _mm512_sub_ps(rest1, widened1);
         const int64_t j = 3 * tg + p;
-        uint16_t* tile = out.tiles.data() + (out.tile(g, k, j / 16) - out.tiles.data());
-        _mm512_i32scatter_epi32(tile + 2 * (j % 16), rows, pairs, 4);
+        _mm512_i32scatter_epi32(out.tile(g, k, j / 16) + 2 * (j % 16), rows, pairs, 4);
       }
     }
   }

@@ -68,6 +68,17 @@ Tensor WeightLoader::checked(const std::string& name, const std::vector<int64_t>
     throw Error(map_.path + ": tensor " + name + " has shape " + shape_string(t.shape) +
                 ", expected " + shape_string(shape));
   used_.insert(name);
+  // An I8 tensor's row scales are read by every product. Read from the file, each read faults
+  // in the file pages around them (a whole large folio on file systems that cache in those),
+  // mostly pages of matrices that are used repacked or transposed and never read in place:
+  // RWKV-7 2048 x 24 Q4_0 with int8 activations held 40 MB of them while generating, past its
+  // memory budget. So the loader keeps its own copy, and the file's pages are dropped.
+  if (t.row_scale) {
+    const uint64_t bytes = uint64_t(t.rows()) * 4;
+    uint8_t* copy = arena_.allocate(bytes);
+    map_.copy_out(reinterpret_cast<const uint8_t*>(t.row_scale), size_t(bytes), copy);
+    t.row_scale = reinterpret_cast<const float*>(copy);
+  }
   return t;
 }
 

@@ -51,7 +51,8 @@ class WeightLoader {
   const TensorMap& map() const { return map_; }
 
  private:
-  // The tensor `name`, its shape checked, marked used.
+  // The tensor `name`, its shape checked, marked used; an I8 tensor with its own copy of the
+  // row scales.
   Tensor checked(const std::string& name, const std::vector<int64_t>& shape);
   Tensor transposed_copy(const Tensor& t);
 

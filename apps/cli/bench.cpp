@@ -11,6 +11,7 @@
 #include <random>
 
 #include "cli.h"
+#include "core/cpu.h"
 #include "core/dtype.h"
 #include "kernels/activations.h"
 #include "kernels/kernels.h"
@@ -115,12 +116,15 @@ void run(const BenchOptions& o) {
     const Probes p = probe_machine(*pool);
     if (o.json) {
       fmt::print("{}\n", nlohmann::json{{"threads", pool->size()},
+                                        {"cpu_features", cpu_features_string()},
                                         {"read_gbps", p.read_gbps},
                                         {"fma_gflops", p.fma_gflops}}
                              .dump());
     } else {
-      fmt::print("threads: {}\nmemory read: {:.1f} GB/s\nfp32 FMA peak: {:.0f} GFLOP/s\n",
-                 pool->size(), p.read_gbps, p.fma_gflops);
+      fmt::print(
+          "threads: {}\ncpu features: {}\nmemory read: {:.1f} GB/s\nfp32 FMA peak: {:.0f} "
+          "GFLOP/s\n",
+          pool->size(), cpu_features_string(), p.read_gbps, p.fma_gflops);
     }
     return;
   }
@@ -209,6 +213,7 @@ void run(const BenchOptions& o) {
                         {"rss_peak_mb", peak_mb},
                         {"rss_budget_mb", rss_budget_mb},
                         {"kernels", kernels::variant_name(kernels::active_variant())},
+                        {"cpu_features", cpu_features_string()},
                         {"prefetch", kernels::prefetch_hint()},
                         {"int8_activations", info.int8_activations},
                         {"repacked", info.repacked},
@@ -229,6 +234,7 @@ void run(const BenchOptions& o) {
   fmt::print("threads:    {} ({} kernels{}{})\n", pool->size(),
              kernels::variant_name(kernels::active_variant()), prefetch_words(),
              info.int8_activations ? ", int8 activations for block weights" : "");
+  fmt::print("cpu:        {}\n", cpu_features_string());
   fmt::print(
       "load:       {:.3f} s{}{}\n", load_s,
       info.repacked == "cached" ? fmt::format(" (repacked weights read from {})", info.repack_cache)

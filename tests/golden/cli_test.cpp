@@ -190,6 +190,7 @@ TEST_F(Cli, BenchJsonAddsUp) {
   // The fraction is the median of each run's rate over the probe taken right after it.
   EXPECT_GT(j["machine_read_gbps"].get<double>(), 0.1);
   EXPECT_GT(j["bandwidth_fraction"].get<double>(), 0);
+  EXPECT_EQ(j["cpu_features"].get<std::string>(), cpu_features_string());
 #ifndef __SANITIZE_ADDRESS__  // ASan's shadow and quarantine are not the engine's memory
   EXPECT_LE(j["rss_peak_mb"].get<double>(), j["rss_budget_mb"].get<double>());
   EXPECT_LE(j["rss_gen_mb"].get<double>(), j["rss_budget_mb"].get<double>());

@@ -112,9 +112,17 @@ std::vector<int64_t> squeezed(const std::vector<int64_t>& shape) {
   return out;
 }
 
+// The file's bytes of a LoRA matrix (or a stack of them), which hold its transpose, recorded
+// as such with its canonical shape (TensorMap::add_stored_transposed), for a model to read.
+void record_stored_transposed(TensorMap& map, const std::string& name, Tensor stored,
+                              std::vector<int64_t> canonical_shape) {
+  stored.shape = std::move(canonical_shape);
+  map.add_stored_transposed(name, std::move(stored));
+}
+
 // Copies `name` transposed as a 2-D (rows, cols) matrix, in float32.
 void transpose_2d(TensorMap& map, const std::string& name) {
-  const Tensor& t = map.at(name);
+  const Tensor t = map.at(name);
   std::vector<int64_t> s = squeezed(t.shape);
   if (s.size() != 2) throw Error(map.path + ": tensor " + name + " should be a matrix, has shape " +
                                  shape_string(t.shape));
@@ -122,6 +130,7 @@ void transpose_2d(TensorMap& map, const std::string& name) {
   float* out = map.replace_with_f32(name, {s[1], s[0]});
   for (int64_t r = 0; r < s[0]; ++r)
     for (int64_t c = 0; c < s[1]; ++c) out[c * s[0] + r] = v[r * s[1] + c];
+  record_stored_transposed(map, name, t, {s[1], s[0]});
 }
 
 // Applies f to every element of `name` in float32 and gives it `shape`.
@@ -175,7 +184,7 @@ void canonicalize(TensorMap& map, int n_layer, int64_t n_embd) {
       transpose_2d(map, att + "time_decay_w1");
       transpose_2d(map, att + "time_decay_w2");
       // Stored (5, C, D) with the last two axes swapped; official is (5, D, C).
-      const Tensor& w2 = map.at(att + "time_maa_w2");
+      const Tensor w2 = map.at(att + "time_maa_w2");
       if (w2.shape.size() != 3)
         throw Error(map.path + ": tensor " + att + "time_maa_w2 should have 3 axes, has shape " +
                     shape_string(w2.shape));
@@ -185,6 +194,7 @@ void canonicalize(TensorMap& map, int n_layer, int64_t n_embd) {
       for (int64_t b = 0; b < B; ++b)
         for (int64_t r = 0; r < R; ++r)
           for (int64_t d = 0; d < D; ++d) out[(b * D + d) * R + r] = v[(b * R + r) * D + d];
+      record_stored_transposed(map, att + "time_maa_w2", w2, {B, D, R});
       reshape(map, att + "time_decay", {1, 1, C});
       reshape(map, att + "time_faaaa", squeezed(map.at(att + "time_faaaa").shape));
     } else if (v5) {

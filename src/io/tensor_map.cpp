@@ -95,7 +95,28 @@ uint64_t TensorMap::map_by_huge_pages(const std::vector<Tensor>& tensors) const 
 }
 
 void TensorMap::erase(const std::string& name) {
+  stored_transposed_.erase(name);
   if (tensors_.erase(name)) names_.erase(std::find(names_.begin(), names_.end(), name));
+}
+
+void TensorMap::add_stored_transposed(const std::string& name, Tensor stored) {
+  stored.transposed = true;
+  stored_transposed_.insert_or_assign(name, std::move(stored));
+}
+
+const Tensor* TensorMap::stored_transposed(const std::string& name) const {
+  auto it = stored_transposed_.find(name);
+  return it == stored_transposed_.end() ? nullptr : &it->second;
+}
+
+void TensorMap::release(const std::string& name) {
+  if (const Tensor* t = find(name))
+    for (std::vector<uint8_t>& b : buffers_)
+      if (b.data() == t->data) {
+        std::vector<uint8_t>().swap(b);
+        break;
+      }
+  erase(name);
 }
 
 const Tensor* TensorMap::find(const std::string& name) const {

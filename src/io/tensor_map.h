@@ -37,6 +37,16 @@ class TensorMap {
   // Replaces a tensor by a float32 copy with `shape` (same element count) and returns its data.
   float* replace_with_f32(const std::string& name, std::vector<int64_t> shape);
   void erase(const std::string& name);
+  // For a tensor the reader rebuilt in the canonical layout (an owned copy) whose bytes in the
+  // file hold its transpose, as rwkv.cpp stores the RWKV-6/7 LoRA matrices: those file bytes
+  // (the canonical shape with `transposed` set, any dtype; a stack of matrices is transposed
+  // matrix by matrix), the layout kernels::matmul() runs, so that a model reads them rather
+  // than transposing the copy again.
+  void add_stored_transposed(const std::string& name, Tensor stored);
+  const Tensor* stored_transposed(const std::string& name) const;
+  // Forgets `name` and frees the bytes the map owns for it: for a tensor a model reads from
+  // elsewhere (its stored_transposed() bytes).
+  void release(const std::string& name);
 
   bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
   const Tensor* find(const std::string& name) const;
@@ -65,6 +75,7 @@ class TensorMap {
  private:
   std::vector<std::string> names_;
   std::unordered_map<std::string, Tensor> tensors_;
+  std::unordered_map<std::string, Tensor> stored_transposed_;
   std::deque<std::vector<uint8_t>> buffers_;
   std::vector<std::shared_ptr<const void>> owners_;
   std::vector<Bytes> mappings_;

@@ -24,7 +24,7 @@ std::unique_ptr<Model> Model::load_default(const LoadOptions& options) {
   bytes.data = {rwkv_default_model_begin,
                 size_t(rwkv_default_model_end - rwkv_default_model_begin)};
   TensorMap map = read_safetensors(bytes, name);
-  auto model = build_model(std::make_shared<const TensorMap>(std::move(map)), options);
+  auto model = build_model(std::make_shared<TensorMap>(std::move(map)), options);
   return model;
 #else
   (void)options;

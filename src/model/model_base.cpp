@@ -7,7 +7,7 @@
 
 namespace rwkv {
 
-ModelBase::ModelBase(std::shared_ptr<const TensorMap> map, ModelInfo info) : map_(std::move(map)) {
+ModelBase::ModelBase(std::shared_ptr<TensorMap> map, ModelInfo info) : map_(std::move(map)) {
   info_ = std::move(info);
 }
 

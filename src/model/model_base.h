@@ -26,7 +26,7 @@ class ModelBase : public Model {
                      const EvalOptions& options) const final;
 
  protected:
-  ModelBase(std::shared_ptr<const TensorMap> map, ModelInfo info);
+  ModelBase(std::shared_ptr<TensorMap> map, ModelInfo info);
   // Runs every layer over the chunk: x (rows x C) holds ln0(emb[token]) on entry and the final
   // residual stream on exit; each segment's state advances by its rows. Scratch slot 1 is free.
   virtual void run_layers(float* x, int64_t rows, std::span<const Segment> segments,
@@ -35,7 +35,7 @@ class ModelBase : public Model {
   // asked for as a warning.
   void finish_loading(WeightLoader& w);
 
-  std::shared_ptr<const TensorMap> map_;
+  std::shared_ptr<TensorMap> map_;
   std::vector<std::shared_ptr<const void>> repacked_;
   EmbeddingHead io_;
 };

@@ -69,8 +69,7 @@ std::string detect_version(const TensorMap& map) {
   return "4";
 }
 
-std::unique_ptr<Model> build_model(std::shared_ptr<const TensorMap> map,
-                                   const LoadOptions& options) {
+std::unique_ptr<Model> build_model(std::shared_ptr<TensorMap> map, const LoadOptions& options) {
   ModelInfo info;
   info.path = map->path;
   info.format = map->format;
@@ -125,7 +124,7 @@ std::unique_ptr<Model> build_model(std::shared_ptr<const TensorMap> map,
 }
 
 std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
-  return build_model(std::make_shared<const TensorMap>(read_tensor_map(path)), options);
+  return build_model(std::make_shared<TensorMap>(read_tensor_map(path)), options);
 }
 
 }  // namespace rwkv

@@ -28,7 +28,7 @@ struct V4Layer {
 
 class ModelV4 final : public ModelBase {
  public:
-  ModelV4(std::shared_ptr<const TensorMap> map, ModelInfo info)
+  ModelV4(std::shared_ptr<TensorMap> map, ModelInfo info)
       : ModelBase(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
     WeightLoader w(*map_, info_);
@@ -129,7 +129,7 @@ class ModelV4 final : public ModelBase {
 
 }  // namespace
 
-std::unique_ptr<Model> build_v4(std::shared_ptr<const TensorMap> map, ModelInfo info) {
+std::unique_ptr<Model> build_v4(std::shared_ptr<TensorMap> map, ModelInfo info) {
   return std::make_unique<ModelV4>(std::move(map), std::move(info));
 }
 

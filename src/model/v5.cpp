@@ -44,7 +44,7 @@ std::vector<float> per_channel(WeightLoader& w, const std::string& name, int64_t
 
 class ModelV5 final : public MatrixStateModel {
  public:
-  ModelV5(std::shared_ptr<const TensorMap> map, ModelInfo info)
+  ModelV5(std::shared_ptr<TensorMap> map, ModelInfo info)
       : MatrixStateModel(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
     WeightLoader w(*map_, info_);
@@ -155,7 +155,7 @@ class ModelV5 final : public MatrixStateModel {
 
 }  // namespace
 
-std::unique_ptr<Model> build_v5(std::shared_ptr<const TensorMap> map, ModelInfo info) {
+std::unique_ptr<Model> build_v5(std::shared_ptr<TensorMap> map, ModelInfo info) {
   return std::make_unique<ModelV5>(std::move(map), std::move(info));
 }
 

@@ -39,7 +39,7 @@ struct V6Layer {
 
 class ModelV6 final : public MatrixStateModel {
  public:
-  ModelV6(std::shared_ptr<const TensorMap> map, ModelInfo info)
+  ModelV6(std::shared_ptr<TensorMap> map, ModelInfo info)
       : MatrixStateModel(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
     WeightLoader w(*map_, info_);
@@ -202,7 +202,7 @@ class ModelV6 final : public MatrixStateModel {
 
 }  // namespace
 
-std::unique_ptr<Model> build_v6(std::shared_ptr<const TensorMap> map, ModelInfo info) {
+std::unique_ptr<Model> build_v6(std::shared_ptr<TensorMap> map, ModelInfo info) {
   return std::make_unique<ModelV6>(std::move(map), std::move(info));
 }
 

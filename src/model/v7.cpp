@@ -38,7 +38,7 @@ struct V7Layer {
 
 class ModelV7 final : public MatrixStateModel {
  public:
-  ModelV7(std::shared_ptr<const TensorMap> map, ModelInfo info)
+  ModelV7(std::shared_ptr<TensorMap> map, ModelInfo info)
       : MatrixStateModel(std::move(map), std::move(info)) {
     const int64_t C = info_.n_embd;
     WeightLoader w(*map_, info_);
@@ -259,7 +259,7 @@ class ModelV7 final : public MatrixStateModel {
 
 }  // namespace
 
-std::unique_ptr<Model> build_v7(std::shared_ptr<const TensorMap> map, ModelInfo info) {
+std::unique_ptr<Model> build_v7(std::shared_ptr<TensorMap> map, ModelInfo info) {
   return std::make_unique<ModelV7>(std::move(map), std::move(info));
 }
 

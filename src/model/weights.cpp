@@ -6,6 +6,10 @@
 #include <functional>
 #include <thread>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "core/mapped_file.h"
 #include "core/quant.h"
 #include "kernels/activations.h"
@@ -36,7 +40,7 @@ std::vector<int64_t> without_unit_axes(const std::vector<int64_t>& shape) {
 }
 }  // namespace
 
-WeightLoader::WeightLoader(const TensorMap& map, const ModelInfo& info)
+WeightLoader::WeightLoader(TensorMap& map, const ModelInfo& info)
     : map_(map),
       int8_activations_(info.int8_activations),
       cache_path_(info.repack_cache),
@@ -125,6 +129,41 @@ std::vector<Tensor> WeightLoader::loras(const std::string& name, const std::vect
   const Tensor t = checked(name, shape);
   const int64_t rows = t.rows() / parts;
   std::vector<Tensor> out;
+  // Stored transposed in the file (rwkv.cpp's LoRAs), which is the layout matmul() runs; the
+  // reader's canonical copy is freed by finish(). (Transposing that copy back, they were held
+  // twice, and rwkv.cpp's RWKV-6 1.6B files ran 60-100 MB past the memory budget.) Float types
+  // are read in place where the matrices beside them are too (without int8 activations);
+  // otherwise copied out, since reading them in place maps the file pages around them, or,
+  // quantized (rwkv.cpp quantizes them with the other matrices), decoded row by row.
+  if (const Tensor* stored = map_.stored_transposed(name)) {
+    Tensor view = *stored;
+    const bool floats = view.dtype == DType::F32 || view.dtype == DType::F16;
+    if (floats && !int8_activations_) {
+      in_place_.push_back(view);
+      read_from_file_.push_back(view);
+    } else {
+      std::vector<uint8_t> bytes(size_t(view.nbytes));
+      map_.copy_out(view.data, bytes.size(), bytes.data());
+      view.data = bytes.data();
+      std::vector<float> values;
+      if (!floats) {
+        values = to_f32(view);
+        view.dtype = DType::F32;
+        view.nbytes = values.size() * 4;
+      }
+      uint8_t* copy = arena_.allocate(view.nbytes);
+      std::memcpy(copy, floats ? bytes.data() : reinterpret_cast<const uint8_t*>(values.data()),
+                  size_t(view.nbytes));
+      view.data = copy;
+    }
+    for (int i = 0; i < parts; ++i) {
+      Tensor part = slice_rows(view, i * rows, rows);
+      part.transposed = true;
+      out.push_back(part);
+    }
+    released_.push_back(name);
+    return out;
+  }
   for (int i = 0; i < parts; ++i) out.push_back(transposed_copy(slice_rows(t, i * rows, rows)));
   if (out[0].transposed)
     drop_after_transposing_.push_back(t);
@@ -188,6 +227,11 @@ std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
   info.repack_cache = cache_path_;
   info.repack_huge_bytes = cached_.empty() ? 0 : huge_bytes_;  // set only when mapping
   if (!cache_problem_.empty()) info.warnings.push_back(cache_problem_);
+  for (const std::string& name : released_) map_.release(name);
+#if defined(__GLIBC__)
+  // Those copies were many ~1 MB blocks, which glibc keeps in its heap once freed.
+  if (!released_.empty()) malloc_trim(0);
+#endif
   std::vector<std::shared_ptr<const void>> owners = arena_.owners();
   if (map_cache_ && !cached_.empty()) owners.push_back(cache_.owner());
   if (packed_.empty()) {

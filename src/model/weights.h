@@ -21,7 +21,8 @@ class WeightLoader {
  public:
   // info.int8_activations: matrices in ggml blocks are marked for kernels::linear()'s int8 path;
   // info.repack_cache: where matrices repacked for that path are cached.
-  WeightLoader(const TensorMap& map, const ModelInfo& info);
+  // The map is the loader's to consume: finish() releases tensors the model reads elsewhere.
+  WeightLoader(TensorMap& map, const ModelInfo& info);
 
   bool has(const std::string& name) const { return map_.contains(name); }
   // A tensor used in place (any dtype), checked against `shape` ignoring unit axes.
@@ -34,7 +35,8 @@ class WeightLoader {
   Tensor matrix(const std::string& name, const std::vector<int64_t>& shape);
   // A LoRA matrix for kernels::matmul() (x @ W), as tensor(), stored transposed where
   // kernels::transpose_for_matmul() can: a copy, filled by finish() (all of them at once, on
-  // every core), after which the file's pages are dropped.
+  // every core), after which the file's pages are dropped; or, where the file holds it
+  // transposed already (TensorMap::stored_transposed()), those bytes in place.
   Tensor lora(const std::string& name, const std::vector<int64_t>& shape);
   // A stack of `parts` LoRA matrices (RWKV-6's time_maa_w2), each as lora() gives it.
   std::vector<Tensor> loras(const std::string& name, const std::vector<int64_t>& shape, int parts);
@@ -56,7 +58,7 @@ class WeightLoader {
   Tensor checked(const std::string& name, const std::vector<int64_t>& shape);
   Tensor transposed_copy(const Tensor& t);
 
-  const TensorMap& map_;
+  TensorMap& map_;
   bool int8_activations_;
   std::string cache_path_;
   RepackSource source_;
@@ -82,6 +84,7 @@ class WeightLoader {
   };
   std::vector<PendingRead> cache_reads_;  // for finish()
   std::vector<Tensor> drop_after_transposing_;
+  std::vector<std::string> released_;  // read from their stored_transposed() bytes
   WeightArena arena_;  // the packed, cached and transposed copies
 };
 

@@ -11,7 +11,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   rwkv::Bytes bytes{{data, size}, nullptr};
   try {
-    auto map = std::make_shared<const rwkv::TensorMap>(rwkv::read_rwkv_cpp_bin(bytes, "fuzz.bin"));
+    auto map = std::make_shared<rwkv::TensorMap>(rwkv::read_rwkv_cpp_bin(bytes, "fuzz.bin"));
     auto model = rwkv::build_model(map, {});
     std::vector<float> state(model->state_size()), logits(size_t(model->info().n_vocab));
     model->init_state(state);

@@ -26,7 +26,7 @@ InitOptions small(const std::string& arch) {
 }
 
 std::unique_ptr<Model> build(TensorMap map) {
-  return build_model(std::make_shared<const TensorMap>(std::move(map)), {});
+  return build_model(std::make_shared<TensorMap>(std::move(map)), {});
 }
 
 TEST(Init, EveryVersionLoadsWithTheRequestedDims) {

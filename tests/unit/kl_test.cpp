@@ -38,7 +38,7 @@ std::unique_ptr<Model> random_model(const std::string& arch, uint64_t seed, int6
   o.n_vocab = vocab;
   o.head_size = 32;
   o.seed = seed;
-  return build_model(std::make_shared<const TensorMap>(init_model(o)), {});
+  return build_model(std::make_shared<TensorMap>(init_model(o)), {});
 }
 
 std::vector<int> some_tokens(int n, int vocab) {

@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
 
 #include "core/dtype.h"
 #include "io/readers.h"
+#include "model/registry.h"
 #include "test_util.h"
 
 namespace rwkv::test {
@@ -197,6 +199,33 @@ TEST_F(RwkvCppBin, Rwkv7PackedMixesAndLoraAreRestored) {
   float packed_g0;
   std::memcpy(&packed_g0, f.find("blocks.3.att.x_rwkvag").data.data() + 5 * 64 * 4, 4);
   EXPECT_EQ(to_f32(map.at("blocks.3.att.x_g"))[0], packed_g0);
+}
+
+// rwkv.cpp stores the LoRA matrices transposed: the reader records those bytes as such next to
+// its canonical copy, and a model reads them there and frees the copy (held twice, rwkv.cpp's
+// RWKV-6 1.6B files ran past the memory budget).
+TEST_F(RwkvCppBin, LorasStoredTransposedAreReadInPlaceAndTheCopyReleased) {
+  auto b = read_bytes(shared_dir() / "testdata/tiny-rwkv/tiny-rwkv-7v0-834K-FP32.bin");
+  Bytes bytes{{b.data(), b.size()}, nullptr};
+  auto map = std::make_shared<TensorMap>(read_rwkv_cpp_bin(bytes, "tiny7.bin"));
+  const std::string name = "blocks.3.att.w1";
+  const Tensor* stored = map->stored_transposed(name);
+  ASSERT_NE(stored, nullptr);
+  EXPECT_TRUE(stored->transposed);
+  EXPECT_EQ(stored->shape, map->at(name).shape);  // (C, D) = (64, 32), bytes (D, C)
+  // The file's own bytes, in place.
+  EXPECT_TRUE(stored->data >= b.data() && stored->data + stored->nbytes <= b.data() + b.size());
+  BinFile f = parse(b);
+  const BinParam& param = f.find(name);
+  ASSERT_EQ(stored->nbytes, param.data.size());
+  EXPECT_EQ(0, std::memcmp(stored->data, param.data.data(), param.data.size()));
+  const std::vector<float> canonical = to_f32(map->at(name)), file = to_f32(*stored);
+  for (int64_t c = 0; c < 64; ++c)
+    for (int64_t d = 0; d < 32; ++d) ASSERT_EQ(canonical[c * 32 + d], file[d * 64 + c]);
+  auto model = build_model(map, {});
+  for (const char* lora : {"w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2"})
+    EXPECT_FALSE(map->contains(std::string("blocks.3.att.") + lora)) << lora;
+  EXPECT_TRUE(map->contains("blocks.3.att.key.weight"));
 }
 
 // File version 100 stored Q4_0 with a float32 scale and element pairs sharing a byte.

@@ -141,20 +141,17 @@ std::vector<Tensor> WeightLoader::loras(const std::string& name, const std::vect
     if (floats && !int8_activations_) {
       in_place_.push_back(view);
       read_from_file_.push_back(view);
-    } else {
-      std::vector<uint8_t> bytes(size_t(view.nbytes));
-      map_.copy_out(view.data, bytes.size(), bytes.data());
-      view.data = bytes.data();
-      std::vector<float> values;
-      if (!floats) {
-        values = to_f32(view);
-        view.dtype = DType::F32;
-        view.nbytes = values.size() * 4;
-      }
+    } else if (floats) {
       uint8_t* copy = arena_.allocate(view.nbytes);
-      std::memcpy(copy, floats ? bytes.data() : reinterpret_cast<const uint8_t*>(values.data()),
-                  size_t(view.nbytes));
+      map_.copy_out(view.data, size_t(view.nbytes), copy);
       view.data = copy;
+    } else {
+      const std::vector<float> values = copied_f32(view);
+      uint8_t* copy = arena_.allocate(values.size() * 4);
+      std::memcpy(copy, values.data(), values.size() * 4);
+      view.dtype = DType::F32;
+      view.data = copy;
+      view.nbytes = values.size() * 4;
     }
     for (int i = 0; i < parts; ++i) {
       Tensor part = slice_rows(view, i * rows, rows);
@@ -254,7 +251,10 @@ std::vector<std::shared_ptr<const void>> WeightLoader::finish(ModelInfo& info) {
 }
 
 std::vector<float> WeightLoader::f32(const std::string& name, const std::vector<int64_t>& shape) {
-  Tensor t = checked(name, shape);
+  return copied_f32(checked(name, shape));
+}
+
+std::vector<float> WeightLoader::copied_f32(Tensor t) const {
   std::vector<uint8_t> bytes(size_t(t.nbytes));
   map_.copy_out(t.data, bytes.size(), bytes.data());
   t.data = bytes.data();

@@ -57,6 +57,9 @@ class WeightLoader {
   // row scales.
   Tensor checked(const std::string& name, const std::vector<int64_t>& shape);
   Tensor transposed_copy(const Tensor& t);
+  // t's values in float32, its bytes copied out of the file without mapping them
+  // (TensorMap::copy_out).
+  std::vector<float> copied_f32(Tensor t) const;
 
   TensorMap& map_;
   bool int8_activations_;
@@ -85,7 +88,7 @@ class WeightLoader {
   std::vector<PendingRead> cache_reads_;  // for finish()
   std::vector<Tensor> drop_after_transposing_;
   std::vector<std::string> released_;  // read from their stored_transposed() bytes
-  WeightArena arena_;  // the packed, cached and transposed copies
+  WeightArena arena_;  // the packed, cached and transposed copies, I8 row scales, decoded LoRAs
 };
 
 // The float32 weight and bias of one normalisation (`ln1`, `ln2`, `att.ln_x`, ...).
